@@ -1,0 +1,13 @@
+"""muvera: multi-vector retrieval as cheap as single-vector search.
+
+Fixed Dimensional Encodings (MUVERA, Jayaram et al., NeurIPS 2024) computed exactly as
+Google's C++ reference does, batched and vectorised.
+"""
+
+from ._version import __version__
+from .config import FDEConfig
+from .encoder import FDEEncoder
+from .errors import MuveraError
+from .scoring import maxsim
+
+__all__ = ["FDEConfig", "FDEEncoder", "MuveraError", "__version__", "maxsim"]

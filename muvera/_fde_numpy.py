@@ -1,0 +1,229 @@
+"""Vectorised numpy kernel of the FDE (no per-token Python loops).
+
+For a chunk of items with tokens concatenated into ``X`` (N x d):
+
+1. ``X @ simhash`` (one sgemm, blocked to stay in cache) gives the sign bits of every
+   (token, repetition); the partition is the Gray-decoded bit pattern.
+2. ``X @ ams`` (the AMS sketch as a dense +/-1 matrix; identity skips it) projects tokens.
+3. A sparse one-nonzero-per-column matrix scatters each projected (token, repetition) into
+   its (item, repetition, partition) row: sums for queries, sums / counts for documents.
+4. Documents with filling: an empty partition takes the projected token whose sign bits
+   are nearest in Hamming distance, lowest token index on ties.
+5. An optional final Count-Sketch is one sparse matmul.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._matrices import FDEMatrices
+from .config import FDEConfig
+
+__all__ = ["NumpyKernel", "gray_decode", "popcount"]
+
+_MATMUL_BLOCK = 2048  # tokens per sgemm call: keeps the output block in cache
+_FILL_TABLE_MAX_PARTITIONS = 1024  # above this, filling scans tokens per (item, repetition)
+
+
+def popcount(x: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
+    """Number of set bits of each non-negative integer (< 2**32), any shape."""
+    x = np.asarray(x).astype(np.uint32)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.uint8)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+    b = x.view(np.uint8).reshape(*x.shape, 4)
+    return table[b].sum(axis=-1, dtype=np.uint8)
+
+
+def gray_decode(code: npt.NDArray[np.int64], num_bits: int) -> npt.NDArray[np.int64]:
+    """Partition index of sign-bit pattern ``code`` (first hyperplane in the top bit).
+
+    The reference appends bits as ``g = (g << 1) + (b XOR (g & 1))``, i.e. a prefix XOR;
+    the sign bits of partition ``g`` are ``g ^ (g >> 1)``.
+
+    >>> gray_decode(np.array([0b10, 0b11]), 2).tolist()
+    [3, 2]
+    """
+    g = code.copy()
+    shift = 1
+    while shift < num_bits:
+        g ^= g >> shift
+        shift <<= 1
+    return g
+
+
+class NumpyKernel:
+    """Encodes token chunks with numpy/scipy; built once per encoder."""
+
+    def __init__(self, config: FDEConfig, matrices: FDEMatrices) -> None:
+        import scipy.sparse as sp
+
+        self._sp = sp
+        self.config = config
+        R, d, k = config.num_repetitions, config.dimension, config.num_simhash_projections
+        p, B = config.block_dimension, config.num_partitions
+        self.R, self.d, self.k, self.p, self.B = R, d, k, p, B
+        # (d, R*k): column r*k + j is hyperplane j of repetition r.
+        self.simhash = np.ascontiguousarray(
+            matrices.simhash.transpose(1, 0, 2).reshape(d, R * k), dtype=np.float32
+        )
+        self.ams: npt.NDArray[np.float32] | None = None
+        if config.projection_type == "ams_sketch":
+            ams = np.zeros((d, R, p), dtype=np.float32)
+            rows = np.broadcast_to(np.arange(d)[None, :], (R, d))
+            reps = np.broadcast_to(np.arange(R)[:, None], (R, d))
+            ams[rows, reps, matrices.ams_indices] = matrices.ams_signs
+            self.ams = ams.reshape(d, R * p)
+        self.count_sketch_t: Any = None
+        if config.final_projection_dimension is not None:
+            D, f = config.raw_dimension, config.final_projection_dimension
+            self.count_sketch_t = sp.csr_matrix(
+                (
+                    matrices.count_sketch_signs.astype(np.float32),
+                    (matrices.count_sketch_indices, np.arange(D)),
+                ),
+                shape=(f, D),
+            )
+        self.fill_table: npt.NDArray[np.int64] | None = None
+        if config.fill_empty_partitions and 0 < k and B <= _FILL_TABLE_MAX_PARTITIONS:
+            g = np.arange(B)
+            self.fill_table = popcount((g ^ (g >> 1))[:, None] ^ g[None, :]).astype(np.int64)
+
+    # -- steps ---------------------------------------------------------------------------
+    def _matmul(self, X: npt.NDArray[np.float32], W: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        out = np.empty((X.shape[0], W.shape[1]), dtype=np.float32)
+        for s in range(0, X.shape[0], _MATMUL_BLOCK):
+            np.matmul(X[s : s + _MATMUL_BLOCK], W, out=out[s : s + _MATMUL_BLOCK])
+        return out
+
+    def _codes(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+        """Sign-bit patterns, int64 ``(N, R)``, first hyperplane in the top bit."""
+        N, R, k = X.shape[0], self.R, self.k
+        if k == 0:
+            return np.zeros((N, R), dtype=np.int64)
+        positive = (self._matmul(X, self.simhash) > 0).reshape(N, R, k)
+        code = np.zeros((N, R), dtype=np.int64)
+        for j in range(k):
+            code <<= 1
+            code |= positive[:, :, j]
+        return code
+
+    def encode(
+        self, X: npt.NDArray[np.float32], lengths: npt.NDArray[np.int64], document: bool
+    ) -> npt.NDArray[np.float32]:
+        """FDEs of one chunk: float32 ``(len(lengths), output_dimension)``."""
+        n_items, N = lengths.shape[0], X.shape[0]
+        R, B, p = self.R, self.B, self.p
+        rows = n_items * R * B
+        owner = np.repeat(np.arange(n_items, dtype=np.int64), lengths)
+        code = self._codes(X)
+        partition = gray_decode(code, self.k)
+        row_id = (owner[:, None] * R + np.arange(R, dtype=np.int64)) * B + partition
+        sp = self._sp
+        projected: npt.NDArray[np.float32] | None = None
+        if self.ams is not None:
+            projected = self._matmul(X, self.ams)  # (N, R*p)
+            scatter = sp.csc_matrix(
+                (np.ones(N * R, np.float32), row_id.ravel(), np.arange(N * R + 1)),
+                shape=(rows, N * R),
+            )
+            sums = np.asarray(scatter @ projected.reshape(N * R, p), dtype=np.float32)
+        else:
+            scatter = sp.csc_matrix(
+                (np.ones(N * R, np.float32), row_id.ravel(), np.arange(0, N * R + 1, R)),
+                shape=(rows, N),
+            )
+            sums = np.asarray(scatter @ X, dtype=np.float32)
+        if document:
+            counts = np.bincount(row_id.ravel(), minlength=rows)
+            sums /= np.maximum(counts, 1).astype(np.float32)[:, None]
+            if self.config.fill_empty_partitions and self.k > 0:
+                self._fill(sums, counts, code, owner, lengths, X, projected)
+        fde = sums.reshape(n_items, R * B * p)
+        if self.count_sketch_t is not None:
+            fde = np.asarray((self.count_sketch_t @ fde.T).T, dtype=np.float32)
+        return np.ascontiguousarray(fde, dtype=np.float32)
+
+    def _fill(
+        self,
+        sums: npt.NDArray[np.float32],
+        counts: npt.NDArray[np.int64],
+        code: npt.NDArray[np.int64],
+        owner: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        X: npt.NDArray[np.float32],
+        projected: npt.NDArray[np.float32] | None,
+    ) -> None:
+        R, B = self.R, self.B
+        n_items = lengths.shape[0]
+        empty = (counts == 0).reshape(n_items * R, B)
+        # (item, repetition) rows that have an empty partition and at least one token.
+        need = np.flatnonzero(empty.any(axis=1) & np.repeat(lengths > 0, R))
+        if need.size == 0:
+            return
+        if self.fill_table is not None:
+            nearest = self._nearest_by_code(need, code, owner, n_items)
+        else:
+            nearest = self._nearest_by_token(need, empty, code, lengths)
+        m_idx, g_idx = np.nonzero(empty[need])
+        tok = nearest[m_idx, g_idx]
+        row = need[m_idx]
+        rep = row % R
+        if projected is not None:
+            values = projected.reshape(-1, R, self.p)[tok, rep]
+        else:
+            values = X[tok]
+        sums[row * B + g_idx] = values
+
+    def _nearest_by_code(
+        self,
+        need: npt.NDArray[np.int64],
+        code: npt.NDArray[np.int64],
+        owner: npt.NDArray[np.int64],
+        n_items: int,
+    ) -> npt.NDArray[np.int64]:
+        """Nearest token of each partition, for the (item, rep) rows ``need``: ``(len(need), B)``."""
+        R, B = self.R, self.B
+        N = code.shape[0]
+        table = self.fill_table
+        assert table is not None  # internal invariant: only called when the table exists
+        compact = np.full(n_items * R, -1, dtype=np.int64)
+        compact[need] = np.arange(need.size)
+        which = compact[owner[:, None] * R + np.arange(R)]  # (N, R)
+        keep = which >= 0
+        big = np.int64(N + 1)
+        # first[m, c]: lowest token index with sign bits c in row m (big if none).
+        first = np.full(need.size * B, big, dtype=np.int64)
+        tokens = np.broadcast_to(np.arange(N, dtype=np.int64)[:, None], (N, R))
+        np.minimum.at(first, which[keep] * B + code[keep], tokens[keep])
+        first = first.reshape(need.size, B)
+        out = np.empty((need.size, B), dtype=np.int64)
+        step = max(1, (1 << 22) // (B * B))
+        for s in range(0, need.size, step):
+            f = first[s : s + step][:, None, :]  # (m, 1, c)
+            key = np.where(f < big, table[None, :, :] * big + f, np.iinfo(np.int64).max)
+            out[s : s + step] = key.min(axis=2) % big
+        return out
+
+    def _nearest_by_token(
+        self,
+        need: npt.NDArray[np.int64],
+        empty: npt.NDArray[np.bool_],
+        code: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.int64]:
+        """Same as :meth:`_nearest_by_code` for very many partitions (only empty ones set)."""
+        R, B = self.R, self.B
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        out = np.zeros((need.size, B), dtype=np.int64)
+        for m, row in enumerate(need):
+            item, rep = divmod(int(row), R)
+            lo, hi = offsets[item], offsets[item + 1]
+            targets = np.flatnonzero(empty[row])
+            gray = targets ^ (targets >> 1)
+            dist = popcount(gray[:, None] ^ code[lo:hi, rep][None, :])
+            out[m, targets] = lo + np.argmin(dist, axis=1)
+        return out

@@ -1,0 +1,224 @@
+"""FDEEncoder: multi-vector batches in, one float32 FDE row per item out."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._fde_numpy import NumpyKernel
+from ._inputs import Batch, prepare_batch
+from ._matrices import FDEMatrices, draw_matrices
+from ._version import __version__
+from .config import FDEConfig
+from .errors import MuveraError
+
+__all__ = ["FDEEncoder"]
+
+_FORMAT = "muvera.FDEEncoder"
+_FORMAT_VERSION = 1
+_DEFAULT_CHUNK_TOKENS = 16384
+
+
+class FDEEncoder:
+    """Encodes multi-vector embeddings into Fixed Dimensional Encodings.
+
+    Builds every random matrix of ``config`` once (exactly as Google's C++ reference draws
+    them); encoding is vectorised over a whole batch and streamed in chunks of about
+    ``chunk_tokens`` tokens so that memory stays bounded.
+
+    Parameters
+    ----------
+    config : FDEConfig
+    chunk_tokens : int, default 16384
+        Tokens processed per internal chunk (whole items; an item longer than this is
+        processed alone).
+
+    Examples
+    --------
+    >>> enc = FDEEncoder(FDEConfig(dimension=4, num_repetitions=2, num_simhash_projections=1,
+    ...                            projection_type="identity"))
+    >>> q = np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    >>> enc.encode_queries([q]).shape
+    (1, 16)
+    >>> enc.encode_documents([q, np.zeros((0, 4), np.float32)]).dtype
+    dtype('float32')
+    """
+
+    def __init__(
+        self,
+        config: FDEConfig,
+        *,
+        chunk_tokens: int = _DEFAULT_CHUNK_TOKENS,
+        _matrices: FDEMatrices | None = None,
+    ) -> None:
+        if not isinstance(config, FDEConfig):
+            raise MuveraError(f"FDEEncoder needs an FDEConfig, got {type(config).__name__}")
+        if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
+            raise MuveraError(f"chunk_tokens must be a positive int, got {chunk_tokens!r}")
+        self.config = config
+        self.chunk_tokens = chunk_tokens
+        self.matrices = _matrices if _matrices is not None else draw_matrices(config)
+        self.matrices.check(config)
+        self._numpy = NumpyKernel(config, self.matrices)
+        self._torch: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"FDEEncoder({self.config!r})"
+
+    @property
+    def output_dimension(self) -> int:
+        """Length of each FDE row."""
+        return self.config.output_dimension
+
+    # -- encoding ------------------------------------------------------------------------
+    def encode_queries(
+        self, batch: Any, *, lengths: Any = None, mask: Any = None, out: Any = None
+    ) -> Any:
+        """Query FDEs: per partition, the **sum** of the projected tokens (never filled).
+
+        Parameters
+        ----------
+        batch : sequence of array_like ``(n_i, dimension)``, or array ``(n, T, dimension)``
+            Float tokens (float16/32/64; computed in float32). numpy arrays and torch
+            tensors are accepted; an item with zero tokens gives a zero row.
+        lengths : int array ``(n,)``, optional
+            Valid tokens per item of a padded batch (a prefix of each row).
+        mask : bool array ``(n, T)``, optional
+            Valid tokens of a padded batch (any pattern). Without ``lengths``/``mask``
+            every position of a padded batch is a token.
+        out : array ``(n, output_dimension)`` float32, optional
+            Written in place (e.g. a ``np.memmap``) and returned.
+
+        Returns
+        -------
+        float32 ``(n, output_dimension)``: numpy for numpy input, a torch tensor on the
+        input's device for torch input. Row ``i`` is item ``i``.
+        """
+        return self._encode(batch, lengths, mask, out, document=False)
+
+    def encode_documents(
+        self, batch: Any, *, lengths: Any = None, mask: Any = None, out: Any = None
+    ) -> Any:
+        """Document FDEs: per partition, the **mean** of the projected tokens, with empty
+        partitions filled when ``config.fill_empty_partitions`` is set.
+
+        Takes the same arguments and returns the same types as :meth:`encode_queries`.
+        """
+        return self._encode(batch, lengths, mask, out, document=True)
+
+    def _encode(self, batch: Any, lengths: Any, mask: Any, out: Any, document: bool) -> Any:
+        what = "encode_documents" if document else "encode_queries"
+        prepared = prepare_batch(batch, self.config.dimension, lengths=lengths, mask=mask, what=what)
+        n, D = len(prepared), self.output_dimension
+        if prepared.backend == "torch":
+            return self._encode_torch(prepared, out, document, what)
+        if out is None:
+            out = np.empty((n, D), dtype=np.float32)
+        elif not isinstance(out, np.ndarray) or out.shape != (n, D) or out.dtype != np.float32:
+            raise MuveraError(f"{what}: out must be a float32 numpy array of shape {(n, D)}")
+        for chunk in prepared.chunks(self.chunk_tokens):
+            stop = chunk.start + chunk.lengths.shape[0]
+            out[chunk.start : stop] = self._numpy.encode(chunk.tokens, chunk.lengths, document)
+        return out
+
+    def _encode_torch(self, prepared: Batch, out: Any, document: bool, what: str) -> Any:
+        import torch
+
+        from ._fde_torch import TorchKernel
+
+        key = str(prepared.device) if prepared.device is not None else "cpu"
+        kernel = self._torch.get(key)
+        if kernel is None:
+            kernel = self._torch[key] = TorchKernel(self.config, self.matrices, key)
+        n, D = len(prepared), self.output_dimension
+        device = prepared.device if prepared.device is not None else torch.device("cpu")
+        if out is None:
+            out = torch.empty((n, D), dtype=torch.float32, device=device)
+        elif (
+            not isinstance(out, torch.Tensor)
+            or tuple(out.shape) != (n, D)
+            or out.dtype != torch.float32
+            or out.device != device
+        ):
+            raise MuveraError(f"{what}: out must be a float32 tensor of shape {(n, D)} on {device}")
+        for chunk in prepared.chunks(self.chunk_tokens):
+            stop = chunk.start + chunk.lengths.shape[0]
+            out[chunk.start : stop] = kernel.encode(chunk.tokens, chunk.lengths, document)
+        return out
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write config and materialised matrices to ``path`` (an ``.npz`` file, no pickle).
+
+        The write is atomic: a crash leaves any previous file at ``path`` intact. A saved
+        encoder reproduces its FDEs bit for bit even if the RNG code changes.
+        """
+        path = Path(path)
+        meta = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "library_version": __version__,
+            "config": self.config.to_dict(),
+        }
+        m = self.matrices
+        arrays = {
+            "meta_json": np.array(json.dumps(meta, sort_keys=True)),
+            "simhash": m.simhash,
+            "ams_indices": m.ams_indices,
+            "ams_signs": m.ams_signs,
+            "count_sketch_indices": m.count_sketch_indices,
+            "count_sketch_signs": m.count_sketch_signs,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FDEEncoder:
+        """Read an encoder written by :meth:`save`.
+
+        Raises :class:`~muvera.MuveraError` for a missing or foreign file, a newer format
+        version, or matrices that do not fit the stored config.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise MuveraError(f"FDEEncoder.load: no file at {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta_json"]))
+                arrays = {name: data[name] for name in data.files if name != "meta_json"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise MuveraError(f"FDEEncoder.load: {path} is not a saved FDEEncoder ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise MuveraError(f"FDEEncoder.load: {path} is not a saved FDEEncoder")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > _FORMAT_VERSION:
+            raise MuveraError(
+                f"FDEEncoder.load: {path} has format version {version}, this muvera "
+                f"({__version__}) reads up to {_FORMAT_VERSION}; upgrade muvera"
+            )
+        config = FDEConfig.from_dict(meta["config"])
+        try:
+            matrices = FDEMatrices(
+                simhash=arrays["simhash"].astype(np.float32, copy=False),
+                ams_indices=arrays["ams_indices"].astype(np.int64, copy=False),
+                ams_signs=arrays["ams_signs"].astype(np.int8, copy=False),
+                count_sketch_indices=arrays["count_sketch_indices"].astype(np.int64, copy=False),
+                count_sketch_signs=arrays["count_sketch_signs"].astype(np.int8, copy=False),
+            )
+            return cls(config, _matrices=matrices)
+        except (KeyError, ValueError) as exc:
+            raise MuveraError(f"FDEEncoder.load: {path} is damaged ({exc})") from None
