@@ -14,6 +14,7 @@ For a chunk of items with tokens concatenated into ``X`` (N x d):
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,20 @@ def gray_decode(code: npt.NDArray[np.int64], num_bits: int) -> npt.NDArray[np.in
     return g
 
 
+def _csc_matvecs() -> Any:
+    """scipy's in-place sparse x dense kernel (accumulates into a caller-owned buffer), or None.
+
+    Reusing one output buffer per thread avoids page-faulting a fresh array on every chunk
+    (a 4x slowdown of the scatter step); the public ``S @ P`` is the fallback.
+    """
+    try:
+        from scipy.sparse import _sparsetools
+
+        return _sparsetools.csc_matvecs
+    except (ImportError, AttributeError):  # pragma: no cover - depends on scipy internals
+        return None
+
+
 class NumpyKernel:
     """Encodes token chunks with numpy/scipy; built once per encoder."""
 
@@ -62,6 +77,8 @@ class NumpyKernel:
         import scipy.sparse as sp
 
         self._sp = sp
+        self._matvecs = _csc_matvecs()
+        self._local = threading.local()
         self.config = config
         R, d, k = config.num_repetitions, config.dimension, config.num_simhash_projections
         p, B = config.block_dimension, config.num_partitions
@@ -87,14 +104,44 @@ class NumpyKernel:
                 ),
                 shape=(f, D),
             )
+        self.gray_table = gray_decode(np.arange(256), self.k) if self.k <= 8 else None
         self.fill_table: npt.NDArray[np.int64] | None = None
         if config.fill_empty_partitions and 0 < k and B <= _FILL_TABLE_MAX_PARTITIONS:
             g = np.arange(B)
             self.fill_table = popcount((g ^ (g >> 1))[:, None] ^ g[None, :]).astype(np.int64)
 
     # -- steps ---------------------------------------------------------------------------
-    def _matmul(self, X: npt.NDArray[np.float32], W: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        out = np.empty((X.shape[0], W.shape[1]), dtype=np.float32)
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
+        """A per-thread scratch array, reused across chunks (contents undefined)."""
+        size = int(np.prod(shape))
+        pool = self._local.__dict__.setdefault("pool", {})
+        buf = pool.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = pool[name] = np.empty(max(size, 1), dtype=dtype)
+        return buf[:size].reshape(shape)
+
+    def _scatter(
+        self, rows: int, row_id: npt.NDArray[np.int64], values: npt.NDArray[np.float32], per_col: int
+    ) -> npt.NDArray[np.float32]:
+        """``out[row_id[t, r]] += values[t]`` (identity: ``per_col=R`` rows per token) or
+        ``+= values[t * R + r]`` (``per_col=1``), as a fresh float32 ``(rows, width)`` array."""
+        n_cols, width = values.shape
+        indices = row_id.ravel()
+        indptr = np.arange(0, indices.size + 1, per_col, dtype=np.int64)
+        data = self._buffer("ones", (indices.size,), np.float32)
+        data.fill(1.0)
+        if self._matvecs is None:  # pragma: no cover - exercised only without scipy internals
+            matrix = self._sp.csc_matrix((data, indices, indptr), shape=(rows, n_cols))
+            return np.asarray(matrix @ values, dtype=np.float32)
+        out = self._buffer("sums", (rows, width), np.float32)
+        out.fill(0.0)
+        self._matvecs(rows, n_cols, width, indptr, indices, data, values.ravel(), out.ravel())
+        return out
+
+    def _matmul(
+        self, X: npt.NDArray[np.float32], W: npt.NDArray[np.float32], name: str
+    ) -> npt.NDArray[np.float32]:
+        out = self._buffer(name, (X.shape[0], W.shape[1]), np.float32)
         for s in range(0, X.shape[0], _MATMUL_BLOCK):
             np.matmul(X[s : s + _MATMUL_BLOCK], W, out=out[s : s + _MATMUL_BLOCK])
         return out
@@ -104,7 +151,10 @@ class NumpyKernel:
         N, R, k = X.shape[0], self.R, self.k
         if k == 0:
             return np.zeros((N, R), dtype=np.int64)
-        positive = (self._matmul(X, self.simhash) > 0).reshape(N, R, k)
+        positive = (self._matmul(X, self.simhash, "sketch") > 0).reshape(N, R, k)
+        if k <= 8:  # one byte per (token, repetition): packbits, then drop the padding bits
+            packed = np.packbits(positive, axis=2, bitorder="big").reshape(N, R)
+            return (packed >> np.uint8(8 - k)).astype(np.int64)
         code = np.zeros((N, R), dtype=np.int64)
         for j in range(k):
             code <<= 1
@@ -118,41 +168,31 @@ class NumpyKernel:
         n_items, N = lengths.shape[0], X.shape[0]
         R, B, p = self.R, self.B, self.p
         rows = n_items * R * B
-        owner = np.repeat(np.arange(n_items, dtype=np.int64), lengths)
         code = self._codes(X)
-        partition = gray_decode(code, self.k)
-        row_id = (owner[:, None] * R + np.arange(R, dtype=np.int64)) * B + partition
-        sp = self._sp
+        partition = self.gray_table[code] if self.gray_table is not None else gray_decode(code, self.k)
+        item_base = np.repeat(np.arange(0, rows, R * B, dtype=np.int64), lengths)
+        row_id = item_base[:, None] + np.arange(0, R * B, B, dtype=np.int64) + partition
         projected: npt.NDArray[np.float32] | None = None
         if self.ams is not None:
-            projected = self._matmul(X, self.ams)  # (N, R*p)
-            scatter = sp.csc_matrix(
-                (np.ones(N * R, np.float32), row_id.ravel(), np.arange(N * R + 1)),
-                shape=(rows, N * R),
-            )
-            sums = np.asarray(scatter @ projected.reshape(N * R, p), dtype=np.float32)
+            projected = self._matmul(X, self.ams, "projected")  # (N, R*p)
+            sums = self._scatter(rows, row_id, projected.reshape(N * R, p), per_col=1)
         else:
-            scatter = sp.csc_matrix(
-                (np.ones(N * R, np.float32), row_id.ravel(), np.arange(0, N * R + 1, R)),
-                shape=(rows, N),
-            )
-            sums = np.asarray(scatter @ X, dtype=np.float32)
+            sums = self._scatter(rows, row_id, X, per_col=R)
         if document:
             counts = np.bincount(row_id.ravel(), minlength=rows)
             sums /= np.maximum(counts, 1).astype(np.float32)[:, None]
             if self.config.fill_empty_partitions and self.k > 0:
-                self._fill(sums, counts, code, owner, lengths, X, projected)
+                self._fill(sums, counts, code, lengths, X, projected)
         fde = sums.reshape(n_items, R * B * p)
         if self.count_sketch_t is not None:
-            fde = np.asarray((self.count_sketch_t @ fde.T).T, dtype=np.float32)
-        return np.ascontiguousarray(fde, dtype=np.float32)
+            return np.asarray((self.count_sketch_t @ fde.T).T, dtype=np.float32)
+        return fde  # a scratch buffer: the caller copies it out before the next chunk
 
     def _fill(
         self,
         sums: npt.NDArray[np.float32],
         counts: npt.NDArray[np.int64],
         code: npt.NDArray[np.int64],
-        owner: npt.NDArray[np.int64],
         lengths: npt.NDArray[np.int64],
         X: npt.NDArray[np.float32],
         projected: npt.NDArray[np.float32] | None,
@@ -165,7 +205,7 @@ class NumpyKernel:
         if need.size == 0:
             return
         if self.fill_table is not None:
-            nearest = self._nearest_by_code(need, code, owner, n_items)
+            nearest = self._nearest_by_code(need, code, lengths)
         else:
             nearest = self._nearest_by_token(need, empty, code, lengths)
         m_idx, g_idx = np.nonzero(empty[need])
@@ -182,23 +222,24 @@ class NumpyKernel:
         self,
         need: npt.NDArray[np.int64],
         code: npt.NDArray[np.int64],
-        owner: npt.NDArray[np.int64],
-        n_items: int,
+        lengths: npt.NDArray[np.int64],
     ) -> npt.NDArray[np.int64]:
         """Nearest token of each partition, for the (item, rep) rows ``need``: ``(len(need), B)``."""
         R, B = self.R, self.B
         N = code.shape[0]
         table = self.fill_table
         assert table is not None  # internal invariant: only called when the table exists
-        compact = np.full(n_items * R, -1, dtype=np.int64)
-        compact[need] = np.arange(need.size)
-        which = compact[owner[:, None] * R + np.arange(R)]  # (N, R)
-        keep = which >= 0
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        item, rep = need // R, need % R
+        counts_needed = offsets[item + 1] - offsets[item]
+        # The tokens of every needed row, concatenated; m_of[j] is the row of entry j.
+        m_of = np.repeat(np.arange(need.size), counts_needed)
+        row_start = np.cumsum(counts_needed) - counts_needed
+        tok = offsets[item][m_of] + np.arange(m_of.size) - row_start[m_of]
         big = np.int64(N + 1)
         # first[m, c]: lowest token index with sign bits c in row m (big if none).
         first = np.full(need.size * B, big, dtype=np.int64)
-        tokens = np.broadcast_to(np.arange(N, dtype=np.int64)[:, None], (N, R))
-        np.minimum.at(first, which[keep] * B + code[keep], tokens[keep])
+        np.minimum.at(first, m_of * B + code[tok, rep[m_of]], tok)
         first = first.reshape(need.size, B)
         out = np.empty((need.size, B), dtype=np.int64)
         step = max(1, (1 << 22) // (B * B))

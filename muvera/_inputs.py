@@ -88,10 +88,9 @@ class Batch:
 
             bad_rows = (~torch.isfinite(tokens).all(dim=1)).nonzero().flatten().cpu().numpy()
         else:
-            finite = np.isfinite(tokens).all(axis=1)
-            if finite.all():
-                return
-            bad_rows = np.flatnonzero(~finite)
+            if tokens.size == 0 or (np.isfinite(tokens.min()) and np.isfinite(tokens.max())):
+                return  # NaN propagates through min/max, so this is an exact check
+            bad_rows = np.flatnonzero(~np.isfinite(tokens).all(axis=1))
         if bad_rows.size:
             offsets = np.cumsum(lengths)
             item = start + int(np.searchsorted(offsets, bad_rows[0], side="right"))
