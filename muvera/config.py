@@ -20,8 +20,8 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> N
     if isinstance(value, bool) or not isinstance(value, int):
         raise MuveraError(f"FDEConfig.{name} must be an int, got {type(value).__name__}")
     if value < low or (high is not None and value > high):
-        allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise MuveraError(f"FDEConfig.{name} must be in {allowed}, got {value}")
+        allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise MuveraError(f"FDEConfig.{name} must be {allowed}, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import numpy as np
+
+
+def ragged(rng: np.random.Generator, lengths, d: int, unit: bool = True) -> list[np.ndarray]:
+    """Random float32 token matrices of the given lengths (unit rows by default)."""
+    items = []
+    for n in lengths:
+        x = rng.standard_normal((n, d)).astype(np.float32)
+        if unit and n:
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+        items.append(x)
+    return items
+
+
+def pad(items: list[np.ndarray], d: int, T: int | None = None, fill: float = 0.0):
+    """Padded (n, T, d) array plus lengths for ragged items."""
+    T = max([len(x) for x in items] + [0]) if T is None else T
+    out = np.full((len(items), T, d), fill, dtype=np.float32)
+    for i, x in enumerate(items):
+        out[i, : len(x)] = x
+    return out, np.array([len(x) for x in items], dtype=np.int64)
