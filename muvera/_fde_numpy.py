@@ -33,10 +33,12 @@ def popcount(x: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
     """Number of set bits of each non-negative integer (< 2**32), any shape."""
     x = np.asarray(x).astype(np.uint32)
     if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.uint8)
+        counts: npt.NDArray[np.uint8] = np.bitwise_count(x).astype(np.uint8)
+        return counts
     table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
     b = x.view(np.uint8).reshape(*x.shape, 4)
-    return table[b].sum(axis=-1, dtype=np.uint8)
+    summed: npt.NDArray[np.uint8] = table[b].sum(axis=-1, dtype=np.uint8)
+    return summed
 
 
 def gray_decode(code: npt.NDArray[np.int64], num_bits: int) -> npt.NDArray[np.int64]:
@@ -106,7 +108,7 @@ class NumpyKernel:
             )
         self.gray_table = gray_decode(np.arange(256), self.k) if self.k <= 8 else None
         self.fill_table: npt.NDArray[np.int64] | None = None
-        if config.fill_empty_partitions and 0 < k and B <= _FILL_TABLE_MAX_PARTITIONS:
+        if config.fill_empty_partitions and k > 0 and B <= _FILL_TABLE_MAX_PARTITIONS:
             g = np.arange(B)
             self.fill_table = popcount((g ^ (g >> 1))[:, None] ^ g[None, :]).astype(np.int64)
 
@@ -114,14 +116,18 @@ class NumpyKernel:
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
         """A per-thread scratch array, reused across chunks (contents undefined)."""
         size = int(np.prod(shape))
-        pool = self._local.__dict__.setdefault("pool", {})
+        pool: dict[str, npt.NDArray[Any]] = self._local.__dict__.setdefault("pool", {})
         buf = pool.get(name)
         if buf is None or buf.size < size or buf.dtype != dtype:
             buf = pool[name] = np.empty(max(size, 1), dtype=dtype)
         return buf[:size].reshape(shape)
 
     def _scatter(
-        self, rows: int, row_id: npt.NDArray[np.int64], values: npt.NDArray[np.float32], per_col: int
+        self,
+        rows: int,
+        row_id: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float32],
+        per_col: int,
     ) -> npt.NDArray[np.float32]:
         """``out[row_id[t, r]] += values[t]`` (identity: ``per_col=R`` rows per token) or
         ``+= values[t * R + r]`` (``per_col=1``), as a fresh float32 ``(rows, width)`` array."""
@@ -169,7 +175,9 @@ class NumpyKernel:
         R, B, p = self.R, self.B, self.p
         rows = n_items * R * B
         code = self._codes(X)
-        partition = self.gray_table[code] if self.gray_table is not None else gray_decode(code, self.k)
+        partition = (
+            self.gray_table[code] if self.gray_table is not None else gray_decode(code, self.k)
+        )
         item_base = np.repeat(np.arange(0, rows, R * B, dtype=np.int64), lengths)
         row_id = item_base[:, None] + np.arange(0, R * B, B, dtype=np.int64) + partition
         projected: npt.NDArray[np.float32] | None = None
@@ -212,10 +220,7 @@ class NumpyKernel:
         tok = nearest[m_idx, g_idx]
         row = need[m_idx]
         rep = row % R
-        if projected is not None:
-            values = projected.reshape(-1, R, self.p)[tok, rep]
-        else:
-            values = X[tok]
+        values = X[tok] if projected is None else projected.reshape(-1, R, self.p)[tok, rep]
         sums[row * B + g_idx] = values
 
     def _nearest_by_code(
@@ -224,7 +229,7 @@ class NumpyKernel:
         code: npt.NDArray[np.int64],
         lengths: npt.NDArray[np.int64],
     ) -> npt.NDArray[np.int64]:
-        """Nearest token of each partition, for the (item, rep) rows ``need``: ``(len(need), B)``."""
+        """Nearest token of each partition for the (item, rep) rows ``need``, ``(len(need), B)``."""
         R, B = self.R, self.B
         N = code.shape[0]
         table = self.fill_table
@@ -238,9 +243,9 @@ class NumpyKernel:
         tok = offsets[item][m_of] + np.arange(m_of.size) - row_start[m_of]
         big = np.int64(N + 1)
         # first[m, c]: lowest token index with sign bits c in row m (big if none).
-        first = np.full(need.size * B, big, dtype=np.int64)
-        np.minimum.at(first, m_of * B + code[tok, rep[m_of]], tok)
-        first = first.reshape(need.size, B)
+        first_flat = np.full(need.size * B, big, dtype=np.int64)
+        np.minimum.at(first_flat, m_of * B + code[tok, rep[m_of]], tok)
+        first = first_flat.reshape(need.size, B)
         out = np.empty((need.size, B), dtype=np.int64)
         step = max(1, (1 << 22) // (B * B))
         for s in range(0, need.size, step):

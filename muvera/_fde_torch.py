@@ -41,7 +41,9 @@ class TorchKernel:
             self.cs_signs = tensor(matrices.count_sketch_signs.astype(np.float32))
 
     @torch.inference_mode()
-    def encode(self, X: torch.Tensor, lengths: npt.NDArray[np.int64], document: bool) -> torch.Tensor:
+    def encode(
+        self, X: torch.Tensor, lengths: npt.NDArray[np.int64], document: bool
+    ) -> torch.Tensor:
         """FDEs of one chunk: float32 ``(len(lengths), output_dimension)`` on ``device``."""
         R, B, p, k = self.R, self.B, self.p, self.k
         n_items, N = lengths.shape[0], X.shape[0]

@@ -66,6 +66,7 @@ class Batch:
 
     def _gather(self, start: int, stop: int) -> TokenChunk:
         lengths = self.lengths[start:stop]
+        tokens: Any
         if self._items is not None:
             parts = [self._items[i] for i in range(start, stop)]
             if self.backend == "torch":
@@ -145,7 +146,8 @@ def prepare_batch(
             items[i] = item
         if item.ndim != 2:
             raise MuveraError(
-                f"{what}: item {i} must be 2-D (n_tokens, {dimension}), got shape {tuple(item.shape)}"
+                f"{what}: item {i} must be 2-D (n_tokens, {dimension}), "
+                f"got shape {tuple(item.shape)}"
             )
         if item.shape[1] != dimension:
             raise MuveraError(
@@ -187,7 +189,9 @@ def _prepare_padded(batch: Any, dimension: int, lengths: Any, mask: Any, what: s
         if lengths is None:
             lens = np.full(n, T, dtype=np.int64)
         else:
-            raw = lengths.detach().cpu().numpy() if is_torch_tensor(lengths) else np.asarray(lengths)
+            raw = (
+                lengths.detach().cpu().numpy() if is_torch_tensor(lengths) else np.asarray(lengths)
+            )
             if raw.shape != (n,):
                 raise MuveraError(f"{what}: lengths has shape {raw.shape}, expected {(n,)}")
             if not np.issubdtype(raw.dtype, np.integer):
@@ -197,7 +201,8 @@ def _prepare_padded(batch: Any, dimension: int, lengths: Any, mask: Any, what: s
             if bad.size:
                 i = int(bad[0])
                 raise MuveraError(
-                    f"{what}: item {i} has length {int(lens[i])}, outside [0, {T}] (the padded length)"
+                    f"{what}: item {i} has length {int(lens[i])}, "
+                    f"outside [0, {T}] (the padded length)"
                 )
         mask_np = np.arange(T)[None, :] < lens[:, None]
     if backend == "torch":

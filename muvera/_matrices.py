@@ -58,7 +58,10 @@ class FDEMatrices:
         cs = self.count_sketch_indices
         if cs.size and (cs.min() < 0 or cs.max() >= f):
             raise ValueError(f"matrix count_sketch_indices has values outside [0, {f})")
-        for name, signs in (("ams_signs", self.ams_signs), ("count_sketch_signs", self.count_sketch_signs)):
+        for name, signs in (
+            ("ams_signs", self.ams_signs),
+            ("count_sketch_signs", self.count_sketch_signs),
+        ):
             if signs.size and not np.all(np.abs(signs.astype(np.int16)) == 1):
                 raise ValueError(f"matrix {name} must hold only -1 and +1")
 

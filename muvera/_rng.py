@@ -56,7 +56,12 @@ class MT19937:
         mt = self._state
         # new[i] depends on old[i + 1] (new[0] for the last i) and on new-or-old
         # [i + 397 mod 624]; within each of these four slices every dependency is final.
-        for lo, hi in ((0, _N - _M), (_N - _M, 2 * (_N - _M)), (2 * (_N - _M), _N - 1), (_N - 1, _N)):
+        for lo, hi in (
+            (0, _N - _M),
+            (_N - _M, 2 * (_N - _M)),
+            (2 * (_N - _M), _N - 1),
+            (_N - 1, _N),
+        ):
             idx = np.arange(lo, hi)
             y = (mt[lo:hi] & _UPPER) | (mt[(idx + 1) % _N] & _LOWER)
             mag = np.where((y & np.uint32(1)) != 0, _MATRIX_A, np.uint32(0)).astype(np.uint32)
@@ -111,7 +116,8 @@ _LOGF_LOGC = np.array(
     )]
 )  # fmt: skip
 _LOGF_POLY = tuple(
-    float.fromhex(h) for h in ("-0x1.00ea348b88334p-2", "0x1.5575b0be00b6ap-2", "-0x1.ffffef20a4123p-2")
+    float.fromhex(h)
+    for h in ("-0x1.00ea348b88334p-2", "0x1.5575b0be00b6ap-2", "-0x1.ffffef20a4123p-2")
 )
 _LN2 = float.fromhex("0x1.62e42fefa39efp-1")
 _LOGF_OFF = 0x3F330000
@@ -257,7 +263,9 @@ def uniform_index_and_sign(
     return indices, signs
 
 
-def _bernoulli_half(first: npt.NDArray[np.uint64], second: npt.NDArray[np.uint64]) -> npt.NDArray[np.int8]:
+def _bernoulli_half(
+    first: npt.NDArray[np.uint64], second: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.int8]:
     """``bernoulli_distribution(0.5)`` via ``generate_canonical<double, 53>`` (two draws),
     mapped to ``2 * b - 1``."""
     total = first.astype(np.float64) + second.astype(np.float64) * 4294967296.0

@@ -82,10 +82,7 @@ class FDEConfig:
             )
         if self.projection_dimension is not None:
             _check_int("projection_dimension", self.projection_dimension, 1)
-            if (
-                self.projection_type == "identity"
-                and self.projection_dimension != self.dimension
-            ):
+            if self.projection_type == "identity" and self.projection_dimension != self.dimension:
                 raise MuveraError(
                     "FDEConfig.projection_dimension must be None or equal to dimension "
                     f"({self.dimension}) for the identity projection, "

@@ -113,7 +113,9 @@ class FDEEncoder:
 
     def _encode(self, batch: Any, lengths: Any, mask: Any, out: Any, document: bool) -> Any:
         what = "encode_documents" if document else "encode_queries"
-        prepared = prepare_batch(batch, self.config.dimension, lengths=lengths, mask=mask, what=what)
+        prepared = prepare_batch(
+            batch, self.config.dimension, lengths=lengths, mask=mask, what=what
+        )
         n, D = len(prepared), self.output_dimension
         if prepared.backend == "torch":
             return self._encode_torch(prepared, out, document, what)
@@ -166,7 +168,7 @@ class FDEEncoder:
             "config": self.config.to_dict(),
         }
         m = self.matrices
-        arrays = {
+        arrays: dict[str, Any] = {
             "meta_json": np.array(json.dumps(meta, sort_keys=True)),
             "simhash": m.simhash,
             "ams_indices": m.ams_indices,
@@ -178,7 +180,7 @@ class FDEEncoder:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, allow_pickle=False, **arrays)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -199,9 +201,13 @@ class FDEEncoder:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta_json"]))
-                arrays = {name: data[name] for name in data.files if name != "meta_json"}
+                arrays: dict[str, Any] = {
+                    name: data[name] for name in data.files if name != "meta_json"
+                }
         except (OSError, ValueError, KeyError) as exc:
-            raise MuveraError(f"FDEEncoder.load: {path} is not a saved FDEEncoder ({exc})") from None
+            raise MuveraError(
+                f"FDEEncoder.load: {path} is not a saved FDEEncoder ({exc})"
+            ) from None
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise MuveraError(f"FDEEncoder.load: {path} is not a saved FDEEncoder")
         version = meta.get("format_version")

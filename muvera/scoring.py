@@ -23,7 +23,9 @@ def _infer_dimension(batch: Any, what: str) -> int:
     try:
         items = list(batch)
     except TypeError:
-        raise MuveraError(f"maxsim: {what} must be a list of arrays, got {type(batch).__name__}") from None
+        raise MuveraError(
+            f"maxsim: {what} must be a list of arrays, got {type(batch).__name__}"
+        ) from None
     for item in items:
         shape = getattr(item, "shape", None) or np.shape(item)
         if len(shape) == 2:

@@ -49,7 +49,9 @@ def test_all_golden_cases(golden, chunk_tokens):
             (filled.encode_documents(documents), f"case{i:03d}_document_filled"),
         ):
             assert got.dtype == np.float32
-            np.testing.assert_allclose(got, golden[key], atol=1e-5, rtol=1e-5, err_msg=f"{key} {case}")
+            np.testing.assert_allclose(
+                got, golden[key], atol=1e-5, rtol=1e-5, err_msg=f"{key} {case}"
+            )
 
 
 def test_filled_queries_equal_plain_queries(golden):

@@ -11,8 +11,11 @@ from muvera import MuveraError, maxsim
 
 def test_hand_worked_example():
     q = [np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), np.zeros((0, 2), np.float32)]
-    d = [np.array([[1.0, 0.0]], np.float32), np.array([[0.5, 0.5], [0.0, 2.0]], np.float32),
-         np.zeros((0, 2), np.float32)]
+    d = [
+        np.array([[1.0, 0.0]], np.float32),
+        np.array([[0.5, 0.5], [0.0, 2.0]], np.float32),
+        np.zeros((0, 2), np.float32),
+    ]
     got = maxsim(q, d)
     assert got.dtype == np.float32 and got.shape == (2, 3)
     assert got[0].tolist() == [1.0, 2.5, float("-inf")]  # empty document: -inf

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from hypothesis import given, settings
@@ -13,11 +13,20 @@ from muvera import FDEConfig, FDEEncoder, maxsim
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
-@lru_cache(maxsize=None)
-def encoder(d: int, R: int, k: int, projection: str, fill: bool, final: int | None = None) -> FDEEncoder:
-    return FDEEncoder(FDEConfig(dimension=d, num_repetitions=R, num_simhash_projections=k,
-                                projection_type=projection, fill_empty_partitions=fill,
-                                final_projection_dimension=final))
+@cache
+def encoder(
+    d: int, R: int, k: int, projection: str, fill: bool, final: int | None = None
+) -> FDEEncoder:
+    return FDEEncoder(
+        FDEConfig(
+            dimension=d,
+            num_repetitions=R,
+            num_simhash_projections=k,
+            projection_type=projection,
+            fill_empty_partitions=fill,
+            final_projection_dimension=final,
+        )
+    )
 
 
 @st.composite
@@ -29,8 +38,13 @@ def clouds(draw, max_tokens=12, d=6):
 
 
 @SETTINGS
-@given(a=clouds(), b=clouds(), k=st.integers(0, 4), projection=st.sampled_from(["identity", "ams_sketch"]),
-       final=st.sampled_from([None, 64]))
+@given(
+    a=clouds(),
+    b=clouds(),
+    k=st.integers(0, 4),
+    projection=st.sampled_from(["identity", "ams_sketch"]),
+    final=st.sampled_from([None, 64]),
+)
 def test_query_fde_is_linear_in_disjoint_token_sets(a, b, k, projection, final):
     enc = encoder(6, 3, k, projection, False, final)
     whole, parts = enc.encode_queries([np.concatenate([a, b]), a, b]), None

@@ -8,7 +8,13 @@ import platform
 
 import numpy as np
 import pytest
-from reference import ScalarMT19937, ams_matrix, scalar_bernoulli_half, scalar_uniform_int, simhash_matrix
+from reference import (
+    ScalarMT19937,
+    ams_matrix,
+    scalar_bernoulli_half,
+    scalar_uniform_int,
+    simhash_matrix,
+)
 
 from muvera._matrices import draw_matrices
 from muvera._rng import MT19937, glibc_logf, normal_float, uniform_index_and_sign
@@ -55,7 +61,9 @@ def test_golden_building_blocks(golden):
 
 
 def test_matrices_match_scalar_replay():
-    cfg = FDEConfig(dimension=7, num_repetitions=2, num_simhash_projections=3, projection_dimension=5)
+    cfg = FDEConfig(
+        dimension=7, num_repetitions=2, num_simhash_projections=3, projection_dimension=5
+    )
     m = draw_matrices(cfg)
     for r in range(2):
         assert np.array_equal(m.simhash[r], simhash_matrix(42 + r, 7, 3))
@@ -73,7 +81,7 @@ def test_uniform_index_and_sign_matches_scalar_including_rejections(bound):
     for _ in range(n):
         i = scalar_uniform_int(gen, bound)
         expect.append((i, 1 if scalar_bernoulli_half(gen) else -1))
-    assert list(zip(idx.tolist(), sign.tolist())) == expect
+    assert list(zip(idx.tolist(), sign.tolist(), strict=True)) == expect
     if bound > 2**31:  # rejections happen often enough here to exercise the slow path
         threshold = ((1 << 32) - bound) % bound
         assert threshold > 0

@@ -14,12 +14,27 @@ pytestmark = pytest.mark.torch
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 CONFIGS = [
-    FDEConfig(dimension=16, num_repetitions=4, num_simhash_projections=3, fill_empty_partitions=True),
-    FDEConfig(dimension=16, num_repetitions=3, num_simhash_projections=0, projection_type="identity"),
-    FDEConfig(dimension=16, num_repetitions=2, num_simhash_projections=4, projection_type="identity",
-              fill_empty_partitions=True, final_projection_dimension=100),
-    FDEConfig(dimension=8, num_repetitions=2, num_simhash_projections=11, projection_dimension=2,
-              fill_empty_partitions=True),
+    FDEConfig(
+        dimension=16, num_repetitions=4, num_simhash_projections=3, fill_empty_partitions=True
+    ),
+    FDEConfig(
+        dimension=16, num_repetitions=3, num_simhash_projections=0, projection_type="identity"
+    ),
+    FDEConfig(
+        dimension=16,
+        num_repetitions=2,
+        num_simhash_projections=4,
+        projection_type="identity",
+        fill_empty_partitions=True,
+        final_projection_dimension=100,
+    ),
+    FDEConfig(
+        dimension=8,
+        num_repetitions=2,
+        num_simhash_projections=11,
+        projection_dimension=2,
+        fill_empty_partitions=True,
+    ),
 ]
 
 
@@ -36,7 +51,9 @@ def test_torch_matches_numpy(config, device):
         assert got.device.type == device
         np.testing.assert_allclose(got.cpu().numpy(), expect, atol=2e-5)
         padded, lengths = pad(items, config.dimension, fill=3.0)
-        got_padded = getattr(enc, method)(torch.from_numpy(padded).to(device), lengths=torch.from_numpy(lengths))
+        got_padded = getattr(enc, method)(
+            torch.from_numpy(padded).to(device), lengths=torch.from_numpy(lengths)
+        )
         np.testing.assert_allclose(got_padded.cpu().numpy(), expect, atol=2e-5)
 
 
@@ -56,8 +73,9 @@ def test_torch_input_errors():
 def test_bfloat16_input():
     enc = FDEEncoder(FDEConfig(dimension=8, num_repetitions=2, num_simhash_projections=2))
     x = torch.randn(5, 8, dtype=torch.bfloat16)
-    np.testing.assert_allclose(enc.encode_documents([x]).numpy(),
-                               enc.encode_documents([x.float().numpy()]), atol=1e-6)
+    np.testing.assert_allclose(
+        enc.encode_documents([x]).numpy(), enc.encode_documents([x.float().numpy()]), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -65,6 +83,8 @@ def test_torch_maxsim_matches_numpy(device):
     rng = np.random.default_rng(3)
     q = ragged(rng, [3, 0, 5], 8, unit=False)
     d = ragged(rng, [2, 7, 0, 1], 8, unit=False)
-    got = maxsim([torch.from_numpy(x).to(device) for x in q], [torch.from_numpy(x).to(device) for x in d])
+    got = maxsim(
+        [torch.from_numpy(x).to(device) for x in q], [torch.from_numpy(x).to(device) for x in d]
+    )
     assert isinstance(got, torch.Tensor) and got.device.type == device
     np.testing.assert_allclose(got.cpu().numpy(), maxsim(q, d), atol=1e-5)
