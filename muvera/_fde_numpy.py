@@ -26,7 +26,8 @@ from .config import FDEConfig
 __all__ = ["NumpyKernel", "gray_decode", "popcount"]
 
 _MATMUL_BLOCK = 2048  # tokens per sgemm call: keeps the output block in cache
-_FILL_TABLE_MAX_PARTITIONS = 1024  # above this, filling scans tokens per (item, repetition)
+_FILL_TRANSFORM_MAX_PARTITIONS = 4096  # above this, filling scans tokens per (item, repetition)
+_INF = np.int64(1) << np.int64(62)
 
 
 def popcount(x: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
@@ -85,9 +86,10 @@ class NumpyKernel:
         R, d, k = config.num_repetitions, config.dimension, config.num_simhash_projections
         p, B = config.block_dimension, config.num_partitions
         self.R, self.d, self.k, self.p, self.B = R, d, k, p, B
-        # (d, R*k): column r*k + j is hyperplane j of repetition r.
+        # (d, k*R): column j*R + r is hyperplane j of repetition r, so that the j-th sign
+        # bits of all repetitions are one contiguous column block.
         self.simhash = np.ascontiguousarray(
-            matrices.simhash.transpose(1, 0, 2).reshape(d, R * k), dtype=np.float32
+            matrices.simhash.transpose(1, 2, 0).reshape(d, k * R), dtype=np.float32
         )
         self.ams: npt.NDArray[np.float32] | None = None
         if config.projection_type == "ams_sketch":
@@ -107,10 +109,9 @@ class NumpyKernel:
                 shape=(f, D),
             )
         self.gray_table = gray_decode(np.arange(256), self.k) if self.k <= 8 else None
-        self.fill_table: npt.NDArray[np.int64] | None = None
-        if config.fill_empty_partitions and k > 0 and B <= _FILL_TABLE_MAX_PARTITIONS:
-            g = np.arange(B)
-            self.fill_table = popcount((g ^ (g >> 1))[:, None] ^ g[None, :]).astype(np.int64)
+        g = np.arange(B, dtype=np.int64)
+        self.partition_bits = g ^ (g >> 1)  # sign bits of each partition
+        self.fill_by_transform = B <= _FILL_TRANSFORM_MAX_PARTITIONS
 
     # -- steps ---------------------------------------------------------------------------
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
@@ -157,15 +158,15 @@ class NumpyKernel:
         N, R, k = X.shape[0], self.R, self.k
         if k == 0:
             return np.zeros((N, R), dtype=np.int64)
-        positive = (self._matmul(X, self.simhash, "sketch") > 0).reshape(N, R, k)
-        if k <= 8:  # one byte per (token, repetition): packbits, then drop the padding bits
-            packed = np.packbits(positive, axis=2, bitorder="big").reshape(N, R)
-            return (packed >> np.uint8(8 - k)).astype(np.int64)
-        code = np.zeros((N, R), dtype=np.int64)
+        sketch = self._matmul(X, self.simhash, "sketch")  # (N, k*R), j-major columns
+        small = np.uint8 if k <= 8 else np.uint16 if k <= 16 else np.uint32
+        code = np.zeros((N, R), dtype=small)
+        bit = self._buffer("bit", (N, R), np.bool_)
         for j in range(k):
-            code <<= 1
-            code |= positive[:, :, j]
-        return code
+            np.greater(sketch[:, j * R : (j + 1) * R], 0, out=bit)
+            code <<= small(1)
+            code |= bit
+        return code.astype(np.int64)
 
     def encode(
         self, X: npt.NDArray[np.float32], lengths: npt.NDArray[np.int64], document: bool
@@ -212,7 +213,7 @@ class NumpyKernel:
         need = np.flatnonzero(empty.any(axis=1) & np.repeat(lengths > 0, R))
         if need.size == 0:
             return
-        if self.fill_table is not None:
+        if self.fill_by_transform:
             nearest = self._nearest_by_code(need, code, lengths)
         else:
             nearest = self._nearest_by_token(need, empty, code, lengths)
@@ -230,29 +231,43 @@ class NumpyKernel:
         lengths: npt.NDArray[np.int64],
     ) -> npt.NDArray[np.int64]:
         """Nearest token of each partition for the (item, rep) rows ``need``, ``(len(need), B)``."""
-        R, B = self.R, self.B
-        N = code.shape[0]
-        table = self.fill_table
-        assert table is not None  # internal invariant: only called when the table exists
         offsets = np.concatenate([[0], np.cumsum(lengths)])
+        out = np.empty((need.size, self.B), dtype=np.int64)
+        step = max(1, (1 << 22) // self.B)  # bounds the (rows, B) work array
+        for s in range(0, need.size, step):
+            out[s : s + step] = self._nearest_block(need[s : s + step], code, offsets)
+        return out
+
+    def _nearest_block(
+        self,
+        need: npt.NDArray[np.int64],
+        code: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.int64]:
+        R, B = self.R, self.B
+        big = np.int64(code.shape[0] + 1)
         item, rep = need // R, need % R
         counts_needed = offsets[item + 1] - offsets[item]
         # The tokens of every needed row, concatenated; m_of[j] is the row of entry j.
         m_of = np.repeat(np.arange(need.size), counts_needed)
         row_start = np.cumsum(counts_needed) - counts_needed
         tok = offsets[item][m_of] + np.arange(m_of.size) - row_start[m_of]
-        big = np.int64(N + 1)
-        # first[m, c]: lowest token index with sign bits c in row m (big if none).
-        first_flat = np.full(need.size * B, big, dtype=np.int64)
-        np.minimum.at(first_flat, m_of * B + code[tok, rep[m_of]], tok)
-        first = first_flat.reshape(need.size, B)
-        out = np.empty((need.size, B), dtype=np.int64)
-        step = max(1, (1 << 22) // (B * B))
-        for s in range(0, need.size, step):
-            f = first[s : s + step][:, None, :]  # (m, 1, c)
-            key = np.where(f < big, table[None, :, :] * big + f, np.iinfo(np.int64).max)
-            out[s : s + step] = key.min(axis=2) % big
-        return out
+        # key[m, c]: lowest token index with sign bits c in row m (_INF if none).
+        key = np.full(need.size * B, _INF, dtype=np.int64)
+        np.minimum.at(key, m_of * B + code[tok, rep[m_of]], tok)
+        # Min-plus distance transform over the hypercube of sign-bit patterns: after the
+        # pass over bit j, key[m, c] = min over c' differing from c only in bits <= j of
+        # key0[m, c'] + big * hamming(c, c'). Hamming distance is a sum over bits, so one
+        # pass per bit is exact, and the min of (distance * big + token) picks the nearest
+        # token, lowest index on ties.
+        for j in range(self.k):
+            halves = key.reshape(need.size, B >> (j + 1), 2, 1 << j)
+            low, high = halves[:, :, 0, :], halves[:, :, 1, :]
+            new_low = np.minimum(low, high + big)
+            np.minimum(high, low + big, out=high)
+            low[...] = new_low
+        nearest: npt.NDArray[np.int64] = key.reshape(need.size, B)[:, self.partition_bits] % big
+        return nearest
 
     def _nearest_by_token(
         self,

@@ -34,7 +34,7 @@ class TorchKernel:
 
         self.simhash = tensor(reference.simhash)
         self.ams = tensor(reference.ams)
-        self.fill_table = tensor(reference.fill_table)
+        self.partition_bits = tensor(reference.partition_bits)
         self.cs_indices = self.cs_signs = None
         if config.final_projection_dimension is not None:
             self.cs_indices = tensor(matrices.count_sketch_indices)
@@ -53,10 +53,10 @@ class TorchKernel:
         owner = torch.repeat_interleave(torch.arange(n_items, device=dev), lengths_t)
         if k > 0:
             assert self.simhash is not None
-            positive = (X @ self.simhash > 0).view(N, R, k)
+            positive = X @ self.simhash > 0  # (N, k*R), j-major columns
             code = torch.zeros((N, R), dtype=torch.int64, device=dev)
             for j in range(k):
-                code = (code << 1) | positive[:, :, j].to(torch.int64)
+                code = (code << 1) | positive[:, j * R : (j + 1) * R].to(torch.int64)
         else:
             code = torch.zeros((N, R), dtype=torch.int64, device=dev)
         partition = code.clone()
@@ -103,30 +103,42 @@ class TorchKernel:
         need = torch.nonzero(empty.any(dim=1) & has_tokens).flatten()
         if need.numel() == 0:
             return
-        if self.fill_table is None:
+        if not self._numpy.fill_by_transform:
             nearest_np = self._numpy._nearest_by_token(
                 need.cpu().numpy(), empty.cpu().numpy(), code.cpu().numpy(), lengths
             )
             nearest = torch.from_numpy(nearest_np).to(dev)
         else:
-            N = code.shape[0]
-            compact = torch.full((n_items * R,), -1, dtype=torch.int64, device=dev)
-            compact[need] = torch.arange(need.numel(), device=dev)
-            which = compact[owner[:, None] * R + torch.arange(R, device=dev)]
-            keep = which >= 0
-            big = N + 1
-            first = torch.full((need.numel() * B,), big, dtype=torch.int64, device=dev)
-            tokens = torch.arange(N, device=dev)[:, None].expand(N, R)
-            first.scatter_reduce_(0, (which * B + code)[keep], tokens[keep], reduce="amin")
-            first = first.view(need.numel(), B)
-            nearest = torch.empty((need.numel(), B), dtype=torch.int64, device=dev)
-            step = max(1, (1 << 22) // (B * B))
-            sentinel = torch.iinfo(torch.int64).max
-            for s in range(0, need.numel(), step):
-                f = first[s : s + step][:, None, :]
-                key = torch.where(f < big, self.fill_table[None] * big + f, sentinel)
-                nearest[s : s + step] = key.min(dim=2).values % big
+            nearest = self._nearest_by_code(need, code, lengths)
         m_idx, g_idx = torch.nonzero(empty[need], as_tuple=True)
         tok = nearest[m_idx, g_idx]
         row = need[m_idx]
         sums[row * B + g_idx] = values.view(-1, R, self.p)[tok, row % R]
+
+    def _nearest_by_code(
+        self, need: torch.Tensor, code: torch.Tensor, lengths: npt.NDArray[np.int64]
+    ) -> torch.Tensor:
+        """Torch version of the numpy kernel's distance transform (same maths, same ties)."""
+        R, B, dev = self.R, self.B, code.device
+        offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])).to(dev)
+        big = code.shape[0] + 1
+        inf = 1 << 62
+        out = torch.empty((need.numel(), B), dtype=torch.int64, device=dev)
+        step = max(1, (1 << 22) // B)
+        for s in range(0, need.numel(), step):
+            block = need[s : s + step]
+            item, rep = block // R, block % R
+            counts = offsets[item + 1] - offsets[item]
+            m_of = torch.repeat_interleave(torch.arange(block.numel(), device=dev), counts)
+            row_start = torch.cumsum(counts, 0) - counts
+            tok = offsets[item][m_of] + torch.arange(m_of.numel(), device=dev) - row_start[m_of]
+            key = torch.full((block.numel() * B,), inf, dtype=torch.int64, device=dev)
+            key.scatter_reduce_(0, m_of * B + code[tok, rep[m_of]], tok, reduce="amin")
+            for j in range(self.k):
+                halves = key.view(block.numel(), B >> (j + 1), 2, 1 << j)
+                low, high = halves[:, :, 0, :], halves[:, :, 1, :]
+                new_low = torch.minimum(low, high + big)
+                high.copy_(torch.minimum(high, low + big))
+                low.copy_(new_low)
+            out[s : s + step] = key.view(block.numel(), B)[:, self.partition_bits] % big
+        return out
