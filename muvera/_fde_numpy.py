@@ -1,15 +1,20 @@
 """Vectorised numpy kernel of the FDE (no per-token Python loops).
 
-For a chunk of items with tokens concatenated into ``X`` (N x d):
+A chunk of items arrives with its tokens concatenated into ``X`` (N x d). Tokens are then
+processed in cache-sized blocks, each through the same three steps:
 
-1. ``X @ simhash`` (one sgemm, blocked to stay in cache) gives the sign bits of every
-   (token, repetition); the partition is the Gray-decoded bit pattern.
-2. ``X @ ams`` (the AMS sketch as a dense +/-1 matrix; identity skips it) projects tokens.
-3. A sparse one-nonzero-per-column matrix scatters each projected (token, repetition) into
-   its (item, repetition, partition) row: sums for queries, sums / counts for documents.
-4. Documents with filling: an empty partition takes the projected token whose sign bits
-   are nearest in Hamming distance, lowest token index on ties.
-5. An optional final Count-Sketch is one sparse matmul.
+1. One sgemm ``X_block @ [AMS | SimHash | pad]``: the AMS sketch is stored as a dense
+   +/-1 matrix so projecting all repetitions and computing all sign bits is one BLAS call
+   (identity projection: only the SimHash columns).
+2. Sign bits -> partition per (token, repetition), Gray-decoded as the reference does.
+3. A sparse one-nonzero-per-column matrix scatters each projected (token, repetition)
+   into its (item, repetition, partition) row, reading the sgemm output in place while it
+   is still in cache (the sign-bit columns are skipped as empty sparse columns).
+
+Documents then divide by partition sizes and, with filling, give each empty partition the
+projected token whose sign bits are nearest in Hamming distance (lowest token index on
+ties), found with a distance transform over the hypercube of sign-bit patterns. An
+optional final Count-Sketch is one sparse matmul.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from .config import FDEConfig
 
 __all__ = ["NumpyKernel", "gray_decode", "popcount"]
 
-_MATMUL_BLOCK = 2048  # tokens per sgemm call: keeps the output block in cache
+_TOKEN_BLOCK = 512  # tokens per sgemm + scatter step: the block's output stays in cache
 _FILL_TRANSFORM_MAX_PARTITIONS = 4096  # above this, filling scans tokens per (item, repetition)
 _INF = np.int64(1) << np.int64(62)
 
@@ -62,8 +67,8 @@ def gray_decode(code: npt.NDArray[np.int64], num_bits: int) -> npt.NDArray[np.in
 def _csc_matvecs() -> Any:
     """scipy's in-place sparse x dense kernel (accumulates into a caller-owned buffer), or None.
 
-    Reusing one output buffer per thread avoids page-faulting a fresh array on every chunk
-    (a 4x slowdown of the scatter step); the public ``S @ P`` is the fallback.
+    It lets the scatter read the sgemm output in place and write into a reused buffer
+    (a fresh output array per chunk page-faults: 4x slower); ``S @ V`` is the fallback.
     """
     try:
         from scipy.sparse import _sparsetools
@@ -98,6 +103,18 @@ class NumpyKernel:
             reps = np.broadcast_to(np.arange(R)[:, None], (R, d))
             ams[rows, reps, matrices.ams_indices] = matrices.ams_signs
             self.ams = ams.reshape(d, R * p)
+            # Fused sgemm operand [AMS | SimHash | zero pad]: each output row is R + extra
+            # "virtual rows" of p floats, the first R being the projected repetitions.
+            pad = -(k * R) % p
+            self.fused = np.ascontiguousarray(
+                np.hstack([self.ams, self.simhash, np.zeros((d, pad), np.float32)])
+            )
+            self.sketch_offset = R * p
+            self.virtual_rows = R + (k * R + pad) // p
+        else:
+            self.fused = self.simhash
+            self.sketch_offset = 0
+            self.virtual_rows = 0
         self.count_sketch_t: Any = None
         if config.final_projection_dimension is not None:
             D, f = config.raw_dimension, config.final_projection_dimension
@@ -108,12 +125,22 @@ class NumpyKernel:
                 ),
                 shape=(f, D),
             )
-        self.gray_table = gray_decode(np.arange(256), self.k) if self.k <= 8 else None
+        self.code_dtype = np.uint8 if k <= 8 else np.uint16 if k <= 16 else np.uint32
+        self.gray_table = gray_decode(np.arange(256), k) if k <= 8 else None
+        self.rep_base = np.arange(0, R * B, B, dtype=np.int64)
         g = np.arange(B, dtype=np.int64)
         self.partition_bits = g ^ (g >> 1)  # sign bits of each partition
         self.fill_by_transform = B <= _FILL_TRANSFORM_MAX_PARTITIONS
+        # CSC column pointers of one token block: one nonzero per (token, repetition)
+        # column; the sign-bit virtual rows of the fused layout are empty columns.
+        if self.ams is not None:
+            u = np.arange(_TOKEN_BLOCK * self.virtual_rows + 1, dtype=np.int64)
+            self.indptr = (u // self.virtual_rows) * R + np.minimum(u % self.virtual_rows, R)
+        else:
+            self.indptr = np.arange(0, _TOKEN_BLOCK * R + 1, R, dtype=np.int64)
+        self.ones = np.ones(_TOKEN_BLOCK * R, dtype=np.float32)
 
-    # -- steps ---------------------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------------
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
         """A per-thread scratch array, reused across chunks (contents undefined)."""
         size = int(np.prod(shape))
@@ -123,85 +150,92 @@ class NumpyKernel:
             buf = pool[name] = np.empty(max(size, 1), dtype=dtype)
         return buf[:size].reshape(shape)
 
-    def _scatter(
+    def _scatter_add(
         self,
-        rows: int,
-        row_id: npt.NDArray[np.int64],
+        out: npt.NDArray[np.float32],
+        indptr: npt.NDArray[np.int64],
+        indices: npt.NDArray[np.int64],
         values: npt.NDArray[np.float32],
-        per_col: int,
-    ) -> npt.NDArray[np.float32]:
-        """``out[row_id[t, r]] += values[t]`` (identity: ``per_col=R`` rows per token) or
-        ``+= values[t * R + r]`` (``per_col=1``), as a fresh float32 ``(rows, width)`` array."""
-        n_cols, width = values.shape
-        indices = row_id.ravel()
-        indptr = np.arange(0, indices.size + 1, per_col, dtype=np.int64)
-        data = self._buffer("ones", (indices.size,), np.float32)
-        data.fill(1.0)
+    ) -> None:
+        """``out[indices[j]] += values[column j]`` for the CSC columns ``indptr`` describes;
+        ``values`` is ``(n_columns, out.shape[1])`` row-major."""
+        rows, width = out.shape
+        n_columns = indptr.size - 1
+        data = self.ones[: indices.size]
         if self._matvecs is None:  # pragma: no cover - exercised only without scipy internals
-            matrix = self._sp.csc_matrix((data, indices, indptr), shape=(rows, n_cols))
-            return np.asarray(matrix @ values, dtype=np.float32)
-        out = self._buffer("sums", (rows, width), np.float32)
-        out.fill(0.0)
-        self._matvecs(rows, n_cols, width, indptr, indices, data, values.ravel(), out.ravel())
-        return out
+            matrix = self._sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns))
+            out += np.asarray(matrix @ values.reshape(n_columns, width), dtype=np.float32)
+            return
+        self._matvecs(rows, n_columns, width, indptr, indices, data, values.ravel(), out.ravel())
 
-    def _matmul(
-        self, X: npt.NDArray[np.float32], W: npt.NDArray[np.float32], name: str
-    ) -> npt.NDArray[np.float32]:
-        out = self._buffer(name, (X.shape[0], W.shape[1]), np.float32)
-        for s in range(0, X.shape[0], _MATMUL_BLOCK):
-            np.matmul(X[s : s + _MATMUL_BLOCK], W, out=out[s : s + _MATMUL_BLOCK])
-        return out
-
-    def _codes(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
-        """Sign-bit patterns, int64 ``(N, R)``, first hyperplane in the top bit."""
-        N, R, k = X.shape[0], self.R, self.k
-        if k == 0:
-            return np.zeros((N, R), dtype=np.int64)
-        sketch = self._matmul(X, self.simhash, "sketch")  # (N, k*R), j-major columns
-        small = np.uint8 if k <= 8 else np.uint16 if k <= 16 else np.uint32
-        code = np.zeros((N, R), dtype=small)
-        bit = self._buffer("bit", (N, R), np.bool_)
-        for j in range(k):
+    def _block_codes(self, sketch: npt.NDArray[np.float32], out: npt.NDArray[Any]) -> None:
+        """Sign-bit patterns of a block into ``out`` ``(m, R)``, first hyperplane on top."""
+        R = self.R
+        out.fill(0)
+        bit = self._buffer("bit", out.shape, np.bool_)
+        one = self.code_dtype(1)
+        for j in range(self.k):
             np.greater(sketch[:, j * R : (j + 1) * R], 0, out=bit)
-            code <<= small(1)
-            code |= bit
-        return code.astype(np.int64)
+            out <<= one
+            out |= bit
 
+    # -- encoding ------------------------------------------------------------------------
     def encode(
         self, X: npt.NDArray[np.float32], lengths: npt.NDArray[np.int64], document: bool
     ) -> npt.NDArray[np.float32]:
-        """FDEs of one chunk: float32 ``(len(lengths), output_dimension)``."""
+        """FDEs of one chunk: float32 ``(len(lengths), output_dimension)``.
+
+        The result may be a scratch buffer: copy it out before encoding the next chunk.
+        """
         n_items, N = lengths.shape[0], X.shape[0]
-        R, B, p = self.R, self.B, self.p
+        R, B, p, k = self.R, self.B, self.p, self.k
         rows = n_items * R * B
-        code = self._codes(X)
-        partition = (
-            self.gray_table[code] if self.gray_table is not None else gray_decode(code, self.k)
-        )
+        fill = document and self.config.fill_empty_partitions and k > 0
+        sums = self._buffer("sums", (rows, p), np.float32)
+        sums.fill(0.0)
         item_base = np.repeat(np.arange(0, rows, R * B, dtype=np.int64), lengths)
-        row_id = item_base[:, None] + np.arange(0, R * B, B, dtype=np.int64) + partition
-        projected: npt.NDArray[np.float32] | None = None
-        if self.ams is not None:
-            projected = self._matmul(X, self.ams, "projected")  # (N, R*p)
-            sums = self._scatter(rows, row_id, projected.reshape(N * R, p), per_col=1)
-        else:
-            sums = self._scatter(rows, row_id, X, per_col=R)
+        row_id = self._buffer("row_id", (N, R), np.int64)
+        code = self._buffer("code", (N, R), self.code_dtype)
+        keep_projected = fill and self.ams is not None  # filling copies projected tokens
+        projected = self._buffer("projected", (N, R * p), np.float32) if keep_projected else None
+        width = self.fused.shape[1]
+        for s in range(0, N, _TOKEN_BLOCK):
+            e = min(N, s + _TOKEN_BLOCK)
+            m = e - s
+            block = self._buffer("block", (m, width), np.float32)
+            if width:
+                np.matmul(X[s:e], self.fused, out=block)
+            codes = code[s:e]
+            self._block_codes(block[:, self.sketch_offset :], codes)
+            rid = row_id[s:e]
+            np.add(item_base[s:e, None], self.rep_base, out=rid)
+            rid += (
+                self.gray_table[codes]
+                if self.gray_table is not None
+                else gray_decode(codes.astype(np.int64), k)
+            )
+            if self.ams is not None:
+                indptr = self.indptr[: m * self.virtual_rows + 1]
+                self._scatter_add(sums, indptr, rid.ravel(), block)
+                if projected is not None:
+                    projected[s:e] = block[:, : self.sketch_offset]
+            else:
+                self._scatter_add(sums, self.indptr[: m + 1], rid.ravel(), X[s:e])
         if document:
             counts = np.bincount(row_id.ravel(), minlength=rows)
             sums /= np.maximum(counts, 1).astype(np.float32)[:, None]
-            if self.config.fill_empty_partitions and self.k > 0:
+            if fill:
                 self._fill(sums, counts, code, lengths, X, projected)
         fde = sums.reshape(n_items, R * B * p)
         if self.count_sketch_t is not None:
             return np.asarray((self.count_sketch_t @ fde.T).T, dtype=np.float32)
-        return fde  # a scratch buffer: the caller copies it out before the next chunk
+        return fde
 
     def _fill(
         self,
         sums: npt.NDArray[np.float32],
         counts: npt.NDArray[np.int64],
-        code: npt.NDArray[np.int64],
+        code: npt.NDArray[Any],
         lengths: npt.NDArray[np.int64],
         X: npt.NDArray[np.float32],
         projected: npt.NDArray[np.float32] | None,
