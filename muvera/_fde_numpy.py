@@ -19,6 +19,7 @@ optional final Count-Sketch is one sparse matmul.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -30,7 +31,7 @@ from .config import FDEConfig
 
 __all__ = ["NumpyKernel", "gray_decode", "popcount"]
 
-_TOKEN_BLOCK = 512  # tokens per sgemm + scatter step: the block's output stays in cache
+_TOKEN_BLOCK = 1024  # tokens per sgemm + scatter step: the block's output stays in cache
 _FILL_TRANSFORM_MAX_PARTITIONS = 4096  # above this, filling scans tokens per (item, repetition)
 _INF = np.int64(1) << np.int64(62)
 
@@ -143,7 +144,7 @@ class NumpyKernel:
     # -- helpers -------------------------------------------------------------------------
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
         """A per-thread scratch array, reused across chunks (contents undefined)."""
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         pool: dict[str, npt.NDArray[Any]] = self._local.__dict__.setdefault("pool", {})
         buf = pool.get(name)
         if buf is None or buf.size < size or buf.dtype != dtype:
@@ -196,8 +197,6 @@ class NumpyKernel:
         item_base = np.repeat(np.arange(0, rows, R * B, dtype=np.int64), lengths)
         row_id = self._buffer("row_id", (N, R), np.int64)
         code = self._buffer("code", (N, R), self.code_dtype)
-        keep_projected = fill and self.ams is not None  # filling copies projected tokens
-        projected = self._buffer("projected", (N, R * p), np.float32) if keep_projected else None
         width = self.fused.shape[1]
         for s in range(0, N, _TOKEN_BLOCK):
             e = min(N, s + _TOKEN_BLOCK)
@@ -217,15 +216,13 @@ class NumpyKernel:
             if self.ams is not None:
                 indptr = self.indptr[: m * self.virtual_rows + 1]
                 self._scatter_add(sums, indptr, rid.ravel(), block)
-                if projected is not None:
-                    projected[s:e] = block[:, : self.sketch_offset]
             else:
                 self._scatter_add(sums, self.indptr[: m + 1], rid.ravel(), X[s:e])
         if document:
             counts = np.bincount(row_id.ravel(), minlength=rows)
             sums /= np.maximum(counts, 1).astype(np.float32)[:, None]
             if fill:
-                self._fill(sums, counts, code, lengths, X, projected)
+                self._fill(sums, counts, code, lengths, X)
         fde = sums.reshape(n_items, R * B * p)
         if self.count_sketch_t is not None:
             return np.asarray((self.count_sketch_t @ fde.T).T, dtype=np.float32)
@@ -238,7 +235,6 @@ class NumpyKernel:
         code: npt.NDArray[Any],
         lengths: npt.NDArray[np.int64],
         X: npt.NDArray[np.float32],
-        projected: npt.NDArray[np.float32] | None,
     ) -> None:
         R, B = self.R, self.B
         n_items = lengths.shape[0]
@@ -253,10 +249,19 @@ class NumpyKernel:
             nearest = self._nearest_by_token(need, empty, code, lengths)
         m_idx, g_idx = np.nonzero(empty[need])
         tok = nearest[m_idx, g_idx]
-        row = need[m_idx]
-        rep = row % R
-        values = X[tok] if projected is None else projected.reshape(-1, R, self.p)[tok, rep]
-        sums[row * B + g_idx] = values
+        target = need[m_idx] * B + g_idx
+        if self.ams is None:
+            sums[target] = X[tok]
+            return
+        # Project only the chosen tokens, one small sgemm per repetition.
+        rep = need[m_idx] % R
+        order = np.argsort(rep, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(rep, minlength=R))])
+        p = self.p
+        for r in range(R):
+            sel = order[bounds[r] : bounds[r + 1]]
+            if sel.size:
+                sums[target[sel]] = X[tok[sel]] @ self.ams[:, r * p : (r + 1) * p]
 
     def _nearest_by_code(
         self,
