@@ -198,15 +198,56 @@ def bench_stream(n: int, config: FDEConfig) -> dict:
     }
 
 
+def markdown_table(result: dict) -> str:
+    """The README's table, from a JSON file this script wrote."""
+
+    def fmt(v, spec=",.0f"):
+        return "-" if v is None else format(v, spec)
+
+    lines = [
+        "| config (d = token dim) | FDE dim | muvera docs/s | fastembed docs/s | speed-up "
+        "| muvera queries/s | fastembed queries/s | speed-up | literal reference docs/s "
+        "| sgemm % |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['name']} | {r['output_dimension']:,} | {fmt(r['muvera_docs_per_s'])} "
+            f"| {fmt(r['fastembed_docs_per_s'])} "
+            f"| {fmt(r.get('docs_speedup_vs_fastembed'), '.1f')}x "
+            f"| {fmt(r['muvera_queries_per_s'])} | {fmt(r['fastembed_queries_per_s'])} "
+            f"| {fmt(r.get('queries_speedup_vs_fastembed'), '.1f')}x "
+            f"| {fmt(r['reference_docs_per_s'], ',.1f')} "
+            f"| {100 * r['matmul_share_of_document_time']:.0f}% |"
+        )
+    stream = result.get("stream")
+    if stream:
+        lines.append("")
+        lines.append(
+            f"Streaming {stream['documents']:,} documents of {result['doc_tokens']} tokens "
+            f"(d = 128, default config with filling) into an `np.memmap` in one call: "
+            f"{stream['docs_per_s']:,.0f} documents/s, peak traced allocations "
+            f"{stream['peak_traced_bytes'] / 2**20:,.1f} MiB, against "
+            f"{stream['token_matrix_bytes'] / 2**30:,.1f} GiB of input tokens."
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="FDE encoding benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--no-stream", action="store_true", help="skip the 100,000-document run")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="JSON", help="print the README table of a results file"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "fde_encode.json"
     )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())))
+        return
     n = 100 if args.quick else 1000
     n_stream = 2000 if args.quick else 100_000
 
