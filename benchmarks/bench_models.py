@@ -31,6 +31,20 @@ def read_jsonl(path: Path, limit: int) -> list[dict]:
     return rows
 
 
+def markdown_table(result: dict) -> str:
+    """The README's table, from a JSON file this script wrote."""
+    lines = [
+        "| batch size | documents/s | document tokens/s | s per 1,000 documents | queries/s |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['batch_size']} | {r['docs_per_s']:.1f} | {r['doc_tokens_per_s']:,.0f} "
+            f"| {r['seconds_per_1000_docs']:.0f} | {r['queries_per_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=SHARED / "models" / "minilm-colbert-128")
@@ -43,7 +57,11 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "model_encode.json"
     )
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a results table")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())))
+        return
 
     import torch
 

@@ -267,13 +267,22 @@ class ColBERT:
         architectures = hf_config.get("architectures") or []
         stanford = bool(architectures) and architectures[0] == "HF_ColBERT"
 
-        with _quiet_transformers():
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(transformer_dir), trust_remote_code=trust_remote_code
-            )
-            self.model = transformers.AutoModel.from_pretrained(
-                str(transformer_dir), trust_remote_code=trust_remote_code
-            )
+        try:
+            with _quiet_transformers():
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    str(transformer_dir), trust_remote_code=trust_remote_code
+                )
+                self.model = transformers.AutoModel.from_pretrained(
+                    str(transformer_dir), trust_remote_code=trust_remote_code
+                )
+        except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
+            reason = (str(exc).splitlines() or [""])[0]
+            hint = ""
+            if "auto_map" in hf_config and not trust_remote_code:
+                hint = " It ships its own architecture code: load it with trust_remote_code=True."
+            raise MuveraError(
+                f"could not load the model in {transformer_dir} ({type(exc).__name__}: {reason}).{hint}"
+            ) from None
         self.do_lower_case = bool(sbert.get("do_lower_case", False))
         self.dense = [_load_dense(self.directory / p, trust_remote_code) for p in modules["dense"]]
         if stanford:

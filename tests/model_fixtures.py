@@ -219,3 +219,45 @@ def stanford_model(directory: Path, seed: int = 9) -> torch.Tensor:
         )
     )
     return linear
+
+
+CUSTOM_CONFIG = """
+from transformers import BertConfig
+
+
+class TinyHashConfig(BertConfig):
+    model_type = "tiny-hash-bert"
+"""
+
+CUSTOM_MODEL = '''
+import torch
+from transformers import BertModel
+
+from .configuration_tinyhash import TinyHashConfig
+
+
+class TinyHashModel(BertModel):
+    """A custom architecture: BERT whose outputs are scaled by 2 (so a plain BERT differs)."""
+
+    config_class = TinyHashConfig
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.last_hidden_state = out.last_hidden_state * 2.0
+        return out
+'''
+
+
+def custom_model(directory: Path, seed: int = 11) -> None:
+    """A checkpoint whose architecture ships as code in the directory (needs trust_remote_code)."""
+    pylate_model(directory, n_dense=1, seed=seed)
+    (directory / "configuration_tinyhash.py").write_text(CUSTOM_CONFIG)
+    (directory / "modeling_tinyhash.py").write_text(CUSTOM_MODEL)
+    cfg = json.loads((directory / "config.json").read_text())
+    cfg["model_type"] = "tiny-hash-bert"
+    cfg["architectures"] = ["TinyHashModel"]
+    cfg["auto_map"] = {
+        "AutoConfig": "configuration_tinyhash.TinyHashConfig",
+        "AutoModel": "modeling_tinyhash.TinyHashModel",
+    }
+    (directory / "config.json").write_text(json.dumps(cfg))

@@ -329,3 +329,43 @@ def test_bad_input_and_bad_options(tmp_path, monkeypatch):
         MuveraError, match=r"neuml/colbert-muvera-micro.*local directory.*--local-dir"
     ):
         ColBERT("neuml/colbert-muvera-micro", device="cpu")
+
+
+def test_custom_architecture_needs_trust_remote_code(tmp_path):
+    from model_fixtures import custom_model
+
+    custom_model(tmp_path)
+    with pytest.raises(MuveraError, match="trust_remote_code=True"):
+        ColBERT(tmp_path, device="cpu")
+    model = ColBERT(tmp_path, device="cpu", trust_remote_code=True, normalize=False)
+    assert type(model.model).__name__ == "TinyHashModel"
+    # The custom forward doubles the hidden states; the Dense layer is linear, so the
+    # unnormalised outputs are twice those of the same weights run as a plain BERT.
+    doubled = model.encode_documents(["the cat sat"])[0]
+    cfg_path = tmp_path / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("auto_map",):
+        cfg.pop(key)
+    cfg["model_type"], cfg["architectures"] = "bert", ["BertModel"]
+    cfg_path.write_text(json.dumps(cfg))
+    plain = ColBERT(tmp_path, device="cpu", normalize=False).encode_documents(["the cat sat"])[0]
+    np.testing.assert_allclose(doubled, 2 * plain, rtol=1e-4, atol=1e-5)
+
+
+def test_progress_bar_is_opt_in(tmp_path, capsys):
+    pylate_model(tmp_path, n_dense=1)
+    model = ColBERT(tmp_path, device="cpu")
+    model.encode_documents(TEXTS)
+    assert "encode_documents" not in capsys.readouterr().err
+    model.encode_documents(TEXTS, show_progress=True, batch_size=2)
+    assert "encode_documents" in capsys.readouterr().err
+
+
+def test_broken_checkpoint_gets_a_clear_error(tmp_path):
+    pylate_model(tmp_path, n_dense=1)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(MuveraError, match="could not load"):
+        ColBERT(tmp_path, device="cpu")
+    (tmp_path / "modules.json").write_text("{not json")
+    with pytest.raises(MuveraError, match="not valid JSON"):
+        ColBERT(tmp_path, device="cpu")
