@@ -281,7 +281,8 @@ class ColBERT:
             if "auto_map" in hf_config and not trust_remote_code:
                 hint = " It ships its own architecture code: load it with trust_remote_code=True."
             raise MuveraError(
-                f"could not load the model in {transformer_dir} ({type(exc).__name__}: {reason}).{hint}"
+                f"could not load the model in {transformer_dir} "
+                f"({type(exc).__name__}: {reason}).{hint}"
             ) from None
         self.do_lower_case = bool(sbert.get("do_lower_case", False))
         self.dense = [_load_dense(self.directory / p, trust_remote_code) for p in modules["dense"]]
