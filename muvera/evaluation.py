@@ -1,0 +1,175 @@
+"""BEIR-format data loading and retrieval metrics with trec_eval's definitions.
+
+Runs and qrels are plain ``dict[query_id, dict[doc_id, value]]``: scores for a run,
+integer relevance grades for qrels. Metrics average over the queries that have at least
+one relevant document in the qrels (a query missing from the run scores 0), as BEIR does
+through pytrec_eval. Ties in a run are broken as trec_eval does: equal scores rank by
+document id, descending.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from .errors import MuveraError
+
+__all__ = [
+    "evaluate",
+    "load_beir",
+    "load_qrels",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "read_jsonl_records",
+    "recall_at_k",
+]
+
+Run = Mapping[str, Mapping[str, float]]
+Qrels = Mapping[str, Mapping[str, int]]
+
+
+def read_jsonl_records(path: str | Path) -> Iterator[dict[str, object]]:
+    """Yield the JSON objects of a JSONL file; a malformed line raises with its number."""
+    path = Path(path)
+    if not path.is_file():
+        raise MuveraError(f"no such file: {path}")
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MuveraError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise MuveraError(f"{path}:{number}: expected a JSON object")
+            yield record
+
+
+def _record_id(record: dict[str, object], path: Path, number: int) -> str:
+    value = record.get("_id", record.get("id"))
+    if value is None:
+        raise MuveraError(f"{path}:{number}: record has no '_id' or 'id'")
+    return str(value)
+
+
+def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """Read a BEIR qrels TSV (``query-id  corpus-id  score`` with a header line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MuveraError(f"no such file: {path}")
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        for number, row in enumerate(reader, 1):
+            if not row or (number == 1 and not row[-1].strip().lstrip("-").isdigit()):
+                continue  # blank line or header
+            if len(row) < 3:
+                raise MuveraError(f"{path}:{number}: expected 3 tab-separated columns")
+            try:
+                grade = int(row[-1])
+            except ValueError:
+                raise MuveraError(
+                    f"{path}:{number}: relevance {row[-1]!r} is not an integer"
+                ) from None
+            qrels.setdefault(row[0], {})[row[1]] = grade
+    return qrels
+
+
+def load_beir(
+    directory: str | Path, split: str = "test"
+) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+    """Load a BEIR folder: ``(corpus, queries, qrels)``.
+
+    ``corpus`` maps doc id to ``{"title", "text"}``; ``queries`` maps query id to text,
+    restricted to the queries of ``qrels/{split}.tsv``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MuveraError(f"no BEIR folder at {directory}")
+    corpus: dict[str, dict[str, str]] = {}
+    corpus_path = directory / "corpus.jsonl"
+    for number, record in enumerate(read_jsonl_records(corpus_path), 1):
+        doc_id = _record_id(record, corpus_path, number)
+        corpus[doc_id] = {
+            "title": str(record.get("title") or ""),
+            "text": str(record.get("text") or ""),
+        }
+    qrels = load_qrels(directory / "qrels" / f"{split}.tsv")
+    queries: dict[str, str] = {}
+    queries_path = directory / "queries.jsonl"
+    for number, record in enumerate(read_jsonl_records(queries_path), 1):
+        query_id = _record_id(record, queries_path, number)
+        if query_id in qrels:
+            queries[query_id] = str(record.get("text") or "")
+    return corpus, queries, qrels
+
+
+def _ranked(scores: Mapping[str, float]) -> list[str]:
+    by_id = sorted(scores, reverse=True)  # trec_eval: ties by document id, descending
+    return sorted(by_id, key=lambda doc: -scores[doc])
+
+
+def _per_query(run: Run, qrels: Qrels, k: int, metric: str) -> dict[str, float]:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise MuveraError(f"k must be a positive int, got {k!r}")
+    out: dict[str, float] = {}
+    for qid, judged in qrels.items():
+        relevant = {d: g for d, g in judged.items() if g > 0}
+        if not relevant:
+            continue
+        top = _ranked(run.get(qid, {}))[:k]
+        if metric == "ndcg":
+            dcg = sum(relevant.get(d, 0) / math.log2(i + 2) for i, d in enumerate(top))
+            ideal = sorted(relevant.values(), reverse=True)[:k]
+            idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+            out[qid] = dcg / idcg
+        elif metric == "recall":
+            out[qid] = sum(1 for d in top if d in relevant) / len(relevant)
+        else:
+            out[qid] = next((1.0 / (i + 1) for i, d in enumerate(top) if d in relevant), 0.0)
+    return out
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values) if values else 0.0
+
+
+def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
+    """Mean nDCG@k with linear gain (the grade), as trec_eval's ``ndcg_cut``.
+
+    >>> ndcg_at_k({"q": {"a": 2.0, "b": 1.0}}, {"q": {"b": 1}}, k=10)  # doctest: +ELLIPSIS
+    0.6309...
+    """
+    return _mean(_per_query(run, qrels, k, "ndcg"))
+
+
+def recall_at_k(run: Run, qrels: Qrels, k: int = 100) -> float:
+    """Mean fraction of each query's relevant documents found in its top k.
+
+    >>> recall_at_k({"q": {"a": 2.0, "b": 1.0}}, {"q": {"b": 1, "c": 2}}, k=2)
+    0.5
+    """
+    return _mean(_per_query(run, qrels, k, "recall"))
+
+
+def mrr_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
+    """Mean reciprocal rank of the first relevant document within the top k (0 if none).
+
+    >>> mrr_at_k({"q": {"a": 2.0, "b": 1.0}}, {"q": {"b": 1}}, k=10)
+    0.5
+    """
+    return _mean(_per_query(run, qrels, k, "mrr"))
+
+
+def evaluate(run: Run, qrels: Qrels, ks: tuple[int, ...] = (10, 100)) -> dict[str, float]:
+    """``{"ndcg@k", "recall@k", "mrr@k"}`` for each ``k`` in ``ks``."""
+    metrics: dict[str, float] = {}
+    for k in ks:
+        metrics[f"ndcg@{k}"] = ndcg_at_k(run, qrels, k)
+        metrics[f"recall@{k}"] = recall_at_k(run, qrels, k)
+        metrics[f"mrr@{k}"] = mrr_at_k(run, qrels, k)
+    return metrics
