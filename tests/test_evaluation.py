@@ -65,8 +65,8 @@ def test_load_errors_name_the_file_and_line(tmp_path):
     (tmp_path / "corpus.jsonl").write_text('{"text": "no id"}\n')
     with pytest.raises(MuveraError, match=r"corpus.jsonl:1: record has no '_id'"):
         load_beir(tmp_path)
-    (tmp_path / "bad.tsv").write_text("q\td\n")
-    with pytest.raises(MuveraError, match=r"bad.tsv:1: expected 3"):
+    (tmp_path / "bad.tsv").write_text("query-id\tcorpus-id\tscore\nq\td\n")
+    with pytest.raises(MuveraError, match=r"bad.tsv:2: expected 3"):
         load_qrels(tmp_path / "bad.tsv")
     (tmp_path / "bad2.tsv").write_text("query-id\tcorpus-id\tscore\nq\td\thigh\n")
     with pytest.raises(MuveraError, match="not an integer"):
