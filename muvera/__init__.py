@@ -8,6 +8,7 @@ from ._version import __version__
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .errors import MuveraError
+from .index import Index, SearchResult
 from .models import ColBERT, ColBERTSettings
 from .scoring import maxsim
 
@@ -16,7 +17,9 @@ __all__ = [
     "ColBERTSettings",
     "FDEConfig",
     "FDEEncoder",
+    "Index",
     "MuveraError",
+    "SearchResult",
     "__version__",
     "maxsim",
 ]

@@ -53,6 +53,18 @@ class Batch:
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
 
+    def items(self) -> list[npt.NDArray[np.float32]]:
+        """Every item as a validated float32 numpy array ``(n_i, d)`` (torch moved to CPU)."""
+        out: list[npt.NDArray[np.float32]] = []
+        for chunk in self.chunks(1 << 62):
+            tokens = chunk.tokens
+            if self.backend == "torch":
+                tokens = tokens.detach().cpu().numpy()
+            out.extend(
+                np.split(np.asarray(tokens, dtype=np.float32), np.cumsum(chunk.lengths)[:-1])
+            )
+        return out
+
     def chunks(self, max_tokens: int) -> Iterator[TokenChunk]:
         """Yield consecutive chunks of whole items holding about ``max_tokens`` tokens."""
         n = len(self)

@@ -1,0 +1,94 @@
+"""Append-only files with a committed length, and atomic small-file writes.
+
+An index commits by atomically replacing its manifest, which records how many bytes of
+each append-only file are valid. Bytes past that (an interrupted append) are ignored when
+reading and cut off before the next append, so a crash never corrupts committed data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["AppendOnlyFile", "atomic_write_bytes", "atomic_write_json", "fsync_directory"]
+
+
+def fsync_directory(directory: Path) -> None:
+    """Persist a rename in ``directory`` (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a synced temp file and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+class AppendOnlyFile:
+    """A file that only grows; ``committed`` bytes of it are valid."""
+
+    def __init__(self, path: Path, committed: int) -> None:
+        self.path = path
+        self.committed = committed
+        self._map: npt.NDArray[np.uint8] | None = None
+        if not path.exists():
+            path.touch()
+        size = path.stat().st_size
+        if size < committed:
+            raise OSError(f"{path} holds {size} bytes, the manifest commits {committed}")
+
+    def append(self, data: bytes) -> int:
+        """Write ``data`` after the committed bytes (cutting any uncommitted tail) and sync.
+
+        Returns the offset written at; the caller commits ``offset + len(data)``.
+        """
+        with self.path.open("r+b") as fh:
+            fh.truncate(self.committed)
+            fh.seek(self.committed)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._map = None
+        return self.committed
+
+    def view(self, dtype: Any) -> npt.NDArray[Any]:
+        """The committed bytes as a read-only memory map of ``dtype`` (empty when none)."""
+        if self.committed == 0:
+            return np.zeros(0, dtype=dtype)
+        if self._map is None or self._map.size < self.committed:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        return self._map[: self.committed].view(dtype)
+
+    def read_bytes(self, start: int = 0, stop: int | None = None) -> bytes:
+        stop = self.committed if stop is None else stop
+        with self.path.open("rb") as fh:
+            fh.seek(start)
+            return fh.read(stop - start)

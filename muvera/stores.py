@@ -1,0 +1,267 @@
+"""FDE stores behind one small protocol: they index FDE rows under integer labels and
+return candidate labels for query FDEs.
+
+* :class:`ExactStore`: numpy brute force (ground truth, small corpora).
+* :class:`HnswStore`: hnswlib HNSW graph in inner-product space (the default).
+
+Qdrant, which also runs the MaxSim re-ranking itself, lives in :mod:`muvera.qdrant`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ._storage import AppendOnlyFile, atomic_write_bytes
+from .errors import MuveraError
+
+__all__ = ["ExactStore", "HnswStore", "VectorStore", "make_store"]
+
+Labels = npt.NDArray[np.int64]
+
+
+class VectorStore(Protocol):
+    """What :class:`muvera.Index` needs from an FDE store."""
+
+    kind: ClassVar[str]
+
+    def add(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
+        """Index ``fdes[i]`` under ``labels[i]`` (new labels only)."""
+
+    def delete(self, labels: Labels) -> None:
+        """Stop returning ``labels``."""
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[Labels, npt.NDArray[np.float32]]:
+        """Top ``k`` labels and inner products per query, padded with -1 / -inf."""
+
+    def save(self, directory: Path, generation: int) -> dict[str, Any]:
+        """Persist; returns the manifest entry that :meth:`load` takes back."""
+
+    def params(self) -> dict[str, Any]:
+        """Construction parameters, for the manifest."""
+
+
+def _pad_topk(
+    scores: npt.NDArray[np.float32], labels: Labels, k: int
+) -> tuple[Labels, npt.NDArray[np.float32]]:
+    """Top ``k`` of each row of ``scores`` (columns are ``labels``), padded."""
+    n_q, n = scores.shape
+    out_labels = np.full((n_q, k), -1, dtype=np.int64)
+    out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+    take = min(k, n)
+    if take == 0:
+        return out_labels, out_scores
+    part = (
+        np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        if take < n
+        else np.tile(np.arange(n), (n_q, 1))
+    )
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    out_labels[:, :take] = labels[best]
+    out_scores[:, :take] = np.take_along_axis(scores, best, axis=1)
+    return out_labels, out_scores
+
+
+class ExactStore:
+    """Brute-force inner products over all FDEs (an append-only float32 file of rows)."""
+
+    kind: ClassVar[str] = "exact"
+
+    def __init__(
+        self, dimension: int, directory: Path, entry: dict[str, Any] | None = None
+    ) -> None:
+        self.dimension = dimension
+        entry = entry or {}
+        self.file = AppendOnlyFile(
+            directory / entry.get("file", "fdes.f32"), int(entry.get("bytes", 0))
+        )
+        rows = self.file.committed // (4 * dimension)
+        self.labels = np.zeros(0, dtype=np.int64)
+        self.alive = np.zeros(0, dtype=bool)
+        if entry.get("state"):
+            with np.load(directory / entry["state"], allow_pickle=False) as state:
+                self.labels, self.alive = (
+                    state["labels"].astype(np.int64),
+                    state["alive"].astype(bool),
+                )
+        if self.labels.size != rows:
+            raise MuveraError(f"exact store: {rows} FDE rows but {self.labels.size} labels")
+
+    def __len__(self) -> int:
+        return int(self.alive.sum())
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def add(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
+        if self.labels.size and labels.size and labels.min() <= self.labels[-1]:
+            raise MuveraError("exact store: labels must increase")
+        start = self.file.append(np.ascontiguousarray(fdes, dtype=np.float32).tobytes())
+        self.file.committed = start + fdes.size * 4
+        self.labels = np.concatenate([self.labels, labels.astype(np.int64)])
+        self.alive = np.concatenate([self.alive, np.ones(labels.size, dtype=bool)])
+
+    def delete(self, labels: Labels) -> None:
+        pos = np.searchsorted(self.labels, labels)
+        self.alive[pos] = False
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[Labels, npt.NDArray[np.float32]]:
+        matrix = self.file.view(np.float32).reshape(-1, self.dimension)
+        live = np.flatnonzero(self.alive)
+        if live.size == self.alive.size:
+            scores = queries @ matrix.T
+        else:
+            scores = queries @ matrix[live].T
+        return _pad_topk(np.asarray(scores, dtype=np.float32), self.labels[live], k)
+
+    def save(self, directory: Path, generation: int) -> dict[str, Any]:
+        name = f"exact-{generation:06d}.npz"
+        buffer = io.BytesIO()
+        np.savez(buffer, labels=self.labels, alive=self.alive)
+        atomic_write_bytes(directory / name, buffer.getvalue())
+        return {"file": self.file.path.name, "bytes": self.file.committed, "state": name}
+
+
+class HnswStore:
+    """hnswlib HNSW graph over FDEs, inner-product space.
+
+    ``M`` and ``ef_construction`` shape the graph; ``ef`` (search breadth) is raised to the
+    number of requested neighbours when smaller, and restored on load (hnswlib does not
+    persist it). Capacity doubles as the index grows; deletes use ``mark_deleted``.
+    """
+
+    kind: ClassVar[str] = "hnswlib"
+
+    def __init__(
+        self,
+        dimension: int,
+        directory: Path,
+        entry: dict[str, Any] | None = None,
+        *,
+        M: int = 32,
+        ef_construction: int = 200,
+        ef: int = 200,
+        num_threads: int = -1,
+    ) -> None:
+        try:
+            import hnswlib
+        except ImportError:
+            raise MuveraError(
+                "the hnswlib store needs hnswlib: pip install 'muvera-toolkit[hnswlib]'"
+            ) from None
+        entry = entry or {}
+        self.dimension = dimension
+        self.M = int(entry.get("M", M))
+        self.ef_construction = int(entry.get("ef_construction", ef_construction))
+        self.ef = int(entry.get("ef", ef))
+        self.num_threads = num_threads
+        for name, value in (
+            ("M", self.M),
+            ("ef_construction", self.ef_construction),
+            ("ef", self.ef),
+        ):
+            if value < 1:
+                raise MuveraError(f"hnswlib {name} must be >= 1, got {value}")
+        self.index = hnswlib.Index(space="ip", dim=dimension)
+        self.count = int(entry.get("count", 0))
+        self.deleted = int(entry.get("deleted", 0))
+        if entry.get("file"):
+            capacity = max(16, int(entry.get("capacity", 16)))
+            self.index.load_index(str(directory / entry["file"]), max_elements=capacity)
+        else:
+            self.index.init_index(max_elements=16, ef_construction=self.ef_construction, M=self.M)
+        self.index.set_ef(self.ef)
+
+    def __len__(self) -> int:
+        return self.count - self.deleted
+
+    def params(self) -> dict[str, Any]:
+        return {"M": self.M, "ef_construction": self.ef_construction, "ef": self.ef}
+
+    def add(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
+        needed = self.index.get_current_count() + labels.size
+        capacity = self.index.get_max_elements()
+        if needed > capacity:
+            self.index.resize_index(max(needed, 2 * capacity))
+        self.index.add_items(
+            np.ascontiguousarray(fdes, dtype=np.float32), labels, num_threads=self.num_threads
+        )
+        self.count += labels.size
+
+    def delete(self, labels: Labels) -> None:
+        for label in labels.tolist():
+            self.index.mark_deleted(int(label))
+        self.deleted += labels.size
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[Labels, npt.NDArray[np.float32]]:
+        n_q = queries.shape[0]
+        out_labels = np.full((n_q, k), -1, dtype=np.int64)
+        out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+        take = min(k, len(self))
+        if take == 0 or n_q == 0:
+            return out_labels, out_scores
+        self.index.set_ef(max(self.ef, take))
+        try:
+            labels, distances = self.index.knn_query(queries, k=take, num_threads=self.num_threads)
+            out_labels[:, :take] = labels
+            out_scores[:, :take] = 1.0 - distances  # hnswlib's "ip" distance is 1 - <q, x>
+        except RuntimeError:
+            # Too few reachable live points for `take` (many deletions): ask one query at a
+            # time for as many as the graph yields.
+            for i in range(n_q):
+                for want in range(take, 0, -1):
+                    try:
+                        labels, distances = self.index.knn_query(queries[i : i + 1], k=want)
+                    except RuntimeError:
+                        continue
+                    out_labels[i, :want] = labels[0]
+                    out_scores[i, :want] = 1.0 - distances[0]
+                    break
+        finally:
+            self.index.set_ef(self.ef)
+        return out_labels, out_scores
+
+    def save(self, directory: Path, generation: int) -> dict[str, Any]:
+        name = f"hnsw-{generation:06d}.bin"
+        self.index.save_index(str(directory / name))
+        with (directory / name).open("rb+") as fh:
+            os.fsync(fh.fileno())
+        return {
+            **self.params(),
+            "file": name,
+            "capacity": self.index.get_max_elements(),
+            "count": self.count,
+            "deleted": self.deleted,
+        }
+
+
+STORES: dict[str, Any] = {"exact": ExactStore, "hnswlib": HnswStore}
+
+
+def make_store(
+    kind: str,
+    dimension: int,
+    directory: Path,
+    entry: dict[str, Any] | None,
+    options: dict[str, Any],
+) -> Any:
+    """Build or load the store ``kind`` (``options`` are constructor keywords)."""
+    if kind not in STORES:
+        raise MuveraError(f"unknown store {kind!r}; choose one of {sorted(STORES) + ['qdrant']}")
+    try:
+        return STORES[kind](dimension, directory, entry, **options)
+    except TypeError as exc:
+        raise MuveraError(f"bad options for the {kind} store: {exc}") from None
