@@ -119,10 +119,13 @@ class Index:
     'b'
     """
 
-    def __init__(self, path: Path, mode: str, lock: _Lock | None) -> None:
+    def __init__(
+        self, path: Path, mode: str, lock: _Lock | None, store_overrides: dict[str, Any] | None = None
+    ) -> None:
         self.path = path
         self.mode = mode
         self._lock = lock
+        self._store_overrides = dict(store_overrides or {})
         self._load()
 
     # -- construction --------------------------------------------------------------------
@@ -177,24 +180,33 @@ class Index:
                 "next_label": 0,
                 "id_type": None,
             }
+            overrides: dict[str, Any] = {}
             if store == "qdrant":
                 from .qdrant import QdrantStore
 
-                manifest["store"]["entry"] = QdrantStore.create(encoder, options).entry()
-            else:
-                make_store(
-                    store, encoder.output_dimension, path, None, options
-                )  # validates options
+                remote = QdrantStore.create(encoder, options)
+                manifest["store"]["entry"] = remote.entry()
+                manifest["store"]["options"] = {}  # connection lives in the entry, minus secrets
+                overrides = {k: options[k] for k in ("client", "api_key") if options.get(k) is not None}
+            else:  # build once to validate the options
+                make_store(store, encoder.output_dimension, path, None, options)
             atomic_write_json(path / "manifest.json", manifest)
-            return cls(path, "a", lock)
+            return cls(path, "a", lock, overrides)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], mode: str = "a") -> Index:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        mode: str = "a",
+        *,
+        store_options: dict[str, Any] | None = None,
+    ) -> Index:
         """Open an existing index: ``mode="a"`` to read and write (takes the writer lock),
-        ``mode="r"`` to read only (any number of readers)."""
+        ``mode="r"`` to read only (any number of readers). ``store_options`` override the
+        stored connection of a qdrant index (``url``, ``api_key``, ``client``)."""
         path = Path(path)
         if mode not in ("a", "r"):
             raise MuveraError(f"mode must be 'a' or 'r', got {mode!r}")
@@ -202,7 +214,7 @@ class Index:
             raise MuveraError(f"no muvera index at {path} (manifest.json is missing)")
         lock = _Lock(path) if mode == "a" else None
         try:
-            return cls(path, mode, lock)
+            return cls(path, mode, lock, store_options)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -239,7 +251,7 @@ class Index:
         if self._remote:
             from .qdrant import QdrantStore
 
-            self.store: Any = QdrantStore.connect(store["entry"], store["options"])
+            self.store: Any = QdrantStore.connect(store["entry"], self._store_overrides)
         else:
             self.store = make_store(
                 store["kind"],

@@ -1,0 +1,234 @@
+"""muvera.Index: two-stage search correctness per store, persistence, safety, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import ragged
+
+import muvera.index
+from muvera import FDEConfig, Index, MuveraError, maxsim
+
+pytest.importorskip("hnswlib")
+STORES = ["exact", "hnswlib", "qdrant"]
+D = 16
+
+
+def _docs(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    return ragged(rng, rng.integers(3, 25, n), D)
+
+
+def _create(tmp_path, store, name="ix", **kwargs):
+    if store == "qdrant":
+        pytest.importorskip("qdrant_client")
+        kwargs.setdefault("store_options", {"location": ":memory:"})
+    return Index.create(tmp_path / name, FDEConfig(dimension=D, num_repetitions=8), store=store, **kwargs)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_rerank_over_all_candidates_equals_exact_maxsim(tmp_path, store):
+    docs = _docs()
+    with _create(tmp_path, store) as index:
+        index.add([f"d{i}" for i in range(len(docs))], docs)
+        queries = [d[:4] for d in docs[:10]]
+        result = index.search(queries, k=5, candidates=len(docs))
+        exact = maxsim(queries, docs)
+        expect = np.argsort(-exact, axis=1, kind="stable")[:, :5]
+        assert result.ids.dtype == object and result.scores.dtype == np.float32
+        for i in range(len(queries)):
+            assert [int(x[1:]) for x in result.ids[i]] == expect[i].tolist()
+            # float16 token storage: scores within its rounding
+            np.testing.assert_allclose(result.scores[i], exact[i, expect[i]], atol=0.02)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_fde_only_matches_brute_force_fde(tmp_path, store):
+    docs = _docs(60)
+    with _create(tmp_path, store) as index:
+        index.add(list(range(60)), docs)
+        queries = [d[:3] for d in docs[:5]]
+        result = index.search(queries, k=4, rerank=False)
+        enc = index.encoder
+        fde = enc.encode_queries(queries) @ enc.encode_documents(docs).T
+        assert result.ids.dtype == np.int64
+        np.testing.assert_array_equal(result.ids, np.argsort(-fde, axis=1, kind="stable")[:, :4])
+        np.testing.assert_allclose(result.scores, np.sort(fde, axis=1)[:, ::-1][:, :4], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_padding_when_fewer_documents_than_k(tmp_path, store):
+    docs = _docs(3)
+    with _create(tmp_path, store) as index:
+        index.add([1, 2, 3], docs)
+        result = index.search([docs[0]], k=5, candidates=5)
+        assert result.ids[0, :3].tolist() != [-1, -1, -1]
+        assert result.ids[0, 3:].tolist() == [-1, -1]
+        assert np.isneginf(result.scores[0, 3:]).all()
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_upsert_delete_and_payloads(tmp_path, store):
+    docs = _docs(30)
+    with _create(tmp_path, store) as index:
+        index.add(list(range(30)), docs, payloads=[{"n": i} for i in range(30)])
+        assert len(index) == 30 and 7 in index
+        index.delete([7, 8])
+        assert len(index) == 28 and 7 not in index
+        result = index.search([docs[7]], k=3, with_payloads=True)
+        assert 7 not in result.ids[0].tolist()
+        index.upsert([9, 100], [docs[7], docs[0]], payloads=[{"n": "new"}, None])
+        result = index.search([docs[7]], k=1, candidates=30, with_payloads=True)
+        assert result.ids[0, 0] == 9 and result.payloads[0][0] == {"n": "new"}
+        assert len(index) == 29
+        with pytest.raises(MuveraError, match="unknown ids"):
+            index.delete([7])
+        with pytest.raises(MuveraError, match="already in the index; use upsert"):
+            index.add([9], [docs[1]])
+
+
+def test_bad_input(tmp_path):
+    docs = _docs(10)
+    with _create(tmp_path, "exact") as index:
+        index.add(list(range(10)), docs)
+        bad = [
+            (lambda: index.add([1, 2], docs[:1]), "got 2 ids for 1 documents"),
+            (lambda: index.add([20, 20], docs[:2]), "appears twice"),
+            (lambda: index.add(["x"], docs[:1]), "this index uses int ids"),
+            (lambda: index.add([True], docs[:1]), "must be an int or a str"),
+            (lambda: index.add([30], [np.ones((2, D + 1), np.float32)]), "token dimension 17, expected 16"),
+            (lambda: index.add([30], [np.zeros((0, D), np.float32)]), "document 0 has no tokens"),
+            (lambda: index.add([30, 31], [docs[0], np.full((2, D), np.nan, np.float32)]), "item 1 has NaN"),
+            (lambda: index.add([30], docs[:1], payloads=[{"x": object()}]), "not JSON-serialisable"),
+            (lambda: index.add([30], docs[:1], payloads=["text"]), "must be a dict"),
+            (lambda: index.search([np.zeros((0, D), np.float32)]), "query 0 has no tokens"),
+            (lambda: index.search([docs[0]], k=0), "k must be a positive int"),
+            (lambda: index.search([docs[0]], k=10, candidates=5), r"candidates \(5\) must be >= k \(10\)"),
+            (lambda: index.search([docs[0]], query_filter={"x": 1}), "needs the qdrant store"),
+            (lambda: index.delete("abc"), "must be a list"),
+        ]
+        for call, message in bad:
+            with pytest.raises(MuveraError, match=message):
+                call()
+        assert len(index) == 10  # nothing was half-added
+        assert index.search([docs[3]], k=1).ids[0, 0] == 3
+
+
+def test_create_and_open_errors(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(MuveraError, match="not an empty directory"):
+        Index.create(tmp_path / "full", FDEConfig(dimension=D))
+    with pytest.raises(MuveraError, match="unknown store"):
+        Index.create(tmp_path / "a", FDEConfig(dimension=D), store="faiss")
+    with pytest.raises(MuveraError, match="bad options for the hnswlib store"):
+        Index.create(tmp_path / "b", FDEConfig(dimension=D), store_options={"m": 4})
+    with pytest.raises(MuveraError, match="no muvera index"):
+        Index.open(tmp_path / "nothing")
+    with pytest.raises(MuveraError, match="token_dtype"):
+        Index.create(tmp_path / "c", FDEConfig(dimension=D), token_dtype="int8")
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib"])
+def test_persistence_reopen_append_and_versions(tmp_path, store):
+    docs = _docs(40)
+    with _create(tmp_path, store, store_options={"ef": 77} if store == "hnswlib" else None) as index:
+        index.add([f"d{i}" for i in range(20)], docs[:20], payloads=[{"i": i} for i in range(20)])
+        before = index.search([docs[3]], k=5)
+    with Index.open(tmp_path / "ix") as index:
+        assert len(index) == 20
+        np.testing.assert_array_equal(index.search([docs[3]], k=5).ids, before.ids)
+        if store == "hnswlib":
+            assert index.store.ef == 77 and index.store.index.ef == 77  # restored on load
+        index.add([f"d{i}" for i in range(20, 40)], docs[20:])  # grows past the initial capacity
+        assert len(index) == 40
+        np.testing.assert_allclose(index.tokens("d5"), docs[5], atol=1e-3)
+    manifest_path = tmp_path / "ix" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 99
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(MuveraError, match="format version 99.*upgrade muvera"):
+        Index.open(tmp_path / "ix")
+
+
+def test_one_writer_many_readers(tmp_path):
+    docs = _docs(5)
+    writer = _create(tmp_path, "exact")
+    writer.add([0, 1], docs[:2])
+    with pytest.raises(MuveraError, match="open for writing elsewhere"):
+        Index.open(tmp_path / "ix")
+    reader = Index.open(tmp_path / "ix", mode="r")
+    assert len(reader) == 2
+    with pytest.raises(MuveraError, match="read-only"):
+        reader.add([5], docs[:1])
+    writer.add([2], docs[2:3])
+    assert len(Index.open(tmp_path / "ix", mode="r")) == 3
+    writer.close()
+    with Index.open(tmp_path / "ix") as again:  # the lock is free once the writer closes
+        assert len(again) == 3
+    with pytest.raises(MuveraError, match="read-only|mode"):
+        writer.add([9], docs[:1])
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib"])
+@pytest.mark.parametrize("where", ["store", "commit"])
+def test_crash_in_the_middle_of_add_keeps_the_previous_index(tmp_path, monkeypatch, store, where):
+    docs = _docs(30)
+    index = _create(tmp_path, store)
+    index.add(list(range(20)), docs[:20])
+    expect = index.search([docs[4]], k=3).ids.copy()
+
+    def boom(*args, **kwargs):
+        raise OSError("power cut")
+
+    if where == "store":
+        monkeypatch.setattr(type(index.store), "add", boom)
+    else:
+        monkeypatch.setattr(muvera.index, "atomic_write_json", boom)
+    with pytest.raises(OSError, match="power cut"):
+        index.add(list(range(20, 30)), docs[20:])
+    monkeypatch.undo()
+    assert len(index) == 20  # in memory: reloaded from the last commit
+    np.testing.assert_array_equal(index.search([docs[4]], k=3).ids, expect)
+    index.close()
+    with Index.open(tmp_path / "ix") as reopened:  # on disk: the previous generation
+        assert len(reopened) == 20
+        np.testing.assert_array_equal(reopened.search([docs[4]], k=3).ids, expect)
+        reopened.add(list(range(20, 30)), docs[20:])  # and writing goes on cleanly
+        assert len(reopened) == 30
+        np.testing.assert_allclose(reopened.tokens(25), docs[25], atol=1e-3)
+
+
+def test_compaction(tmp_path):
+    docs = _docs(50)
+    with _create(tmp_path, "exact", token_dtype="float32") as index:
+        index.add(list(range(50)), docs)
+        index.delete(list(range(0, 50, 2)))
+        before = index.search([d[:3] for d in docs[1:6]], k=4)
+        size = index._tokens.committed
+        index.compact()
+        assert index._tokens.committed < size
+        after = index.search([d[:3] for d in docs[1:6]], k=4)
+        np.testing.assert_array_equal(before.ids, after.ids)
+        np.testing.assert_array_equal(index.tokens(7), docs[7])  # float32: exact
+    with Index.open(tmp_path / "ix", mode="r") as reopened:
+        np.testing.assert_array_equal(reopened.tokens(49), docs[49])
+        files = {p.name for p in (tmp_path / "ix").iterdir()}
+        assert "tokens.bin" not in files  # the old token file is gone after the commit
+
+
+def test_torch_and_padded_queries(tmp_path):
+    docs = _docs(20)
+    with _create(tmp_path, "exact") as index:
+        index.add(list(range(20)), docs)
+        from helpers import pad
+
+        padded, lengths = pad([d[:5] for d in docs[:3]], D, fill=9.0)
+        a = index.search(padded, k=3, lengths=lengths)
+        b = index.search([d[:5] for d in docs[:3]], k=3)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        torch = pytest.importorskip("torch")
+        c = index.search([torch.from_numpy(d[:5]) for d in docs[:3]], k=3)
+        np.testing.assert_array_equal(c.ids, b.ids)
