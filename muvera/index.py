@@ -120,7 +120,11 @@ class Index:
     """
 
     def __init__(
-        self, path: Path, mode: str, lock: _Lock | None, store_overrides: dict[str, Any] | None = None
+        self,
+        path: Path,
+        mode: str,
+        lock: _Lock | None,
+        store_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.path = path
         self.mode = mode
@@ -165,7 +169,7 @@ class Index:
         lock = _Lock(path)
         try:
             encoder.save(path / "encoder.npz")
-            manifest = {
+            manifest: dict[str, Any] = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "library_version": __version__,
@@ -187,7 +191,9 @@ class Index:
                 remote = QdrantStore.create(encoder, options)
                 manifest["store"]["entry"] = remote.entry()
                 manifest["store"]["options"] = {}  # connection lives in the entry, minus secrets
-                overrides = {k: options[k] for k in ("client", "api_key") if options.get(k) is not None}
+                overrides = {
+                    k: options[k] for k in ("client", "api_key") if options.get(k) is not None
+                }
             else:  # build once to validate the options
                 make_store(store, encoder.output_dimension, path, None, options)
             atomic_write_json(path / "manifest.json", manifest)
@@ -288,7 +294,8 @@ class Index:
         return doc_id in self.id_to_label
 
     def __repr__(self) -> str:
-        return f"Index({str(self.path)!r}, store={self.manifest['store']['kind']!r}, documents={len(self)})"
+        kind = self.manifest["store"]["kind"]
+        return f"Index({str(self.path)!r}, store={kind!r}, documents={len(self)})"
 
     def __enter__(self) -> Index:
         return self
@@ -359,11 +366,7 @@ class Index:
         return files
 
     def _check_ids(self, ids: Any, n: int, *, new: bool) -> list[Any]:
-        if (
-            isinstance(ids, (str, bytes))
-            or not isinstance(ids, Sequence)
-            and not isinstance(ids, np.ndarray)
-        ):
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
             raise MuveraError(f"ids must be a list of ints or strings, got {type(ids).__name__}")
         out: list[Any] = []
         for i, doc_id in enumerate(list(ids)):
@@ -395,6 +398,14 @@ class Index:
                 raise MuveraError(f"id {doc_id!r} (item {i}) is already in the index; use upsert()")
         return out
 
+    @staticmethod
+    def _check_payloads(payloads: Any, n: int) -> list[dict[str, Any] | None]:
+        if payloads is None:
+            return [None] * n
+        if len(payloads) != n:
+            raise MuveraError(f"got {len(payloads)} payloads for {n} documents")
+        return [_json_payload(p, i) for i, p in enumerate(payloads)]
+
     def _check_documents(self, multivectors: Any) -> list[npt.NDArray[np.float32]]:
         batch = prepare_batch(multivectors, self.token_dimension, what="add")
         docs = batch.items()
@@ -421,13 +432,7 @@ class Index:
         self._check_writable()
         docs = self._check_documents(multivectors)
         doc_ids = self._check_ids(ids, len(docs), new=True)
-        if payloads is not None and len(payloads) != len(docs):
-            raise MuveraError(f"got {len(payloads)} payloads for {len(docs)} documents")
-        checked = (
-            [_json_payload(p, i) for i, p in enumerate(payloads)]
-            if payloads is not None
-            else [None] * len(docs)
-        )
+        checked = self._check_payloads(payloads, len(docs))
         if not docs:
             return
         with self._mutation():
@@ -444,13 +449,7 @@ class Index:
         self._check_writable()
         docs = self._check_documents(multivectors)
         doc_ids = self._check_ids(ids, len(docs), new=False)
-        if payloads is not None and len(payloads) != len(docs):
-            raise MuveraError(f"got {len(payloads)} payloads for {len(docs)} documents")
-        checked = (
-            [_json_payload(p, i) for i, p in enumerate(payloads)]
-            if payloads is not None
-            else [None] * len(docs)
-        )
+        checked = self._check_payloads(payloads, len(docs))
         if not docs:
             return
         with self._mutation():

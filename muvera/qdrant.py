@@ -33,7 +33,9 @@ def _import_qdrant() -> Any:
     try:
         import qdrant_client
     except ImportError:
-        raise MuveraError("the qdrant store needs qdrant-client: pip install 'muvera-toolkit[qdrant]'") from None
+        raise MuveraError(
+            "the qdrant store needs qdrant-client: pip install 'muvera-toolkit[qdrant]'"
+        ) from None
     return qdrant_client
 
 
@@ -47,7 +49,7 @@ def upsert_batches(sizes: Sequence[int], limit: int) -> Iterator[tuple[int, int]
     (a single point over the limit goes alone, and the server will say why).
 
     >>> list(upsert_batches([4, 4, 4, 9, 1], limit=10))
-    [(0, 2), (2, 3), (3, 4), (4, 5)]
+    [(0, 2), (2, 3), (3, 5)]
     """
     start, total = 0, 0
     for i, size in enumerate(sizes):
@@ -108,9 +110,11 @@ class QdrantStore:
         qdrant_client = _import_qdrant()
         models = qdrant_client.models
         options = dict(options)
-        unknown = set(options) - set(_CONNECTION_KEYS) - {
-            "collection", "shard_number", "replication_factor", "request_bytes", "client"
-        }
+        unknown = (
+            set(options)
+            - set(_CONNECTION_KEYS)
+            - {"collection", "shard_number", "replication_factor", "request_bytes", "client"}
+        )
         if unknown:
             raise MuveraError(f"unknown qdrant store options {sorted(unknown)}")
         if options.get("location") == ":memory:":
@@ -124,7 +128,9 @@ class QdrantStore:
         client.create_collection(
             collection_name=collection,
             vectors_config={
-                "fde": models.VectorParams(size=encoder.output_dimension, distance=models.Distance.DOT),
+                "fde": models.VectorParams(
+                    size=encoder.output_dimension, distance=models.Distance.DOT
+                ),
                 "tokens": models.VectorParams(
                     size=encoder.config.dimension,
                     distance=models.Distance.DOT,
@@ -143,6 +149,8 @@ class QdrantStore:
     @classmethod
     def connect(cls, entry: dict[str, Any], options: dict[str, Any]) -> QdrantStore:
         merged = {**entry.get("connection", {}), **options}
+        if "request_bytes" in entry:
+            merged.setdefault("request_bytes", entry["request_bytes"])
         client = cls._client(merged)
         collection = entry["collection"]
         if not client.collection_exists(collection):
@@ -152,9 +160,15 @@ class QdrantStore:
 
     def entry(self) -> dict[str, Any]:
         connection = {
-            k: self.options[k] for k in _CONNECTION_KEYS if k != "api_key" and self.options.get(k) is not None
+            k: self.options[k]
+            for k in _CONNECTION_KEYS
+            if k != "api_key" and self.options.get(k) is not None
         }
-        return {"collection": self.collection, "connection": connection, "request_bytes": self.request_bytes}
+        return {
+            "collection": self.collection,
+            "connection": connection,
+            "request_bytes": self.request_bytes,
+        }
 
     # -- protocol ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -229,10 +243,16 @@ class QdrantStore:
             else:
                 requests.append(
                     models.QueryRequest(
-                        query=fde.tolist(), using="fde", limit=k, filter=query_filter, with_payload=True
+                        query=fde.tolist(),
+                        using="fde",
+                        limit=k,
+                        filter=query_filter,
+                        with_payload=True,
                     )
                 )
-        responses = self.client.query_batch_points(collection_name=self.collection, requests=requests)
+        responses = self.client.query_batch_points(
+            collection_name=self.collection, requests=requests
+        )
         n_q = len(requests)
         labels = np.full((n_q, k), -1, dtype=np.int64)
         scores = np.full((n_q, k), -np.inf, dtype=np.float32)

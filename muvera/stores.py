@@ -119,10 +119,7 @@ class ExactStore:
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
         matrix = self.file.view(np.float32).reshape(-1, self.dimension)
         live = np.flatnonzero(self.alive)
-        if live.size == self.alive.size:
-            scores = queries @ matrix.T
-        else:
-            scores = queries @ matrix[live].T
+        scores = queries @ (matrix if live.size == self.alive.size else matrix[live]).T
         return _pad_topk(np.asarray(scores, dtype=np.float32), self.labels[live], k)
 
     def save(self, directory: Path, generation: int) -> dict[str, Any]:
@@ -260,7 +257,7 @@ def make_store(
 ) -> Any:
     """Build or load the store ``kind`` (``options`` are constructor keywords)."""
     if kind not in STORES:
-        raise MuveraError(f"unknown store {kind!r}; choose one of {sorted(STORES) + ['qdrant']}")
+        raise MuveraError(f"unknown store {kind!r}; choose one of {[*sorted(STORES), 'qdrant']}")
     try:
         return STORES[kind](dimension, directory, entry, **options)
     except TypeError as exc:

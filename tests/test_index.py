@@ -25,7 +25,9 @@ def _create(tmp_path, store, name="ix", **kwargs):
     if store == "qdrant":
         pytest.importorskip("qdrant_client")
         kwargs.setdefault("store_options", {"location": ":memory:"})
-    return Index.create(tmp_path / name, FDEConfig(dimension=D, num_repetitions=8), store=store, **kwargs)
+    return Index.create(
+        tmp_path / name, FDEConfig(dimension=D, num_repetitions=8), store=store, **kwargs
+    )
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -55,7 +57,9 @@ def test_fde_only_matches_brute_force_fde(tmp_path, store):
         fde = enc.encode_queries(queries) @ enc.encode_documents(docs).T
         assert result.ids.dtype == np.int64
         np.testing.assert_array_equal(result.ids, np.argsort(-fde, axis=1, kind="stable")[:, :4])
-        np.testing.assert_allclose(result.scores, np.sort(fde, axis=1)[:, ::-1][:, :4], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            result.scores, np.sort(fde, axis=1)[:, ::-1][:, :4], rtol=1e-4, atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -98,14 +102,26 @@ def test_bad_input(tmp_path):
             (lambda: index.add([20, 20], docs[:2]), "appears twice"),
             (lambda: index.add(["x"], docs[:1]), "this index uses int ids"),
             (lambda: index.add([True], docs[:1]), "must be an int or a str"),
-            (lambda: index.add([30], [np.ones((2, D + 1), np.float32)]), "token dimension 17, expected 16"),
+            (
+                lambda: index.add([30], [np.ones((2, D + 1), np.float32)]),
+                "token dimension 17, expected 16",
+            ),
             (lambda: index.add([30], [np.zeros((0, D), np.float32)]), "document 0 has no tokens"),
-            (lambda: index.add([30, 31], [docs[0], np.full((2, D), np.nan, np.float32)]), "item 1 has NaN"),
-            (lambda: index.add([30], docs[:1], payloads=[{"x": object()}]), "not JSON-serialisable"),
+            (
+                lambda: index.add([30, 31], [docs[0], np.full((2, D), np.nan, np.float32)]),
+                "item 1 has NaN",
+            ),
+            (
+                lambda: index.add([30], docs[:1], payloads=[{"x": object()}]),
+                "not JSON-serialisable",
+            ),
             (lambda: index.add([30], docs[:1], payloads=["text"]), "must be a dict"),
             (lambda: index.search([np.zeros((0, D), np.float32)]), "query 0 has no tokens"),
             (lambda: index.search([docs[0]], k=0), "k must be a positive int"),
-            (lambda: index.search([docs[0]], k=10, candidates=5), r"candidates \(5\) must be >= k \(10\)"),
+            (
+                lambda: index.search([docs[0]], k=10, candidates=5),
+                r"candidates \(5\) must be >= k \(10\)",
+            ),
             (lambda: index.search([docs[0]], query_filter={"x": 1}), "needs the qdrant store"),
             (lambda: index.delete("abc"), "must be a list"),
         ]
@@ -134,7 +150,9 @@ def test_create_and_open_errors(tmp_path):
 @pytest.mark.parametrize("store", ["exact", "hnswlib"])
 def test_persistence_reopen_append_and_versions(tmp_path, store):
     docs = _docs(40)
-    with _create(tmp_path, store, store_options={"ef": 77} if store == "hnswlib" else None) as index:
+    with _create(
+        tmp_path, store, store_options={"ef": 77} if store == "hnswlib" else None
+    ) as index:
         index.add([f"d{i}" for i in range(20)], docs[:20], payloads=[{"i": i} for i in range(20)])
         before = index.search([docs[3]], k=5)
     with Index.open(tmp_path / "ix") as index:
@@ -149,7 +167,7 @@ def test_persistence_reopen_append_and_versions(tmp_path, store):
     manifest = json.loads(manifest_path.read_text())
     manifest["format_version"] = 99
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(MuveraError, match="format version 99.*upgrade muvera"):
+    with pytest.raises(MuveraError, match=r"format version 99.*upgrade muvera"):
         Index.open(tmp_path / "ix")
 
 
@@ -168,7 +186,7 @@ def test_one_writer_many_readers(tmp_path):
     writer.close()
     with Index.open(tmp_path / "ix") as again:  # the lock is free once the writer closes
         assert len(again) == 3
-    with pytest.raises(MuveraError, match="read-only|mode"):
+    with pytest.raises(MuveraError, match=r"read-only|mode"):
         writer.add([9], docs[:1])
 
 
@@ -232,3 +250,28 @@ def test_torch_and_padded_queries(tmp_path):
         torch = pytest.importorskip("torch")
         c = index.search([torch.from_numpy(d[:5]) for d in docs[:3]], k=3)
         np.testing.assert_array_equal(c.ids, b.ids)
+
+
+def test_text_convenience_with_a_model(tmp_path):
+    pytest.importorskip("transformers")
+    from model_fixtures import pylate_model
+
+    from muvera import ColBERT
+
+    pylate_model(tmp_path / "model", n_dense=1)
+    model = ColBERT(tmp_path / "model", device="cpu")
+    texts = ["the cat sat on the mat", "a dog ran in the park", "hello world", "one two three"]
+    index = Index.create(tmp_path / "ix", FDEConfig(dimension=model.dimension), store="exact")
+    index.add_texts(model, ["a", "b", "c", "d"], texts, payloads=[{"k": 1}, None, None, None])
+    queries = ["the dog in the park", "hello world"]
+    result = index.search_texts(model, queries, k=2, candidates=4)
+    exact = maxsim(model.encode_queries(queries), model.encode_documents(texts))
+    assert [result.ids[i, 0] for i in range(2)] == ["abcd"[j] for j in exact.argmax(axis=1)]
+    assert result.payloads[0][0]["text"] in texts
+    assert index.payloads[0] == {"k": 1, "text": texts[0]}
+    index.add_texts(model, ["e"], ["no text kept"], store_text=False)
+    assert index.payloads[-1] is None
+    with pytest.raises(MuveraError, match=r"gives 24-d token vectors; this index holds 16-d"):
+        Index.create(tmp_path / "ix2", FDEConfig(dimension=16), store="exact").add_texts(
+            model, ["x"], ["y"]
+        )

@@ -1,0 +1,111 @@
+"""The qdrant store in qdrant-client's local mode (the live-server suite is test_qdrant_live.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import ragged
+
+from muvera import FDEConfig, Index, MuveraError
+from muvera.qdrant import upsert_batches
+
+qdrant_client = pytest.importorskip("qdrant_client")
+models = qdrant_client.models
+D = 16
+
+
+def _docs(n, seed=1):
+    rng = np.random.default_rng(seed)
+    return ragged(rng, rng.integers(3, 20, n), D)
+
+
+def test_upserts_are_split_under_the_request_cap(tmp_path):
+    docs = _docs(40)
+    client = qdrant_client.QdrantClient(location=":memory:")
+    calls = []
+    original = client.upsert
+
+    def counting(*args, **kwargs):
+        calls.append(len(kwargs["points"]))
+        return original(*args, **kwargs)
+
+    client.upsert = counting
+    cfg = FDEConfig(dimension=D, num_repetitions=4)
+    # About 12 bytes per float in JSON: each point is >= 12 * (cfg dims + 3 * 16) bytes.
+    cap = 12 * (cfg.output_dimension + 20 * D) * 5
+    with Index.create(
+        tmp_path / "ix", cfg, store="qdrant", store_options={"client": client, "request_bytes": cap}
+    ) as index:
+        index.add(list(range(40)), docs)
+        assert sum(calls) == 40 and len(calls) >= 8 and max(calls) <= 5
+        assert len(index.store) == 40
+
+
+def test_upsert_batches_edge_cases():
+    assert list(upsert_batches([], 10)) == []
+    assert list(upsert_batches([11], 10)) == [(0, 1)]
+    assert list(upsert_batches([3, 3, 3, 3], 6)) == [(0, 2), (2, 4)]
+
+
+def test_filters_and_payloads_pass_through(tmp_path):
+    docs = _docs(30)
+    with Index.create(
+        tmp_path / "ix",
+        FDEConfig(dimension=D),
+        store="qdrant",
+        store_options={"location": ":memory:", "collection": "c1"},
+    ) as index:
+        index.add(
+            [f"d{i}" for i in range(30)],
+            docs,
+            payloads=[{"lang": "en" if i % 2 else "fr"} for i in range(30)],
+        )
+        only_en = models.Filter(
+            must=[models.FieldCondition(key="lang", match=models.MatchValue(value="en"))]
+        )
+        result = index.search(
+            [d[:3] for d in docs[:4]], k=5, query_filter=only_en, with_payloads=True
+        )
+        hits = [x for x in result.ids.ravel() if x != -1]
+        assert hits and all(int(x[1:]) % 2 == 1 for x in hits)
+        assert all(p == {"lang": "en"} for row in result.payloads for p in row if p is not None)
+        fde_only = index.search([docs[0]], k=3, rerank=False, query_filter=only_en)
+        assert all(int(x[1:]) % 2 == 1 for x in fde_only.ids[0])
+
+
+def test_reopen_on_disk_and_memory_and_collection_errors(tmp_path):
+    docs = _docs(10)
+    opts = {"path": str(tmp_path / "qdata"), "collection": "keep"}
+    with Index.create(
+        tmp_path / "disk", FDEConfig(dimension=D), store="qdrant", store_options=opts
+    ) as index:
+        index.add(list(range(10)), docs)
+        expect = index.search([docs[2]], k=3).ids
+    with Index.open(tmp_path / "disk") as index:
+        assert len(index) == 10
+        np.testing.assert_array_equal(index.search([docs[2]], k=3).ids, expect)
+        with pytest.raises(MuveraError, match="keeps token vectors on the server"):
+            index.tokens(2)
+    with pytest.raises(MuveraError, match="already exists"):
+        Index.create(tmp_path / "again", FDEConfig(dimension=D), store="qdrant", store_options=opts)
+    with Index.create(
+        tmp_path / "mem",
+        FDEConfig(dimension=D),
+        store="qdrant",
+        store_options={"location": ":memory:"},
+    ) as index:
+        index.add([1], docs[:1])
+    import muvera.qdrant
+
+    muvera.qdrant._LOCAL_CLIENTS.clear()  # as in a new process
+    with pytest.raises(MuveraError, match="in-memory Qdrant that is gone"):
+        Index.open(tmp_path / "mem")
+    with pytest.raises(MuveraError, match="unknown qdrant store options"):
+        Index.create(
+            tmp_path / "x",
+            FDEConfig(dimension=D),
+            store="qdrant",
+            store_options={"locaton": ":memory:"},
+        )
+    with pytest.raises(MuveraError, match="needs url"):
+        Index.create(tmp_path / "y", FDEConfig(dimension=D), store="qdrant", store_options={})
