@@ -36,7 +36,6 @@ from ._version import __version__
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .errors import MuveraError
-from .scoring import maxsim
 from .stores import make_store
 
 __all__ = ["Index", "SearchResult"]
@@ -614,6 +613,11 @@ class Index:
     def _rerank(
         self, queries: list[npt.NDArray[np.float32]], labels: npt.NDArray[np.int64], k: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Exact MaxSim of each query against its candidates, best ``k`` kept.
+
+        One gather of the candidates' token slices, one float32 conversion, one matrix
+        product and a segmented max per query.
+        """
         n_q = len(queries)
         out_labels = np.full((n_q, k), -1, dtype=np.int64)
         out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
@@ -622,10 +626,12 @@ class Index:
             cand = labels[i][labels[i] >= 0]
             if cand.size == 0:
                 continue
-            docs = [
-                matrix[self.offsets[c] : self.offsets[c] + self.lengths[c]] for c in cand.tolist()
-            ]
-            exact = maxsim([query], [np.asarray(d, dtype=np.float32) for d in docs])[0]
+            lengths = self.lengths[cand]
+            starts = np.cumsum(lengths) - lengths
+            spans = zip(self.offsets[cand].tolist(), lengths.tolist(), strict=True)
+            tokens = np.concatenate([matrix[o : o + n] for o, n in spans]).astype(np.float32, copy=False)
+            sims = query @ tokens.T  # (query tokens, candidate tokens)
+            exact = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
             order = np.argsort(-exact, kind="stable")[:k]
             out_labels[i, : order.size] = cand[order]
             out_scores[i, : order.size] = exact[order]
