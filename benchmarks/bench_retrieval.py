@@ -54,9 +54,9 @@ def dir_bytes(path: Path) -> int:
 
 
 def bench_store(spec, docs, doc_ids, queries, qids, qrels, exact_top10, candidates, tmp):
-    """``spec`` is a store name, optionally with the token dtype: "hnswlib/float32"."""
+    """``spec`` is a store name, optionally with the token dtype: "hnswlib/float16"."""
     store, _, dtype = spec.partition("/")
-    dtype = dtype or "float16"
+    dtype = dtype or "float32"
     options = {"location": ":memory:"} if store == "qdrant" else None
     cfg = FDEConfig(dimension=docs[0].shape[1])
     directory = Path(tmp) / spec.replace("/", "-")
@@ -204,7 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "scifact")
     parser.add_argument("--model", type=Path, default=SHARED / "models" / "minilm-colbert-128")
-    parser.add_argument("--stores", default="exact,hnswlib,hnswlib/float32,qdrant")
+    parser.add_argument("--stores", default="exact,hnswlib,hnswlib/float16,qdrant")
     parser.add_argument("--candidates", default="100,200,500")
     parser.add_argument("--quick", action="store_true", help="first 50 queries only")
     parser.add_argument(

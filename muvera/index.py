@@ -4,7 +4,7 @@ An index directory is self-describing and written atomically::
 
     manifest.json          format and library versions, store parameters, committed sizes
     encoder.npz            the FDE encoder (config + matrices): queries encode identically
-    tokens.f16             documents' token vectors, ragged, append-only (float16 default)
+    tokens.bin             documents' token vectors, ragged, append-only (float32 or float16)
     records.jsonl          one line per added document: label, id, payload (append-only)
     state-<gen>.npz        token offsets/lengths and the live mask of this generation
     <store files>          e.g. hnsw-<gen>.bin
@@ -140,13 +140,15 @@ class Index:
         store: str = "hnswlib",
         *,
         store_options: dict[str, Any] | None = None,
-        token_dtype: str = "float16",
+        token_dtype: str = "float32",
     ) -> Index:
         """Create an empty index in ``path`` (a new or empty directory) and open it for writing.
 
         ``store`` is "hnswlib" (default), "exact" or "qdrant"; ``store_options`` are passed
         to it (hnswlib: ``M``, ``ef_construction``, ``ef``; qdrant: see
-        :class:`muvera.qdrant.QdrantStore`). ``token_dtype`` is "float16" or "float32".
+        :class:`muvera.qdrant.QdrantStore`). ``token_dtype`` is "float32" (default) or
+        "float16": half the disk, but numpy's float16 conversion makes re-ranking about
+        2.5x slower (measured in ``benchmarks/bench_retrieval.py``).
         """
         path = Path(path)
         if isinstance(encoder, FDEConfig):
@@ -629,7 +631,9 @@ class Index:
             lengths = self.lengths[cand]
             starts = np.cumsum(lengths) - lengths
             spans = zip(self.offsets[cand].tolist(), lengths.tolist(), strict=True)
-            tokens = np.concatenate([matrix[o : o + n] for o, n in spans]).astype(np.float32, copy=False)
+            tokens = np.concatenate([matrix[o : o + n] for o, n in spans]).astype(
+                np.float32, copy=False
+            )
             sims = query @ tokens.T  # (query tokens, candidate tokens)
             exact = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
             order = np.argsort(-exact, kind="stable")[:k]

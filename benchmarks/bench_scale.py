@@ -1,0 +1,144 @@
+"""Cost curve of the default index with corpus size: synthetic 128-dim multi-vectors.
+
+Documents are clouds of 60-180 unit tokens around a shared vocabulary of directions;
+each query is 24 noisy tokens of one planted document. The corpus is added in steps
+(10k, 30k, 100k documents by default) to one hnswlib index, and after each step the
+script records the cumulative build time, the index size on disk, the process's peak
+memory, per-query latency (p50/p95) and how often the planted document comes first.
+Prints a table and writes ``benchmarks/results/scale.json``.
+
+Usage: ``python benchmarks/bench_scale.py [--steps 10000,30000,100000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from muvera import FDEConfig, Index, __version__  # noqa: E402
+
+DIM = 128
+
+
+class Corpus:
+    """Deterministic synthetic documents, generated on demand in float16."""
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        v = rng.standard_normal((8192, DIM)).astype(np.float32)
+        self.vocabulary = v / np.linalg.norm(v, axis=1, keepdims=True)
+        self.seed = seed
+
+    def documents(self, start: int, stop: int) -> list[np.ndarray]:
+        """Documents ``start..stop``; call with one document at a time to re-derive any."""
+        rng = np.random.default_rng([self.seed, start])
+        out = []
+        for n in rng.integers(60, 181, stop - start):
+            x = self.vocabulary[rng.integers(0, 8192, n)] + 0.5 / np.sqrt(
+                DIM
+            ) * rng.standard_normal((n, DIM))
+            out.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16))
+        return out
+
+    def queries(self, n_docs: int, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+        rng = np.random.default_rng([self.seed, 10**9])
+        targets = rng.choice(n_docs, n, replace=False)
+        queries = []
+        for t in targets:
+            doc = self.documents(int(t), int(t) + 1)[0].astype(np.float32)  # the planted document
+            picked = doc[rng.choice(len(doc), 24, replace=False)]
+            q = picked + 0.9 / np.sqrt(DIM) * rng.standard_normal(picked.shape)
+            queries.append((q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32))
+        return queries, targets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", default="10000,30000,100000")
+    parser.add_argument("--batch", type=int, default=10000, help="documents per add() call")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="JSON", help="print the table of a results file"
+    )
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    steps = [int(s) for s in args.steps.split(",")]
+    corpus = Corpus()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index.create(Path(tmp) / "ix", FDEConfig(dimension=DIM))
+        built = 0
+        build_seconds = 0.0
+        for step in steps:
+            while built < step:
+                stop = min(step, built + args.batch)
+                # documents are generated one at a time (so that a query can re-derive its
+                # planted document) and added in batches
+                docs = [corpus.documents(i, i + 1)[0] for i in range(built, stop)]
+                t0 = time.perf_counter()
+                index.add(list(range(built, stop)), docs)
+                build_seconds += time.perf_counter() - t0
+                built = stop
+                print(f"added {built}", file=sys.stderr)
+            queries, targets = corpus.queries(built, args.queries)
+            latencies, hits = [], 0
+            for q, t in zip(queries, targets, strict=True):
+                t0 = time.perf_counter()
+                result = index.search([q], k=10, candidates=100)
+                latencies.append(time.perf_counter() - t0)
+                hits += int(result.ids[0, 0] == t)
+            ms = 1000 * np.asarray(latencies)
+            disk = sum(p.stat().st_size for p in (Path(tmp) / "ix").iterdir() if p.is_file())
+            rows.append(
+                {
+                    "documents": built,
+                    "build_seconds": build_seconds,
+                    "docs_per_second": built / build_seconds,
+                    "disk_bytes": disk,
+                    "bytes_per_document": disk / built,
+                    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                    "p50_ms": float(np.percentile(ms, 50)),
+                    "p95_ms": float(np.percentile(ms, 95)),
+                    "planted_top1": hits / len(queries),
+                }
+            )
+            print(rows[-1], file=sys.stderr)
+        index.close()
+    print(markdown({"rows": rows}))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"muvera_version": __version__, "config": "default", "rows": rows}, indent=2)
+        + "\n"
+    )
+    print(f"wrote {args.out}")
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "| documents | build (s, cumulative) | docs/s | disk / doc | peak RSS | p50 ms | p95 ms "
+        "| planted doc first |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['documents']:,} | {r['build_seconds']:.0f} | {r['docs_per_second']:.0f} "
+            f"| {r['bytes_per_document'] / 1024:.0f} KiB | {r['peak_rss_bytes'] / 2**30:.1f} GiB "
+            f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['planted_top1']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
