@@ -44,6 +44,7 @@ FORMAT = "muvera.Index"
 FORMAT_VERSION = 1
 _TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32}
 _ADD_BATCH = 2048  # documents per FDE batch inside one add()
+_COMPACT_AT = 0.5  # delete() compacts the token file once half of its vectors are dead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,7 +461,11 @@ class Index:
             self._commit()
 
     def delete(self, ids: Sequence[int] | Sequence[str]) -> None:
-        """Delete documents by id; an unknown id raises (nothing is deleted then)."""
+        """Delete documents by id; an unknown id raises (nothing is deleted then).
+
+        Once half of the stored token vectors belong to deleted documents, the token file
+        is compacted (see :meth:`compact`).
+        """
         self._check_writable()
         doc_ids = self._check_ids(ids, len(list(ids)), new=False)
         missing = [d for d in doc_ids if d not in self.id_to_label]
@@ -473,6 +478,12 @@ class Index:
         with self._mutation():
             self._remove_labels(np.array([self.id_to_label[d] for d in doc_ids], dtype=np.int64))
             self._commit()
+        if self._dead_token_fraction() > _COMPACT_AT:
+            self.compact()
+
+    def _dead_token_fraction(self) -> float:
+        total = int(self.lengths.sum())
+        return 0.0 if total == 0 else float(self.lengths[~self.alive].sum()) / total
 
     def _remove_labels(self, labels: npt.NDArray[np.int64]) -> None:
         if labels.size == 0:
@@ -531,7 +542,7 @@ class Index:
     def compact(self) -> None:
         """Rewrite the token file without deleted documents' vectors (atomic)."""
         self._check_writable()
-        if self._remote or self.alive.all():
+        if self._remote or not self._dead_token_fraction():
             return
         with self._mutation():
             generation = int(self.manifest["generation"]) + 1

@@ -219,11 +219,24 @@ def test_crash_in_the_middle_of_add_keeps_the_previous_index(tmp_path, monkeypat
         np.testing.assert_allclose(reopened.tokens(25), docs[25], atol=1e-3)
 
 
+def test_delete_compacts_once_half_the_tokens_are_dead(tmp_path):
+    docs = _docs(40)
+    with _create(tmp_path, "exact") as index:
+        index.add(list(range(40)), docs)
+        size = index._tokens.committed
+        index.delete(list(range(5)))
+        assert index._tokens.committed == size  # few dead vectors: no rewrite yet
+        index.delete(list(range(5, 30)))
+        assert index._tokens.committed < size / 2  # compacted
+        np.testing.assert_array_equal(index.tokens(35), docs[35])
+        assert index.search([docs[33]], k=1).ids[0, 0] == 33
+
+
 def test_compaction(tmp_path):
     docs = _docs(50)
     with _create(tmp_path, "exact", token_dtype="float32") as index:
         index.add(list(range(50)), docs)
-        index.delete(list(range(0, 50, 2)))
+        index.delete(list(range(0, 50, 3)))  # about a third: below the automatic threshold
         before = index.search([d[:3] for d in docs[1:6]], k=4)
         size = index._tokens.committed
         index.compact()
