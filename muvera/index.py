@@ -645,8 +645,8 @@ class Index:
             tokens = np.concatenate([matrix[o : o + n] for o, n in spans]).astype(
                 np.float32, copy=False
             )
-            sims = query @ tokens.T  # (query tokens, candidate tokens)
-            exact = np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
+            sims = tokens @ query.T  # (candidate tokens, query tokens): segments are rows
+            exact = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1)
             order = np.argsort(-exact, kind="stable")[:k]
             out_labels[i, : order.size] = cand[order]
             out_scores[i, : order.size] = exact[order]

@@ -93,12 +93,15 @@ def _all_tokens(batch: Batch) -> Any:
 def _segment_max(
     sims: npt.NDArray[np.float32], lengths: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float32]:
-    """Max over consecutive column segments of ``lengths`` (an empty segment gives -inf)."""
-    out = np.full((sims.shape[0], lengths.shape[0]), -np.inf, dtype=np.float32)
+    """Max over consecutive row segments of ``lengths`` (an empty segment gives -inf).
+
+    Rows are reduced (not columns): numpy's reduceat is about twice as fast that way.
+    """
+    out = np.full((lengths.shape[0], sims.shape[1]), -np.inf, dtype=np.float32)
     nonempty = lengths > 0
     if nonempty.any():
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
-        out[:, nonempty] = np.maximum.reduceat(sims, starts, axis=1)
+        out[nonempty] = np.maximum.reduceat(sims, starts, axis=0)
     return out
 
 
@@ -116,11 +119,11 @@ def _maxsim_numpy(qb: Batch, db: Batch) -> npt.NDArray[np.float32]:
     doc_tokens_per_block = max(1, _BLOCK_ELEMENTS // max(1, Q.shape[0]))
     for chunk in db.chunks(doc_tokens_per_block):
         stop = chunk.start + chunk.lengths.shape[0]
-        sims = Q @ chunk.tokens.T  # (Nq tokens, block tokens)
-        per_token = _segment_max(sims, chunk.lengths)  # (Nq tokens, block docs)
-        scores = np.zeros((nq, chunk.lengths.shape[0]), dtype=np.float32)
-        scores[q_nonempty] = np.add.reduceat(per_token, q_starts[q_nonempty], axis=0)
-        result[:, chunk.start : stop] = scores
+        sims = chunk.tokens @ Q.T  # (block tokens, query tokens)
+        per_token = _segment_max(sims, chunk.lengths)  # (block docs, query tokens)
+        scores = np.zeros((chunk.lengths.shape[0], nq), dtype=np.float32)
+        scores[:, q_nonempty] = np.add.reduceat(per_token, q_starts[q_nonempty], axis=1)
+        result[:, chunk.start : stop] = scores.T
     return result
 
 
