@@ -148,8 +148,8 @@ class Index:
         ``store`` is "hnswlib" (default), "exact" or "qdrant"; ``store_options`` are passed
         to it (hnswlib: ``M``, ``ef_construction``, ``ef``; qdrant: see
         :class:`muvera.qdrant.QdrantStore`). ``token_dtype`` is "float32" (default) or
-        "float16": half the disk, but numpy's float16 conversion makes re-ranking about
-        2.5x slower (measured in ``benchmarks/bench_retrieval.py``).
+        "float16": half the disk, but numpy's float16 conversion makes each search slower
+        (measured in ``benchmarks/bench_retrieval.py``).
         """
         path = Path(path)
         if isinstance(encoder, FDEConfig):
