@@ -16,7 +16,30 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AppendOnlyFile", "atomic_write_bytes", "atomic_write_json", "fsync_directory"]
+__all__ = [
+    "AppendOnlyFile",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_format",
+    "fsync_directory",
+]
+
+
+def check_format(meta: Any, expected: str, max_version: int, where: str, what: str) -> None:
+    """Raise :class:`~muvera.MuveraError` unless ``meta`` is a ``expected`` header this
+    library can read (``where`` names the file, ``what`` the kind of thing it should be)."""
+    from ._version import __version__
+    from .errors import MuveraError
+
+    if not isinstance(meta, dict) or meta.get("format") != expected:
+        raise MuveraError(f"{where} is not {what}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > max_version:
+        raise MuveraError(
+            f"{where} has format version {version} (written by muvera "
+            f"{meta.get('library_version')}); this muvera ({__version__}) reads up to "
+            f"{max_version}: upgrade muvera"
+        )
 
 
 def fsync_directory(directory: Path) -> None:

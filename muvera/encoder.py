@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 from ._fde_numpy import NumpyKernel
 from ._inputs import Batch, prepare_batch
 from ._matrices import FDEMatrices, draw_matrices
+from ._storage import atomic_write_bytes, check_format
 from ._version import __version__
 from .config import FDEConfig
 from .errors import MuveraError
@@ -176,17 +177,10 @@ class FDEEncoder:
             "count_sketch_indices": m.count_sketch_indices,
             "count_sketch_signs": m.count_sketch_signs,
         }
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **arrays)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, allow_pickle=False, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FDEEncoder:
@@ -208,14 +202,9 @@ class FDEEncoder:
             raise MuveraError(
                 f"FDEEncoder.load: {path} is not a saved FDEEncoder ({exc})"
             ) from None
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise MuveraError(f"FDEEncoder.load: {path} is not a saved FDEEncoder")
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > _FORMAT_VERSION:
-            raise MuveraError(
-                f"FDEEncoder.load: {path} has format version {version}, this muvera "
-                f"({__version__}) reads up to {_FORMAT_VERSION}; upgrade muvera"
-            )
+        check_format(
+            meta, _FORMAT, _FORMAT_VERSION, f"FDEEncoder.load: {path}", "a saved FDEEncoder"
+        )
         config = FDEConfig.from_dict(meta["config"])
         try:
             matrices = FDEMatrices(

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._inputs import prepare_batch
-from ._storage import AppendOnlyFile, atomic_write_bytes, atomic_write_json
+from ._storage import AppendOnlyFile, atomic_write_bytes, atomic_write_json, check_format
 from ._version import __version__
 from .config import FDEConfig
 from .encoder import FDEEncoder
@@ -233,15 +233,7 @@ class Index:
             manifest = json.loads((self.path / "manifest.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise MuveraError(f"cannot read {self.path / 'manifest.json'} ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise MuveraError(f"{self.path} is not a muvera index")
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise MuveraError(
-                f"index {self.path} has format version {version} (written by muvera "
-                f"{manifest.get('library_version')}); this muvera ({__version__}) reads up to "
-                f"{FORMAT_VERSION}: upgrade muvera"
-            )
+        check_format(manifest, FORMAT, FORMAT_VERSION, f"index {self.path}", "a muvera index")
         self.manifest = manifest
         self.encoder = FDEEncoder.load(self.path / manifest["encoder"])
         self.token_dimension = int(manifest["token_dimension"])
@@ -400,6 +392,15 @@ class Index:
                 raise MuveraError(f"id {doc_id!r} (item {i}) is already in the index; use upsert()")
         return out
 
+    def _validate_new(
+        self, ids: Any, multivectors: Any, payloads: Any, *, replace: bool
+    ) -> tuple[list[Any], list[npt.NDArray[np.float32]], list[dict[str, Any] | None]]:
+        """Everything :meth:`add` / :meth:`upsert` check before writing anything."""
+        self._check_writable()
+        docs = self._check_documents(multivectors)
+        doc_ids = self._check_ids(ids, len(docs), new=not replace)
+        return doc_ids, docs, self._check_payloads(payloads, len(docs))
+
     @staticmethod
     def _check_payloads(payloads: Any, n: int) -> list[dict[str, Any] | None]:
         if payloads is None:
@@ -431,10 +432,7 @@ class Index:
         Ids must be new (see :meth:`upsert`). Everything is validated before anything is
         written; the change is committed atomically.
         """
-        self._check_writable()
-        docs = self._check_documents(multivectors)
-        doc_ids = self._check_ids(ids, len(docs), new=True)
-        checked = self._check_payloads(payloads, len(docs))
+        doc_ids, docs, checked = self._validate_new(ids, multivectors, payloads, replace=False)
         if not docs:
             return
         with self._mutation():
@@ -448,10 +446,7 @@ class Index:
         payloads: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
         """Add documents, replacing those whose ids already exist (one atomic commit)."""
-        self._check_writable()
-        docs = self._check_documents(multivectors)
-        doc_ids = self._check_ids(ids, len(docs), new=False)
-        checked = self._check_payloads(payloads, len(docs))
+        doc_ids, docs, checked = self._validate_new(ids, multivectors, payloads, replace=True)
         if not docs:
             return
         with self._mutation():
