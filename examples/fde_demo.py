@@ -19,30 +19,13 @@ import time
 import numpy as np
 
 from muvera import FDEConfig, FDEEncoder, maxsim
+from muvera.synthetic import planted_corpus
 
 
 def make_corpus(n_docs: int, n_queries: int, dim: int, seed: int = 0):
     """Unit-norm token clouds: documents of 40-120 tokens drawn around a shared vocabulary
     of 4,096 directions; each query is 12 noisy tokens of one target document."""
-    rng = np.random.default_rng(seed)
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-    def noise(shape: tuple[int, ...], scale: float) -> np.ndarray:
-        return scale / np.sqrt(dim) * rng.standard_normal(shape)
-
-    vocabulary = unit(rng.standard_normal((4096, dim)))
-    docs = [
-        unit(vocabulary[rng.integers(0, 4096, n)] + noise((int(n), dim), 0.5))
-        for n in rng.integers(40, 121, n_docs)
-    ]
-    targets = rng.choice(n_docs, n_queries, replace=False)
-    queries = []
-    for t in targets:
-        picked = docs[t][rng.choice(len(docs[t]), 12, replace=False)]
-        queries.append(unit(picked + noise(picked.shape, 0.9)))
-    return docs, queries, targets
+    return planted_corpus(n_docs, n_queries, dim, seed=seed)
 
 
 def run(

@@ -18,8 +18,10 @@ from pathlib import Path
 from .errors import MuveraError
 
 __all__ = [
+    "document_text",
     "evaluate",
     "load_beir",
+    "load_corpus",
     "load_qrels",
     "mrr_at_k",
     "ndcg_at_k",
@@ -56,6 +58,35 @@ def _record_id(record: dict[str, object], path: Path, number: int) -> str:
     return str(value)
 
 
+def load_corpus(path: str | Path) -> dict[str, dict[str, str]]:
+    """Read documents: doc id -> ``{"title", "text"}``, in file order.
+
+    ``path`` is a BEIR folder (its ``corpus.jsonl``) or a JSONL file whose records have
+    ``_id`` or ``id``, ``text`` and optionally ``title``. A duplicate id or a record without
+    an id raises with the line number.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "corpus.jsonl").is_file():
+            raise MuveraError(f"{path} is a folder without corpus.jsonl (not a BEIR folder)")
+        path = path / "corpus.jsonl"
+    corpus: dict[str, dict[str, str]] = {}
+    for number, record in enumerate(read_jsonl_records(path), 1):
+        doc_id = _record_id(record, path, number)
+        if doc_id in corpus:
+            raise MuveraError(f"{path}:{number}: duplicate id {doc_id!r}")
+        corpus[doc_id] = {
+            "title": str(record.get("title") or ""),
+            "text": str(record.get("text") or ""),
+        }
+    return corpus
+
+
+def document_text(document: Mapping[str, str]) -> str:
+    """``title + " " + text`` (stripped), the text BEIR encodes for a document."""
+    return (document.get("title", "") + " " + document.get("text", "")).strip()
+
+
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Read a BEIR qrels TSV (``query-id  corpus-id  score`` with a header line)."""
     path = Path(path)
@@ -90,14 +121,7 @@ def load_beir(
     directory = Path(directory)
     if not directory.is_dir():
         raise MuveraError(f"no BEIR folder at {directory}")
-    corpus: dict[str, dict[str, str]] = {}
-    corpus_path = directory / "corpus.jsonl"
-    for number, record in enumerate(read_jsonl_records(corpus_path), 1):
-        doc_id = _record_id(record, corpus_path, number)
-        corpus[doc_id] = {
-            "title": str(record.get("title") or ""),
-            "text": str(record.get("text") or ""),
-        }
+    corpus = load_corpus(directory / "corpus.jsonl")
     qrels = load_qrels(directory / "qrels" / f"{split}.tsv")
     queries: dict[str, str] = {}
     queries_path = directory / "queries.jsonl"

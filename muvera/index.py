@@ -45,6 +45,12 @@ FORMAT_VERSION = 1
 _TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32}
 _ADD_BATCH = 2048  # documents per FDE batch inside one add()
 _COMPACT_AT = 0.5  # delete() compacts the token file once half of its vectors are dead
+_EXHAUSTIVE_SIMS = 1 << 22  # similarity entries per block of search_exact (16 MiB float32)
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise MuveraError(f"{name} must be a positive int, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +68,16 @@ class SearchResult:
     payloads: list[list[dict[str, Any] | None]] | None = None
 
 
-def _json_payload(payload: Any, index: int) -> dict[str, Any] | None:
+def _json_payload(payload: Any, index: int, what: str = "payload") -> dict[str, Any] | None:
+    name = what if what != "payload" else f"payload {index}"
     if payload is None:
         return None
     if not isinstance(payload, dict):
-        raise MuveraError(f"payload {index} must be a dict or None, got {type(payload).__name__}")
+        raise MuveraError(f"{name} must be a dict or None, got {type(payload).__name__}")
     try:
         json.dumps(payload)
     except (TypeError, ValueError) as exc:
-        raise MuveraError(f"payload {index} is not JSON-serialisable ({exc})") from None
+        raise MuveraError(f"{name} is not JSON-serialisable ({exc})") from None
     return payload
 
 
@@ -142,6 +149,7 @@ class Index:
         *,
         store_options: dict[str, Any] | None = None,
         token_dtype: str = "float32",
+        metadata: dict[str, Any] | None = None,
     ) -> Index:
         """Create an empty index in ``path`` (a new or empty directory) and open it for writing.
 
@@ -167,6 +175,7 @@ class Index:
                 f"cannot create an index in {path}: it exists and is not an empty directory"
             )
         options = dict(store_options or {})
+        metadata = _json_payload(metadata, 0, what="metadata") or {}
         path.mkdir(parents=True, exist_ok=True)
         lock = _Lock(path)
         try:
@@ -185,6 +194,7 @@ class Index:
                 "state": None,
                 "next_label": 0,
                 "id_type": None,
+                "metadata": metadata,
             }
             overrides: dict[str, Any] = {}
             if store == "qdrant":
@@ -304,6 +314,20 @@ class Index:
             self._lock = None
         if self.mode == "a":
             self.mode = "closed"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The JSON dict given to :meth:`create` or :meth:`update_metadata` (a copy)."""
+        copy: dict[str, Any] = json.loads(json.dumps(self.manifest.get("metadata") or {}))
+        return copy
+
+    def update_metadata(self, values: dict[str, Any]) -> None:
+        """Merge ``values`` (a JSON dict) into :attr:`metadata` and commit atomically."""
+        self._check_writable()
+        values = _json_payload(values, 0, what="metadata") or {}
+        with self._mutation():
+            self.manifest = dict(self.manifest, metadata={**self.metadata, **values})
+            self._commit()
 
     @property
     def ids(self) -> list[Any]:
@@ -594,19 +618,10 @@ class Index:
         ``k`` with FDE scores. ``query_filter`` is passed to Qdrant (qdrant store only).
         """
         for name, value in (("k", k), ("candidates", candidates)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise MuveraError(f"{name} must be a positive int, got {value!r}")
+            _check_positive(name, value)
         if candidates < k:
             raise MuveraError(f"candidates ({candidates}) must be >= k ({k})")
-        if query_filter is not None and not self._remote:
-            raise MuveraError("query_filter needs the qdrant store")
-        batch = prepare_batch(
-            query_multivectors, self.token_dimension, lengths=lengths, mask=mask, what="search"
-        )
-        queries = batch.items()
-        for i, q in enumerate(queries):
-            if q.shape[0] == 0:
-                raise MuveraError(f"search: query {i} has no tokens")
+        queries = self._check_queries(query_multivectors, lengths, mask, query_filter)
         q_fdes = self.encoder.encode_queries(queries)
         if self._remote:
             labels, scores, hit_payloads = self.store.search(
@@ -617,6 +632,100 @@ class Index:
         if rerank:
             labels, scores = self._rerank(queries, labels, k)
         return self._result(labels, scores, with_payloads)
+
+    def search_exact(
+        self,
+        query_multivectors: Any,
+        k: int = 10,
+        *,
+        lengths: Any = None,
+        mask: Any = None,
+        with_payloads: bool = False,
+        query_filter: Any = None,
+    ) -> SearchResult:
+        """Brute-force exact MaxSim against every stored document: the ranking that
+        :meth:`search` approximates (ground truth for evaluation, or small corpora).
+
+        Takes the same query forms as :meth:`search` and returns the same
+        :class:`SearchResult`. Cost grows with the corpus: every stored token vector is
+        read once per call, in blocks, for all queries of the call together. The qdrant
+        store runs it on the server as a full MaxSim scan of the ``tokens`` vectors.
+        """
+        _check_positive("k", k)
+        queries = self._check_queries(query_multivectors, lengths, mask, query_filter)
+        if self._remote:
+            labels, scores, hit_payloads = self.store.search(
+                None, queries, k, None, rerank=True, query_filter=query_filter
+            )
+            return self._result(labels, scores, with_payloads, hit_payloads)
+        labels, scores = self._exhaustive(queries, k)
+        return self._result(labels, scores, with_payloads)
+
+    def _check_queries(
+        self, query_multivectors: Any, lengths: Any, mask: Any, query_filter: Any
+    ) -> list[npt.NDArray[np.float32]]:
+        if query_filter is not None and not self._remote:
+            raise MuveraError("query_filter needs the qdrant store")
+        batch = prepare_batch(
+            query_multivectors, self.token_dimension, lengths=lengths, mask=mask, what="search"
+        )
+        queries = batch.items()
+        for i, q in enumerate(queries):
+            if q.shape[0] == 0:
+                raise MuveraError(f"search: query {i} has no tokens")
+        return queries
+
+    def _exhaustive(
+        self, queries: list[npt.NDArray[np.float32]], k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Exact MaxSim of every query against every live document, best ``k`` kept.
+
+        Live documents are visited in token-file order, in blocks of whole documents of
+        about ``_EXHAUSTIVE_SIMS`` similarity entries; a block of documents that lie next to
+        each other in the file is read in place (no copy).
+        """
+        n_q = len(queries)
+        best_labels = np.full((n_q, k), -1, dtype=np.int64)
+        best_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+        live = np.flatnonzero(self.alive)
+        if live.size == 0:
+            return best_labels, best_scores
+        live = live[np.argsort(self.offsets[live], kind="stable")]
+        q_all = np.concatenate(queries)  # (total query tokens, d)
+        q_lengths = np.array([q.shape[0] for q in queries])
+        q_starts = np.cumsum(q_lengths) - q_lengths
+        matrix = self._token_matrix()
+        block_tokens = max(1024, _EXHAUSTIVE_SIMS // q_all.shape[0])
+        ends = np.cumsum(self.lengths[live])
+        first = 0
+        while first < live.size:
+            stop = int(
+                np.searchsorted(ends, ends[first] - self.lengths[live[first]] + block_tokens)
+            )
+            stop = min(max(stop, first + 1), live.size)
+            block = live[first:stop]
+            offsets, counts = self.offsets[block], self.lengths[block]
+            if np.array_equal(offsets[1:], offsets[:-1] + counts[:-1]):
+                tokens = matrix[int(offsets[0]) : int(offsets[-1] + counts[-1])]
+            else:
+                spans = zip(offsets.tolist(), counts.tolist(), strict=True)
+                tokens = np.concatenate([matrix[o : o + n] for o, n in spans])
+            sims = tokens.astype(np.float32, copy=False) @ q_all.T
+            starts = np.cumsum(counts) - counts
+            per_token = np.maximum.reduceat(sims, starts, axis=0)  # (docs, query tokens)
+            scores = np.add.reduceat(per_token, q_starts, axis=1).T  # (queries, docs)
+            merged_scores = np.concatenate([best_scores, scores], axis=1)
+            merged_labels = np.concatenate([best_labels, np.broadcast_to(block, scores.shape)], 1)
+            take = min(k, merged_scores.shape[1])
+            top = np.argpartition(-merged_scores, take - 1, axis=1)[:, :take]
+            best_scores = np.take_along_axis(merged_scores, top, axis=1)
+            best_labels = np.take_along_axis(merged_labels, top, axis=1)
+            first = stop
+        order = np.argsort(-best_scores, axis=1, kind="stable")
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        best_labels = np.take_along_axis(best_labels, order, axis=1)
+        best_labels[~np.isfinite(best_scores)] = -1
+        return best_labels, best_scores.astype(np.float32)
 
     def _rerank(
         self, queries: list[npt.NDArray[np.float32]], labels: npt.NDArray[np.int64], k: int

@@ -216,18 +216,31 @@ class QdrantStore:
 
     def search(
         self,
-        q_fdes: npt.NDArray[np.float32],
+        q_fdes: npt.NDArray[np.float32] | None,
         queries: Sequence[npt.NDArray[np.float32]],
         k: int,
-        candidates: int,
+        candidates: int | None,
         *,
         rerank: bool,
         query_filter: Any = None,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], list[list[dict[str, Any] | None]]]:
+        """Both stages in one request per query; ``candidates=None`` (with ``q_fdes=None``)
+        skips the FDE stage: a full MaxSim scan of the ``tokens`` vectors (exact search)."""
         models = _import_qdrant().models
         requests = []
-        for fde, query in zip(q_fdes, queries, strict=True):
-            if rerank:
+        fdes: Sequence[Any] = [None] * len(queries) if q_fdes is None else list(q_fdes)
+        for fde, query in zip(fdes, queries, strict=True):
+            if candidates is None:
+                requests.append(
+                    models.QueryRequest(
+                        query=query.tolist(),
+                        using="tokens",
+                        limit=k,
+                        filter=query_filter,
+                        with_payload=True,
+                    )
+                )
+            elif rerank:
                 requests.append(
                     models.QueryRequest(
                         prefetch=models.Prefetch(

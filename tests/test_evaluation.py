@@ -71,3 +71,18 @@ def test_load_errors_name_the_file_and_line(tmp_path):
     (tmp_path / "bad2.tsv").write_text("query-id\tcorpus-id\tscore\nq\td\thigh\n")
     with pytest.raises(MuveraError, match="not an integer"):
         load_qrels(tmp_path / "bad2.tsv")
+
+
+def test_load_corpus_from_jsonl_or_folder(tmp_path):
+    from muvera.evaluation import document_text, load_corpus
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": 1, "title": "T", "text": "x"}\n\n{"_id": "b", "text": "y"}\n')
+    corpus = load_corpus(path)
+    assert corpus == {"1": {"title": "T", "text": "x"}, "b": {"title": "", "text": "y"}}
+    assert [document_text(d) for d in corpus.values()] == ["T x", "y"]
+    path.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
+    with pytest.raises(MuveraError, match=r"docs.jsonl:2: duplicate id 'a'"):
+        load_corpus(path)
+    with pytest.raises(MuveraError, match=r"without corpus\.jsonl"):
+        load_corpus(tmp_path)

@@ -288,3 +288,51 @@ def test_text_convenience_with_a_model(tmp_path):
         Index.create(tmp_path / "ix2", FDEConfig(dimension=16), store="exact").add_texts(
             model, ["x"], ["y"]
         )
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib", "qdrant"])
+def test_search_exact_is_brute_force_maxsim(tmp_path, store, monkeypatch):
+    monkeypatch.setattr(muvera.index, "_EXHAUSTIVE_SIMS", 300)  # many small blocks
+    rng = np.random.default_rng(3)
+    docs = [rng.standard_normal((int(n), 16)).astype(np.float32) for n in rng.integers(1, 30, 120)]
+    queries = [rng.standard_normal((int(n), 16)).astype(np.float32) for n in (1, 4, 9)]
+    options = {"location": ":memory:"} if store == "qdrant" else None
+    index = Index.create(
+        tmp_path / "ix", FDEConfig(dimension=16), store=store, store_options=options
+    )
+    index.add(list(range(120)), docs)
+    index.delete(list(range(0, 120, 3)))  # holes in the token file
+    index.upsert([4, 5], [docs[0], docs[1]])  # moved to its end
+    truth = {i: docs[i] for i in index.ids}
+    truth[4], truth[5] = docs[0], docs[1]
+    live = index.ids
+    exact = maxsim(queries, [truth[i] for i in live])
+    result = index.search_exact(queries, k=15, with_payloads=True)
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :15]
+    np.testing.assert_array_equal(result.ids, np.array(live)[order])
+    tol = 2e-3 if store == "qdrant" else 1e-5  # qdrant keeps float16 tokens
+    np.testing.assert_allclose(result.scores, np.take_along_axis(exact, order, 1), atol=tol)
+    padded = index.search_exact(queries[:1], k=200)  # more than the corpus: padded
+    assert (padded.ids[0, len(live) :] == -1).all() and np.isneginf(
+        padded.scores[0, len(live) :]
+    ).all()
+    with pytest.raises(MuveraError, match="k must be a positive int"):
+        index.search_exact(queries, k=0)
+    with pytest.raises(MuveraError, match="query 0 has no tokens"):
+        index.search_exact([np.zeros((0, 16), np.float32)])
+
+
+def test_metadata_persists_and_is_validated(tmp_path):
+    index = Index.create(tmp_path / "ix", FDEConfig(dimension=4), store="exact", metadata={"m": 1})
+    index.update_metadata({"model": "x"})
+    index.close()
+    reopened = Index.open(tmp_path / "ix", mode="r")
+    assert reopened.metadata == {"m": 1, "model": "x"}
+    with pytest.raises(MuveraError, match="open read-only"):
+        reopened.update_metadata({"a": 1})
+    with pytest.raises(MuveraError, match="metadata is not JSON-serialisable"):
+        Index.create(tmp_path / "ix2", FDEConfig(dimension=4), metadata={"a": object()})
+    writer = Index.open(tmp_path / "ix")
+    with pytest.raises(MuveraError, match="metadata must be a dict"):
+        writer.update_metadata(["no"])
+    assert writer.metadata == {"m": 1, "model": "x"}

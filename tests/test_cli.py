@@ -1,0 +1,224 @@
+"""The `muvera` CLI: each subcommand against the library it wraps, and its bad-input paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from muvera import FDEConfig, FDEEncoder, Index, MuveraError, maxsim
+from muvera.cli import main
+from muvera.evaluation import load_beir, ndcg_at_k
+
+pytest.importorskip("transformers")
+pytest.importorskip("hnswlib")
+
+TEXTS = {
+    "d1": ("Cats", "the cat sat on the mat"),
+    "d2": ("Dogs", "a dog ran in the park"),
+    "d3": ("Greeting", "hello world"),
+    "d4": ("Numbers", "one two three four five"),
+    "d5": ("More numbers", "six seven eight nine ten"),
+    "d6": ("Muvera", "muvera vectors fast"),
+    "d7": ("Documents", "query document one"),
+    "d8": ("Parks", "the park in the world"),
+}
+QUERIES = {"q1": "the cat on the mat", "q2": "dog park", "q3": "six seven", "q4": "fast vectors"}
+QRELS = {"q1": {"d1": 1}, "q2": {"d2": 2, "d8": 1}, "q3": {"d5": 1}, "q4": {"d6": 1}}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from model_fixtures import pylate_model
+
+    directory = tmp_path_factory.mktemp("cli") / "model"
+    pylate_model(directory, n_dense=1)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    from muvera import ColBERT
+
+    return ColBERT(model_dir, device="cpu")
+
+
+@pytest.fixture
+def beir(tmp_path) -> Path:
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, (t, x) in TEXTS.items())
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items())
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"{q}\t{d}\t{g}\n" for q, docs in QRELS.items() for d, g in docs.items())
+    )
+    return folder
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["--quiet", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_index_then_search_matches_the_library(capsys, tmp_path, beir, model, model_dir):
+    code, out, _ = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu", "--num-repetitions", "4")  # fmt: skip
+    assert code == 0 and "indexed 8 documents" in out
+    index = Index.open(tmp_path / "ix", mode="r")
+    assert len(index) == 8 and index.encoder.config.num_repetitions == 4
+    assert index.metadata["model"] == str(model_dir.resolve())
+    assert index.payloads[0] == {"title": "Cats", "text": TEXTS["d1"][1]}
+
+    queries = ["the cat on the mat", "six seven"]
+    code, out, _ = run(capsys, "search", tmp_path / "ix", *queries, "-k", "3", "--json",
+                       "--device", "cpu")  # fmt: skip
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    expected = index.search(model.encode_queries(queries), k=3, candidates=100)
+    for line, query, ids, scores in zip(lines, queries, expected.ids, expected.scores, strict=True):
+        assert line["query"] == query
+        assert [r["id"] for r in line["results"]] == list(ids)
+        np.testing.assert_allclose([r["score"] for r in line["results"]], scores, rtol=1e-5)
+        assert line["results"][0]["title"] == TEXTS[ids[0]][0]
+
+    code, out, _ = run(
+        capsys, "search", tmp_path / "ix", "hello world", "--exact", "--device", "cpu"
+    )
+    exact = maxsim(model.encode_queries(["hello world"]), [index.tokens(d) for d in index.ids])
+    assert code == 0 and out.splitlines()[1].split()[2] == index.ids[int(exact.argmax())]
+    assert out.startswith("query: hello world")
+
+
+def test_eval_table_json_and_plot(capsys, tmp_path, beir, model, model_dir):
+    pytest.importorskip("matplotlib")
+    code, out, _ = run(capsys, "eval", beir, "--model", model_dir, "--candidates", "2,4,100",
+                       "--json", tmp_path / "r.json", "--plot", tmp_path / "r.png",
+                       "--store", "exact", "--device", "cpu")  # fmt: skip
+    assert code == 0
+    assert "| exact |" in out and "| rerank@4 |" in out and "| rerank@8 |" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert [r["stage"] for r in result["rows"]] == ["exact", "fde", "rerank@2", "rerank@4",
+                                                    "rerank@8"]  # fmt: skip
+    assert result["documents"] == 8 and result["queries"] == 4 and result["store"] == "exact"
+    # the exact row is exact MaxSim scored with trec_eval's nDCG@10
+    corpus, queries, qrels = load_beir(beir)
+    texts = [(corpus[d]["title"] + " " + corpus[d]["text"]).strip() for d in corpus]
+    scores = maxsim(model.encode_queries(list(queries.values())), model.encode_documents(texts))
+    run_ = {q: dict(zip(corpus, map(float, row), strict=True))
+            for q, row in zip(queries, scores, strict=True)}  # fmt: skip
+    assert result["rows"][0]["ndcg_at_10"] == pytest.approx(ndcg_at_k(run_, qrels, 10), abs=1e-6)
+    # re-ranking every document is exact MaxSim again
+    assert result["rows"][-1]["ndcg_at_10"] == pytest.approx(result["rows"][0]["ndcg_at_10"])
+    assert result["rows"][-1]["exact_top10_found"] == 1.0
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --index keeps the index, and a second run reuses it (and its recorded model)
+    args = ("eval", beir, "--index", tmp_path / "kept", "--candidates", "4", "--device", "cpu")
+    assert run(capsys, *args, "--model", model_dir)[0] == 0
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "| rerank@4 |" in out
+
+
+def test_encode_multivectors_and_fdes(capsys, tmp_path, beir, model, model_dir):
+    code, out, _ = run(capsys, "encode", beir, "--model", model_dir, "--out", tmp_path / "mv.npz",
+                       "--device", "cpu")  # fmt: skip
+    assert code == 0 and "wrote 8 multi-vectors" in out
+    with np.load(tmp_path / "mv.npz") as z:
+        texts = [(t + " " + x).strip() for t, x in TEXTS.values()]
+        expected = model.encode_documents(texts)
+        assert list(z["ids"]) == list(TEXTS)
+        parts = np.split(z["tokens"], np.cumsum(z["lengths"])[:-1])
+        for got, want in zip(parts, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    queries = tmp_path / "q.txt"
+    queries.write_text("the cat\nfast vectors\n")
+    code, _, _ = run(capsys, "encode", queries, "--queries", "--fde", "--model", model_dir,
+                     "--out", tmp_path / "q.npy", "--device", "cpu", "--seed", "7")  # fmt: skip
+    assert code == 0
+    encoder = FDEEncoder(FDEConfig(dimension=model.dimension, seed=7))
+    expected = encoder.encode_queries(model.encode_queries(["the cat", "fast vectors"]))
+    np.testing.assert_allclose(np.load(tmp_path / "q.npy"), expected, rtol=1e-5, atol=1e-6)
+
+    code, _, _ = run(capsys, "encode", beir, "--fde", "--model", model_dir, "--out",
+                     tmp_path / "d.npz", "--device", "cpu")  # fmt: skip
+    with np.load(tmp_path / "d.npz") as z:
+        assert z["fdes"].shape == (8, 10240) and list(z["ids"]) == list(TEXTS)
+        assert FDEConfig.from_dict(json.loads(str(z["config"]))).dimension == model.dimension
+
+
+def test_demo_with_a_given_model_and_corpus(capsys, tmp_path, beir, model_dir):
+    code, out, _ = run(capsys, "demo", "--model", model_dir, "--corpus", beir, "--out",
+                       tmp_path / "demo", "--candidates", "2,8", "--device", "cpu")  # fmt: skip
+    assert code == 0
+    assert "query q1: the cat on the mat" in out
+    assert "| rerank@8 |" in out and "ColBERT-trained model" in out
+    assert Index.open(tmp_path / "demo", mode="r").metadata["model"] == str(model_dir.resolve())
+
+
+def test_demo_default_corpus_is_in_the_repository():
+    corpus, queries, qrels = load_beir(Path(__file__).resolve().parents[1] / "examples" / "data"
+                                       / "scifact-sample")  # fmt: skip
+    assert len(corpus) == 500 and len(queries) == 50
+    assert all(d in corpus for judged in qrels.values() for d in judged)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["index", "{tmp}/missing.jsonl", "--model", "{model}", "--out", "{tmp}/o"],
+         "no such file: {tmp}/missing.jsonl"),
+        (["index", "{tmp}/bad.jsonl", "--model", "{model}", "--out", "{tmp}/o"],
+         "bad.jsonl:2: malformed JSON"),
+        (["index", "{tmp}/dup.jsonl", "--model", "{model}", "--out", "{tmp}/o"],
+         "dup.jsonl:2: duplicate id 'a'"),
+        (["index", "{tmp}/ok.jsonl", "--model", "{tmp}/no-such-model", "--out", "{tmp}/o"],
+         "model directory '{tmp}/no-such-model' does not exist"),
+        (["search", "{tmp}/nothing", "query"], "no muvera index at {tmp}/nothing"),
+        (["search", "{tmp}/future", "query"], "has format version 99"),
+        (["eval", "{tmp}/nothing", "--model", "{model}"], "no BEIR folder at {tmp}/nothing"),
+        (["encode", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/x.npy"],
+         "multi-vectors are ragged"),
+        (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
+          "qdrant"], "needs exactly one of --qdrant-url or --qdrant-path"),
+    ],
+)  # fmt: skip
+def test_bad_input_one_line_exit_2(capsys, tmp_path, model_dir, argv, message):
+    (tmp_path / "bad.jsonl").write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n')
+    (tmp_path / "dup.jsonl").write_text('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n')
+    (tmp_path / "ok.jsonl").write_text('{"_id": "a", "text": "the cat"}\n')
+    future = Index.create(tmp_path / "future", FDEConfig(dimension=4), store="exact")
+    future.close()
+    manifest = json.loads((tmp_path / "future" / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (tmp_path / "future" / "manifest.json").write_text(json.dumps(manifest))
+
+    fill = {"tmp": str(tmp_path), "model": str(model_dir)}
+    code, _, err = run(capsys, *[a.format(**fill) for a in argv])
+    assert code == 2
+    assert err.startswith("muvera: error: ") and message.format(**fill) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # nothing half-built
+
+
+def test_debug_shows_the_exception(tmp_path):
+    with pytest.raises(MuveraError, match="no muvera index"):
+        main(["--debug", "search", str(tmp_path / "nothing"), "query"])
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["search"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "x", "--candidates", "10,zero"])
+    assert info.value.code == 2
+    assert "'zero' is not an integer" in capsys.readouterr().err
