@@ -69,12 +69,16 @@ class BruteForce:
 
 
 def bench_store(spec, docs, doc_ids, queries, qids, qrels, exact_top10, candidates, tmp, brute):
-    """``spec`` is a store name, optionally with the token dtype: "hnswlib/float16"."""
-    store, _, dtype = spec.partition("/")
+    """``spec`` is a store name, optionally with the token dtype and store options:
+    "hnswlib/float16", "hnswlib@M=12,ef=100"."""
+    name, _, opts = spec.partition("@")
+    store, _, dtype = name.partition("/")
     dtype = dtype or "float32"
-    options = {"location": ":memory:"} if store == "qdrant" else None
+    options = {k: int(v) for k, v in (o.split("=") for o in opts.split(",") if o)} or None
+    if store == "qdrant":
+        options = {"location": ":memory:"}
     cfg = FDEConfig(dimension=docs[0].shape[1])
-    directory = Path(tmp) / spec.replace("/", "-")
+    directory = Path(tmp) / spec.replace("/", "-").replace("@", "-").replace(",", "-")
     t0 = time.perf_counter()
     index = Index.create(directory, cfg, store=store, store_options=options, token_dtype=dtype)
     index.add(doc_ids, docs)
@@ -229,6 +233,7 @@ def main() -> None:
     parser.add_argument("--stores", default="exact,hnswlib,hnswlib/float16,qdrant")
     parser.add_argument("--candidates", default="100,200,500")
     parser.add_argument("--quick", action="store_true", help="first 50 queries only")
+    parser.add_argument("--no-configs", action="store_true", help="skip the FDE config table")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "retrieval_scifact.json"
     )
@@ -286,8 +291,10 @@ def main() -> None:
             )
             result["stores"].append(row)
             print(f"store {store}: {row}", file=sys.stderr)
-    result["configs"] = bench_configs(
-        docs, queries, qids, doc_ids, qrels, exact, exact_ndcg, candidates
+    result["configs"] = (
+        []
+        if args.no_configs
+        else bench_configs(docs, queries, qids, doc_ids, qrels, exact, exact_ndcg, candidates)
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -109,6 +109,8 @@ class StageComparison:
         ax.plot(xs, [r.recall for r in reranked], "s-", label=f"recall@{self.recall_k}")
         ax.axhline(self.exact.recall, color="grey", ls="--", label=f"exact recall@{self.recall_k}")
         ax.set_xscale("log")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.minorticks_off()
         ax.set_xlabel("FDE candidates re-ranked")
         ax.set_ylabel("fraction")
         ax.set_ylim(0, 1.02)

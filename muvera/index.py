@@ -732,24 +732,32 @@ class Index:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Exact MaxSim of each query against its candidates, best ``k`` kept.
 
-        One gather of the candidates' token slices, one float32 conversion, one matrix
-        product and a segmented max per query.
+        Candidates are read in token-file order; float32 slices of the memory map go
+        straight into their rows of one similarity matrix (no gather copy), float16 ones
+        are gathered and converted once; then a segmented max per query. Ties keep the
+        file order.
         """
         n_q = len(queries)
         out_labels = np.full((n_q, k), -1, dtype=np.int64)
         out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
         matrix = self._token_matrix()
+        in_place = matrix.dtype == np.float32
         for i, query in enumerate(queries):
             cand = labels[i][labels[i] >= 0]
             if cand.size == 0:
                 continue
+            cand = cand[np.argsort(self.offsets[cand], kind="stable")]  # file order
             lengths = self.lengths[cand]
             starts = np.cumsum(lengths) - lengths
-            spans = zip(self.offsets[cand].tolist(), lengths.tolist(), strict=True)
-            tokens = np.concatenate([matrix[o : o + n] for o, n in spans]).astype(
-                np.float32, copy=False
-            )
-            sims = tokens @ query.T  # (candidate tokens, query tokens): segments are rows
+            spans = zip(self.offsets[cand].tolist(), lengths.tolist(), starts.tolist(), strict=True)
+            if in_place:  # each slice of the memmap straight into its rows of one product
+                query_t = np.ascontiguousarray(query.T)
+                sims = np.empty((int(starts[-1] + lengths[-1]), query.shape[0]), np.float32)
+                for o, n, s in spans:
+                    np.matmul(matrix[o : o + n], query_t, out=sims[s : s + n])
+            else:  # float16: one gather, one conversion, one product
+                tokens = np.concatenate([matrix[o : o + n] for o, n, _ in spans])
+                sims = tokens.astype(np.float32) @ query.T
             exact = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1)
             order = np.argsort(-exact, kind="stable")[:k]
             out_labels[i, : order.size] = cand[order]

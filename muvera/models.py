@@ -562,12 +562,19 @@ class ColBERT:
                     keep = features["attention_mask"].bool()
                     if not is_query and skip is not None:
                         keep &= ~torch.isin(features["input_ids"], skip)
-                keep = keep.to(self.device)
                 if self.normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
-                for row, i in enumerate(idx):
-                    tokens = vectors[row][keep[row]]
-                    results[i] = tokens if as_tensors else tokens.cpu().numpy().astype(np.float32)
+                # One selection and one device-to-host copy per batch (a per-text mask on a
+                # GPU would synchronise once per text); the counts come from the CPU mask.
+                counts = keep.sum(dim=1).tolist()
+                kept = vectors[keep.to(self.device)]
+                if as_tensors:
+                    parts: Sequence[Any] = torch.split(kept, counts)
+                else:
+                    flat = kept.cpu().numpy().astype(np.float32, copy=False)
+                    parts = np.split(flat, np.cumsum(counts)[:-1])
+                for i, tokens in zip(idx, parts, strict=True):
+                    results[i] = tokens
                 if progress is not None:
                     progress(len(idx))
         return results
