@@ -312,15 +312,20 @@ def _cmd_index(args: argparse.Namespace, status: _Status) -> int:
     return 0
 
 
-def _cmd_search(args: argparse.Namespace, status: _Status) -> int:
+def _open_with_model(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
+    """An index opened read-only, and the model it records (``--model`` overrides)."""
     from .index import Index
 
-    index = Index.open(args.index, mode="r")
+    index = Index.open(path, mode="r")
     meta = index.metadata
     name = args.model or meta.get("model")
     if not name:
-        raise MuveraError(f"index {args.index} records no model; pass --model")
-    model = _load_model(name, args, None if args.model else meta.get("model_options"))
+        raise MuveraError(f"index {path} records no model; pass --model")
+    return index, _load_model(name, args, None if args.model else meta.get("model_options"))
+
+
+def _cmd_search(args: argparse.Namespace, status: _Status) -> int:
+    index, model = _open_with_model(args.index, args)
     tokens = model.encode_queries(list(args.queries))
     if args.exact:
         hits = index.search_exact(tokens, k=args.k, with_payloads=True)
@@ -375,7 +380,6 @@ def _evaluate(
 
 def _cmd_eval(args: argparse.Namespace, status: _Status) -> int:
     from .evaluation import load_beir
-    from .index import Index
 
     corpus, queries, qrels = load_beir(args.beir, args.split)
     if not queries:
@@ -385,12 +389,7 @@ def _cmd_eval(args: argparse.Namespace, status: _Status) -> int:
         qrels = {q: qrels[q] for q in queries}
     with tempfile.TemporaryDirectory(prefix="muvera-eval-") as tmp:
         if args.index is not None and (args.index / "manifest.json").is_file():
-            index = Index.open(args.index, mode="r")
-            meta = index.metadata
-            name = args.model or meta.get("model")
-            if not name:
-                raise MuveraError(f"index {args.index} records no model; pass --model")
-            model = _load_model(name, args, None if args.model else meta.get("model_options"))
+            index, model = _open_with_model(args.index, args)
             missing = [d for d in corpus if d not in index]
             if missing:
                 raise MuveraError(

@@ -47,6 +47,7 @@ _PYLATE_DEFAULTS: dict[str, Any] = {
     "skiplist_words": list(string.punctuation),
 }
 _PYLATE_FIELDS = tuple(_PYLATE_DEFAULTS)
+_TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 _INSTALL_HINT = "install the 'models' extra: pip install 'muvera-toolkit[models]'"
 
 
@@ -272,6 +273,7 @@ class ColBERT:
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                     str(transformer_dir), trust_remote_code=trust_remote_code
                 )
+                self._backends: dict[tuple[int, bool], Any] = {}
                 self.model = transformers.AutoModel.from_pretrained(
                     str(transformer_dir), trust_remote_code=trust_remote_code
                 )
@@ -490,13 +492,7 @@ class ColBERT:
             prepared = [t.lower() for t in prepared]
         max_length = length - 1 if prefix_id is not None else length
         expand = is_query and s.do_query_expansion
-        encoded = self.tokenizer(
-            prepared,
-            padding="max_length" if expand else True,
-            truncation="longest_first",
-            max_length=max_length,
-            return_tensors="pt",
-        )
+        encoded = self._tokenize_batch(prepared, max_length, pad_to_max=expand)
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         if expand:
             ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.expansion_id))
@@ -516,6 +512,48 @@ class ColBERT:
         if expand and s.attend_to_expansion_tokens:
             features["attention_mask"] = torch.ones_like(features["attention_mask"])
         return features
+
+    def _tokenize_batch(
+        self, texts: list[str], max_length: int, pad_to_max: bool
+    ) -> dict[str, Any]:
+        """``tokenizer(texts, padding, truncation="longest_first", max_length)`` as int64
+        torch tensors.
+
+        With a fast tokenizer this calls its Rust backend directly, configured exactly as
+        transformers configures it: transformers' own Python conversion of the encodings
+        costs several times the tokenization itself (3 of 3.8 s for SciFact on a GPU).
+        """
+        torch = _import_torch()
+        backend = self._backends.get((max_length, pad_to_max)) if self._backends else None
+        if backend is None and getattr(self.tokenizer, "is_fast", False):
+            tok = self.tokenizer
+            backend = type(tok.backend_tokenizer).from_str(tok.backend_tokenizer.to_str())
+            backend.enable_truncation(max_length=max_length, strategy="longest_first")
+            backend.enable_padding(
+                direction=tok.padding_side,
+                pad_id=tok.pad_token_id,
+                pad_type_id=tok.pad_token_type_id,
+                pad_token=tok.pad_token,
+                length=max_length if pad_to_max else None,
+            )
+            self._backends[(max_length, pad_to_max)] = backend
+        if backend is None:  # a slow (pure Python) tokenizer
+            encoded = self.tokenizer(
+                texts,
+                padding="max_length" if pad_to_max else True,
+                truncation="longest_first",
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            return {k: v for k, v in encoded.items() if k in _TOKENIZER_KEYS}
+        encodings = backend.encode_batch(texts)
+        out = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+        }
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            out["token_type_ids"] = [e.type_ids for e in encodings]
+        return {k: torch.from_numpy(np.array(v, dtype=np.int64)) for k, v in out.items()}
 
     def _forward(self, features: dict[str, Any]) -> Any:
         torch = _import_torch()

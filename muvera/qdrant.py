@@ -230,39 +230,22 @@ class QdrantStore:
         requests = []
         fdes: Sequence[Any] = [None] * len(queries) if q_fdes is None else list(q_fdes)
         for fde, query in zip(fdes, queries, strict=True):
-            if candidates is None:
-                requests.append(
-                    models.QueryRequest(
-                        query=query.tolist(),
-                        using="tokens",
-                        limit=k,
-                        filter=query_filter,
-                        with_payload=True,
-                    )
+            prefetch = None
+            if candidates is not None and rerank:  # both stages: FDE prefetch, MaxSim
+                prefetch = models.Prefetch(
+                    query=fde.tolist(), using="fde", limit=candidates, filter=query_filter
                 )
-            elif rerank:
-                requests.append(
-                    models.QueryRequest(
-                        prefetch=models.Prefetch(
-                            query=fde.tolist(), using="fde", limit=candidates, filter=query_filter
-                        ),
-                        query=query.tolist(),
-                        using="tokens",
-                        limit=k,
-                        filter=query_filter,
-                        with_payload=True,
-                    )
+            fde_only = candidates is not None and not rerank
+            requests.append(
+                models.QueryRequest(
+                    prefetch=prefetch,
+                    query=(fde if fde_only else query).tolist(),
+                    using="fde" if fde_only else "tokens",
+                    limit=k,
+                    filter=query_filter,
+                    with_payload=True,
                 )
-            else:
-                requests.append(
-                    models.QueryRequest(
-                        query=fde.tolist(),
-                        using="fde",
-                        limit=k,
-                        filter=query_filter,
-                        with_payload=True,
-                    )
-                )
+            )
         responses = self.client.query_batch_points(
             collection_name=self.collection, requests=requests
         )

@@ -13,6 +13,7 @@ from .errors import MuveraError
 __all__ = ["maxsim"]
 
 _BLOCK_ELEMENTS = 1 << 24  # similarity entries per block (64 MiB of float32)
+_GPU_BLOCK_ELEMENTS = 1 << 27  # on a GPU (512 MiB): 2.5x faster than 64 MiB blocks on an H100
 
 
 def _infer_dimension(batch: Any, what: str) -> int:
@@ -139,7 +140,8 @@ def _maxsim_torch(qb: Batch, db: Batch) -> Any:
     q_owner = torch.repeat_interleave(
         torch.arange(nq, device=device), torch.from_numpy(qb.lengths).to(device)
     )
-    doc_tokens_per_block = max(1, _BLOCK_ELEMENTS // max(1, Q.shape[0]))
+    block = _GPU_BLOCK_ELEMENTS if torch.device(device).type == "cuda" else _BLOCK_ELEMENTS
+    doc_tokens_per_block = max(1, block // max(1, Q.shape[0]))
     with torch.inference_mode():
         for chunk in db.chunks(doc_tokens_per_block):
             n_block = chunk.lengths.shape[0]

@@ -369,3 +369,28 @@ def test_broken_checkpoint_gets_a_clear_error(tmp_path):
     (tmp_path / "modules.json").write_text("{not json")
     with pytest.raises(MuveraError, match="not valid JSON"):
         ColBERT(tmp_path, device="cpu")
+
+
+def test_backend_tokenization_equals_transformers(tmp_path):
+    """The Rust-backend fast path gives exactly what the transformers call gives."""
+    pylate_model(tmp_path, n_dense=1)
+    model = ColBERT(tmp_path, device="cpu")
+    texts = ["the cat sat on the mat " * 9, "", "Hello, WORLD!", "one two", "ünïcödé dog"]
+    for max_length, pad_to_max in ((11, False), (11, True), (64, False), (5, True)):
+        fast = model._tokenize_batch(texts, max_length, pad_to_max)
+        slow = model.tokenizer(
+            texts,
+            padding="max_length" if pad_to_max else True,
+            truncation="longest_first",
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        assert set(fast) == {k for k in slow if k in fast}
+        for key, value in fast.items():
+            assert torch.equal(value, slow[key]), key
+    if MODEL.is_dir():
+        shared = ColBERT(MODEL, device="cpu")
+        fast = shared._tokenize_batch(texts, 31, False)
+        slow = shared.tokenizer(texts, padding=True, truncation="longest_first", max_length=31,
+                                return_tensors="pt")  # fmt: skip
+        assert all(torch.equal(fast[k], slow[k]) for k in fast)
