@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -237,6 +238,7 @@ def _build_index(
     if not corpus:
         raise MuveraError("the corpus has no documents")
     store = getattr(args, "store", "hnswlib")
+    created = not out.exists()
     index = Index.create(
         out,
         _fde_config(args, model.dimension),
@@ -264,6 +266,8 @@ def _build_index(
         )
     except BaseException:
         index.close()
+        if created:  # a half-built index would only block the next attempt
+            shutil.rmtree(out, ignore_errors=True)
         raise
     return index
 
@@ -273,29 +277,18 @@ def _payloads(hits: Any) -> list[list[dict[str, Any] | None]]:
 
 
 def _read_texts(path: Path, queries: bool) -> tuple[list[str], list[str]]:
-    """(ids, texts) from a .txt file, a JSONL file, or a BEIR folder."""
-    from .evaluation import document_text, load_corpus, read_jsonl_records
+    """(ids, texts) from a .txt file (one text a line, ids are line numbers from 0), a JSONL
+    file, or a BEIR folder (its corpus, or its queries with ``queries``)."""
+    from .evaluation import document_text, load_corpus, load_queries
 
-    if path.is_dir():
-        if queries:
-            path = path / "queries.jsonl"
-        else:
-            corpus = load_corpus(path)
-            return list(corpus), [document_text(d) for d in corpus.values()]
-    if not path.is_file():
-        raise MuveraError(f"no such file: {path}")
     if path.suffix == ".txt":
+        if not path.is_file():
+            raise MuveraError(f"no such file: {path}")
         lines = path.read_text(encoding="utf-8").splitlines()
         return [str(i) for i in range(len(lines))], lines
     if queries:
-        ids, texts = [], []
-        for number, record in enumerate(read_jsonl_records(path), 1):
-            value = record.get("_id", record.get("id"))
-            if value is None:
-                raise MuveraError(f"{path}:{number}: record has no '_id' or 'id'")
-            ids.append(str(value))
-            texts.append(str(record.get("text") or ""))
-        return ids, texts
+        found = load_queries(path)
+        return list(found), list(found.values())
     corpus = load_corpus(path)
     return list(corpus), [document_text(d) for d in corpus.values()]
 

@@ -23,6 +23,7 @@ __all__ = [
     "load_beir",
     "load_corpus",
     "load_qrels",
+    "load_queries",
     "mrr_at_k",
     "ndcg_at_k",
     "read_jsonl_records",
@@ -82,6 +83,21 @@ def load_corpus(path: str | Path) -> dict[str, dict[str, str]]:
     return corpus
 
 
+def load_queries(path: str | Path) -> dict[str, str]:
+    """Read queries: query id -> text, in file order, from a BEIR ``queries.jsonl`` (or a
+    BEIR folder). A duplicate id or a record without an id raises with the line number."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "queries.jsonl"
+    queries: dict[str, str] = {}
+    for number, record in enumerate(read_jsonl_records(path), 1):
+        query_id = _record_id(record, path, number)
+        if query_id in queries:
+            raise MuveraError(f"{path}:{number}: duplicate id {query_id!r}")
+        queries[query_id] = str(record.get("text") or "")
+    return queries
+
+
 def document_text(document: Mapping[str, str]) -> str:
     """``title + " " + text`` (stripped), the text BEIR encodes for a document."""
     return (document.get("title", "") + " " + document.get("text", "")).strip()
@@ -123,12 +139,9 @@ def load_beir(
         raise MuveraError(f"no BEIR folder at {directory}")
     corpus = load_corpus(directory / "corpus.jsonl")
     qrels = load_qrels(directory / "qrels" / f"{split}.tsv")
-    queries: dict[str, str] = {}
-    queries_path = directory / "queries.jsonl"
-    for number, record in enumerate(read_jsonl_records(queries_path), 1):
-        query_id = _record_id(record, queries_path, number)
-        if query_id in qrels:
-            queries[query_id] = str(record.get("text") or "")
+    queries = {
+        q: text for q, text in load_queries(directory / "queries.jsonl").items() if q in qrels
+    }
     return corpus, queries, qrels
 
 

@@ -222,3 +222,26 @@ def test_usage_errors_exit_2(capsys):
         main(["eval", "x", "--candidates", "10,zero"])
     assert info.value.code == 2
     assert "'zero' is not an integer" in capsys.readouterr().err
+
+
+def test_a_failed_build_leaves_no_index_behind(capsys, tmp_path, beir, model_dir, monkeypatch):
+    from muvera.models import ColBERT
+
+    def fail(self, texts, **kwargs):
+        raise MuveraError("encoding failed on purpose")
+
+    monkeypatch.setattr(ColBERT, "encode_documents", fail)
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu")  # fmt: skip
+    assert code == 2 and "encoding failed on purpose" in err
+    assert not (tmp_path / "ix").exists()
+
+
+def test_encode_queries_from_a_beir_folder(capsys, tmp_path, beir, model, model_dir):
+    code, _, _ = run(capsys, "encode", beir, "--queries", "--model", model_dir, "--out",
+                     tmp_path / "q.npz", "--device", "cpu")  # fmt: skip
+    assert code == 0
+    with np.load(tmp_path / "q.npz") as z:
+        assert list(z["ids"]) == list(QUERIES)
+        expected = model.encode_queries(list(QUERIES.values()))
+        assert z["tokens"].shape[0] == sum(len(t) for t in expected)

@@ -86,3 +86,13 @@ def test_load_corpus_from_jsonl_or_folder(tmp_path):
         load_corpus(path)
     with pytest.raises(MuveraError, match=r"without corpus\.jsonl"):
         load_corpus(tmp_path)
+
+
+def test_load_queries_rejects_duplicates(tmp_path):
+    from muvera.evaluation import load_queries
+
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q", "text": "a"}\n{"_id": "r"}\n')
+    assert load_queries(tmp_path) == {"q": "a", "r": ""}
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q", "text": "a"}\n{"_id": "q"}\n')
+    with pytest.raises(MuveraError, match=r"queries\.jsonl:2: duplicate id 'q'"):
+        load_queries(tmp_path / "queries.jsonl")
