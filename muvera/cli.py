@@ -79,6 +79,12 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--token-dtype", choices=("float32", "float16"), default="float32", help="token storage"
     )
+    group.add_argument(
+        "--ef",
+        type=_positive,
+        help="hnswlib search breadth (default 100; raise it when the "
+        "FDE-only recall is far below brute-force FDE search)",
+    )
 
 
 def _positive(text: str) -> int:
@@ -121,6 +127,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rerank", action="store_true", help="FDE scores only")
     p.add_argument("--exact", action="store_true", help="brute-force exact MaxSim instead")
     p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--ef", type=_positive, help="hnswlib search breadth for this search")
     _add_model_args(p, required=False)
 
     p = sub.add_parser("eval", help="exact MaxSim vs FDE-only vs FDE + re-rank on BEIR data")
@@ -207,10 +214,12 @@ def _model_name(name: str) -> str:
 
 
 def _store_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.ef is not None and args.store != "hnswlib":
+        raise MuveraError("--ef needs --store hnswlib")
     if args.store != "qdrant":
         if args.qdrant_url or args.qdrant_path:
             raise MuveraError("--qdrant-url/--qdrant-path need --store qdrant")
-        return None
+        return None if args.ef is None else {"ef": args.ef}
     if bool(args.qdrant_url) == bool(args.qdrant_path):
         raise MuveraError("--store qdrant needs exactly one of --qdrant-url or --qdrant-path")
     options: dict[str, Any] = {"collection": args.collection}
@@ -309,7 +318,8 @@ def _open_with_model(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
     """An index opened read-only, and the model it records (``--model`` overrides)."""
     from .index import Index
 
-    index = Index.open(path, mode="r")
+    ef = getattr(args, "ef", None)
+    index = Index.open(path, mode="r", store_options=None if ef is None else {"ef": ef})
     meta = index.metadata
     name = args.model or meta.get("model")
     if not name:

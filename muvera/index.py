@@ -224,7 +224,8 @@ class Index:
     ) -> Index:
         """Open an existing index: ``mode="a"`` to read and write (takes the writer lock),
         ``mode="r"`` to read only (any number of readers). ``store_options`` override the
-        stored connection of a qdrant index (``url``, ``api_key``, ``client``)."""
+        stored connection of a qdrant index (``url``, ``api_key``, ``client``), or the
+        search breadth of an hnswlib index (``{"ef": 400}``: kept if this writer commits)."""
         path = Path(path)
         if mode not in ("a", "r"):
             raise MuveraError(f"mode must be 'a' or 'r', got {mode!r}")
@@ -270,6 +271,14 @@ class Index:
                 store["entry"],
                 store["options"],
             )
+            overrides = dict(self._store_overrides)
+            if overrides and (store["kind"] != "hnswlib" or set(overrides) != {"ef"}):
+                raise MuveraError(
+                    f"store_options {sorted(overrides)} cannot be changed when opening an "
+                    f"index with the {store['kind']} store (hnswlib takes 'ef')"
+                )
+            if overrides:
+                self.store.set_ef(overrides["ef"])
         # Per label: token offset (in vectors), token count, alive flag, id, payload.
         if manifest["state"]:
             with np.load(self.path / manifest["state"], allow_pickle=False) as state:

@@ -188,6 +188,13 @@ class HnswStore:
     def __len__(self) -> int:
         return self.count - self.deleted
 
+    def set_ef(self, ef: Any) -> None:
+        """Search breadth from now on (raised to the neighbours asked for when smaller)."""
+        if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
+            raise MuveraError(f"ef must be a positive int, got {ef!r}")
+        self.ef = int(ef)
+        self.index.set_ef(self.ef)
+
     def params(self) -> dict[str, Any]:
         return {"M": self.M, "ef_construction": self.ef_construction, "ef": self.ef}
 

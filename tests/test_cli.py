@@ -189,6 +189,8 @@ def test_demo_default_corpus_is_in_the_repository():
          "multi-vectors are ragged"),
         (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
           "qdrant"], "needs exactly one of --qdrant-url or --qdrant-path"),
+        (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
+          "exact", "--ef", "50"], "--ef needs --store hnswlib"),
     ],
 )  # fmt: skip
 def test_bad_input_one_line_exit_2(capsys, tmp_path, model_dir, argv, message):

@@ -336,3 +336,25 @@ def test_metadata_persists_and_is_validated(tmp_path):
     with pytest.raises(MuveraError, match="metadata must be a dict"):
         writer.update_metadata(["no"])
     assert writer.metadata == {"m": 1, "model": "x"}
+
+
+def test_hnswlib_ef_can_be_raised_when_opening(tmp_path):
+    pytest.importorskip("hnswlib")
+    rng = np.random.default_rng(5)
+    docs = ragged(rng, [6] * 40, 8)
+    with Index.create(tmp_path / "ix", FDEConfig(dimension=8)) as index:
+        index.add(list(range(40)), docs)
+    reader = Index.open(tmp_path / "ix", mode="r", store_options={"ef": 300})
+    assert reader.store.ef == 300
+    assert reader.search([docs[3]], k=1).ids[0, 0] == 3
+    assert Index.open(tmp_path / "ix", mode="r").store.ef == 100  # not persisted by a reader
+    with pytest.raises(MuveraError, match="ef must be a positive int"):
+        Index.open(tmp_path / "ix", mode="r", store_options={"ef": 0})
+    with pytest.raises(MuveraError, match=r"store_options \['M'\] cannot be changed"):
+        Index.open(tmp_path / "ix", mode="r", store_options={"M": 4})
+    exact = Index.create(tmp_path / "ex", FDEConfig(dimension=8), store="exact")
+    exact.close()
+    with pytest.raises(
+        MuveraError, match="cannot be changed when opening an index with the exact store"
+    ):
+        Index.open(tmp_path / "ex", mode="r", store_options={"ef": 10})
