@@ -4,14 +4,16 @@ All rates are measured in one run on this machine (so ratios are meaningful even
 absolute numbers drift). Prints a table and writes ``benchmarks/results/fde_encode.json``.
 
 * muvera: ``FDEEncoder.encode_documents`` / ``encode_queries`` on a batch of 1,000 items
-  (best of ``--repeats``).
+  (best of ``--repeats``) with the default kernel (the compiled C kernel when it is built),
+  and the same with ``kernel="numpy"`` (the pure numpy/scipy kernel).
 * fastembed: ``fastembed.postprocess.Muvera`` constructed directly (no model), one
   ``process_document`` / ``process_query`` call per item, as its API works. fastembed
   always fills empty partitions for documents.
 * reference: ``tests/reference.py``, the literal transcription of the C++ (per-point,
   per-partition loops) with its random matrices cached, on a few items.
-* matmul: the time of the sgemm calls alone (tokens x [simhash | AMS] matrices), i.e. the
-  machine's floor for this algorithm, to show where the rest of the time goes.
+* matmul: the time of the sgemm calls alone: tokens x [AMS | SimHash] for the numpy
+  kernel (its floor), tokens x SimHash for the compiled kernel, to show where the rest of
+  the time goes.
 * stream: 100,000 documents encoded in one call into an ``np.memmap``, with tracemalloc's
   peak of Python-visible allocations.
 
@@ -63,16 +65,20 @@ def best_time(fn, repeats: int) -> float:
 
 
 def matmul_floor(encoder: FDEEncoder, tokens: np.ndarray, repeats: int) -> float:
-    """Seconds for the kernel's sgemm calls alone (same operand, same token blocks)."""
+    """Seconds for the sgemm calls of ``encoder``'s kernel alone (same operands and blocks)."""
     from muvera._fde_numpy import _TOKEN_BLOCK
 
-    fused = encoder._numpy.fused
-    out = np.empty((_TOKEN_BLOCK, fused.shape[1]), dtype=np.float32)
+    kernel = encoder._numpy
+    if kernel.native is not None:  # one tokens x SimHash sgemm per chunk
+        step, operand = encoder.chunk_tokens, kernel.simhash
+    else:  # tokens x [AMS | SimHash] per token block
+        step, operand = _TOKEN_BLOCK, kernel.fused
+    out = np.empty((step, operand.shape[1]), dtype=np.float32)
 
     def run() -> None:
-        for s in range(0, tokens.shape[0], _TOKEN_BLOCK):
-            block = tokens[s : s + _TOKEN_BLOCK]
-            np.matmul(block, fused, out=out[: block.shape[0]])
+        for s in range(0, tokens.shape[0], step):
+            block = tokens[s : s + step]
+            np.matmul(block, operand, out=out[: block.shape[0]])
 
     return best_time(run, repeats)
 
@@ -83,7 +89,9 @@ def bench_config(name: str, config: FDEConfig, n: int, repeats: int, seed: int =
     docs = unit_clouds(rng, n, DOC_TOKENS, d)
     queries = unit_clouds(rng, n, QUERY_TOKENS, d)
     encoder = FDEEncoder(config)
+    numpy_encoder = FDEEncoder(config, kernel="numpy")
     encoder.encode_documents(docs[:50])  # warm-up (scratch buffers, BLAS threads)
+    numpy_encoder.encode_documents(docs[:50])
     try:
         from fastembed.postprocess import Muvera
     except ImportError:
@@ -110,19 +118,27 @@ def bench_config(name: str, config: FDEConfig, n: int, repeats: int, seed: int =
     for _ in range(repeats):
         timed("docs", lambda: encoder.encode_documents(docs))
         timed("queries", lambda: encoder.encode_queries(queries))
+        timed("np_docs", lambda: numpy_encoder.encode_documents(docs))
+        timed("np_queries", lambda: numpy_encoder.encode_queries(queries))
         if fastembed is not None:
             timed("fe_docs", lambda: [fastembed.process_document(x) for x in fe_docs])
             timed("fe_queries", lambda: [fastembed.process_query(x) for x in fe_queries])
-    t_mm_docs = matmul_floor(encoder, np.concatenate(docs), repeats)
-    fused_width = encoder._numpy.fused.shape[1]
+    tokens = np.concatenate(docs)
+    t_mm_docs = matmul_floor(encoder, tokens, repeats)
+    t_mm_fused = matmul_floor(numpy_encoder, tokens, repeats)
+    fused_width = numpy_encoder._numpy.fused.shape[1]
     row = {
         "name": name,
         "config": config.to_dict(),
         "output_dimension": config.output_dimension,
+        "kernel": encoder.kernel,
         "muvera_docs_per_s": n / times["docs"],
         "muvera_queries_per_s": n / times["queries"],
+        "numpy_kernel_docs_per_s": n / times["np_docs"],
+        "numpy_kernel_queries_per_s": n / times["np_queries"],
         "matmul_share_of_document_time": t_mm_docs / times["docs"],
-        "matmul_gflops": 2 * n * DOC_TOKENS * d * fused_width / t_mm_docs / 1e9,
+        "numpy_kernel_matmul_share_of_document_time": t_mm_fused / times["np_docs"],
+        "matmul_gflops": 2 * n * DOC_TOKENS * d * fused_width / t_mm_fused / 1e9,
         "fastembed_docs_per_s": None,
         "fastembed_queries_per_s": None,
     }
@@ -205,10 +221,10 @@ def markdown_table(result: dict) -> str:
         return "-" if v is None else format(v, spec)
 
     lines = [
-        "| config (d = token dim) | FDE dim | muvera docs/s | fastembed docs/s | speed-up "
-        "| muvera queries/s | fastembed queries/s | speed-up | literal reference docs/s "
-        "| sgemm % |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| config (d = token dim) | FDE dim | muvera docs/s | numpy kernel docs/s "
+        "| fastembed docs/s | speed-up | muvera queries/s | fastembed queries/s | speed-up "
+        "| literal reference docs/s | sgemm % |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         lines.append(
@@ -276,7 +292,7 @@ def main() -> None:
         return "-" if v is None else format(v, spec)
 
     header = (
-        f"{'config':<24}{'dim':>7}{'muvera doc/s':>14}{'fastembed':>11}{'x':>7}"
+        f"{'config':<24}{'dim':>7}{'muvera doc/s':>14}{'numpy krn':>11}{'fastembed':>11}{'x':>7}"
         f"{'ref doc/s':>11}{'muvera q/s':>12}{'fastembed':>11}{'x':>7}{'ref q/s':>9}{'sgemm%':>8}"
     )
     print(header)
@@ -286,6 +302,7 @@ def main() -> None:
             f"{r['name']:<24}",
             f"{r['output_dimension']:>7}",
             f"{fmt(r['muvera_docs_per_s']):>14}",
+            f"{fmt(r['numpy_kernel_docs_per_s']):>11}",
             f"{fmt(r['fastembed_docs_per_s']):>11}",
             f"{fmt(r.get('docs_speedup_vs_fastembed'), '.1f'):>7}",
             f"{fmt(r['reference_docs_per_s'], ',.1f'):>11}",
@@ -305,6 +322,8 @@ def main() -> None:
             f"{stream['token_matrix_bytes'] / gib:,.1f} GiB, x R = "
             f"{stream['token_matrix_times_R_bytes'] / gib:,.0f} GiB)"
         )
+
+    print(f"(muvera = the {rows[0]['kernel']} kernel; numpy krn = kernel='numpy')")
 
     result = {
         "muvera_version": __version__,

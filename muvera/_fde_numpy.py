@@ -15,6 +15,11 @@ Documents then divide by partition sizes and, with filling, give each empty part
 projected token whose sign bits are nearest in Hamming distance (lowest token index on
 ties), found with a distance transform over the hypercube of sign-bit patterns. An
 optional final Count-Sketch is one sparse matmul.
+
+When the optional compiled kernel (``_kernels.c``, see ``_native.py``) is built, steps 1-3
+and the filling run there instead: one sgemm gives the sign bits, then per item the raw
+tokens are summed per (repetition, partition) and each non-empty partition is projected
+once (the projection is linear), which is about half the arithmetic for documents.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _native
 from ._matrices import FDEMatrices
 from .config import FDEConfig
 
@@ -34,6 +40,7 @@ __all__ = ["NumpyKernel", "gray_decode", "popcount"]
 _TOKEN_BLOCK = 1024  # tokens per sgemm + scatter step: the block's output stays in cache
 _FILL_TRANSFORM_MAX_PARTITIONS = 4096  # above this, filling scans tokens per (item, repetition)
 _INF = np.int64(1) << np.int64(62)
+_NATIVE_MAX_SCRATCH_BYTES = 1 << 28  # the compiled kernel's per-repetition bucket buffer
 
 
 def popcount(x: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
@@ -80,9 +87,12 @@ def _csc_matvecs() -> Any:
 
 
 class NumpyKernel:
-    """Encodes token chunks with numpy/scipy; built once per encoder."""
+    """Encodes token chunks with numpy/scipy (and the compiled kernel when it is built and
+    ``native`` allows it: None = when available); built once per encoder."""
 
-    def __init__(self, config: FDEConfig, matrices: FDEMatrices) -> None:
+    def __init__(
+        self, config: FDEConfig, matrices: FDEMatrices, native: bool | None = None
+    ) -> None:
         import scipy.sparse as sp
 
         self._sp = sp
@@ -140,6 +150,29 @@ class NumpyKernel:
         else:
             self.indptr = np.arange(0, _TOKEN_BLOCK * R + 1, R, dtype=np.int64)
         self.ones = np.ones(_TOKEN_BLOCK * R, dtype=np.float32)
+        self.native: _native.NativeKernel | None = None
+        fits = B * d * 4 <= _NATIVE_MAX_SCRATCH_BYTES
+        if native is not False:
+            self.native = _native.load()
+            if native and self.native is None:
+                raise RuntimeError(
+                    "the compiled FDE kernel is not available (not built, or MUVERA_NATIVE=0)"
+                )
+            if native and not fits:
+                raise RuntimeError(
+                    f"the compiled FDE kernel does not take 2**{k} partitions x {d} dims"
+                )
+            if not fits:
+                self.native = None
+        # (R, d, p) dense inner projection per repetition for the compiled kernel.
+        self.projection: npt.NDArray[np.float32] | None = None
+        if self.native is not None and self.ams is not None:
+            self.projection = np.ascontiguousarray(self.ams.reshape(d, R, p).transpose(1, 0, 2))
+
+    @property
+    def name(self) -> str:
+        """``"native"`` when the compiled kernel encodes, else ``"numpy"``."""
+        return "native" if self.native is not None else "numpy"
 
     # -- helpers -------------------------------------------------------------------------
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
@@ -188,6 +221,8 @@ class NumpyKernel:
 
         The result may be a scratch buffer: copy it out before encoding the next chunk.
         """
+        if self.native is not None:
+            return self._encode_native(self.native, X, lengths, document)
         n_items, N = lengths.shape[0], X.shape[0]
         R, B, p, k = self.R, self.B, self.p, self.k
         rows = n_items * R * B
@@ -227,6 +262,27 @@ class NumpyKernel:
         if self.count_sketch_t is not None:
             return np.asarray((self.count_sketch_t @ fde.T).T, dtype=np.float32)
         return fde
+
+    def _encode_native(
+        self,
+        native: _native.NativeKernel,
+        X: npt.NDArray[np.float32],
+        lengths: npt.NDArray[np.int64],
+        document: bool,
+    ) -> npt.NDArray[np.float32]:
+        n_items = lengths.shape[0]
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        sketch = np.matmul(X, self.simhash)  # (N, k*R): column j*R + r
+        offsets = np.zeros(n_items + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        raw = self._buffer("native_out", (n_items, self.R * self.B * self.p), np.float32)
+        fill = document and self.config.fill_empty_partitions and self.k > 0
+        native.fde_encode(
+            X, sketch, offsets, self.R, self.k, self.projection, self.p, document, fill, raw
+        )
+        if self.count_sketch_t is not None:
+            return np.asarray((self.count_sketch_t @ raw.T).T, dtype=np.float32)
+        return raw
 
     def _fill(
         self,

@@ -22,7 +22,7 @@ class TorchKernel:
     """Same maths as :class:`~muvera._fde_numpy.NumpyKernel`, as torch ops on ``device``."""
 
     def __init__(self, config: FDEConfig, matrices: FDEMatrices, device: Any) -> None:
-        reference = NumpyKernel(config, matrices)
+        reference = NumpyKernel(config, matrices, native=False)
         self._numpy = reference
         self.config = config
         self.device = torch.device(device)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import native_kernel_available
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden" / "fde_reference.npz"
@@ -15,3 +17,13 @@ def golden():
         pytest.skip(f"golden vectors not found at {GOLDEN} (../shared is absent)")
     with np.load(GOLDEN, allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
+
+
+@pytest.fixture(scope="session", params=["numpy", "native"])
+def kernel(request):
+    """Each CPU FDE kernel; the compiled one is required in CI, where .ci/run builds it."""
+    if request.param == "native" and not native_kernel_available():
+        if os.environ.get("CI"):
+            pytest.fail("the compiled FDE kernel is not built (CI must build it)")
+        pytest.skip("the compiled FDE kernel is not built (no C compiler at install time)")
+    return request.param

@@ -21,3 +21,10 @@ def pad(items: list[np.ndarray], d: int, T: int | None = None, fill: float = 0.0
     for i, x in enumerate(items):
         out[i, : len(x)] = x
     return out, np.array([len(x) for x in items], dtype=np.int64)
+
+
+def native_kernel_available() -> bool:
+    """Whether the compiled FDE kernel is built and enabled."""
+    from muvera import _native
+
+    return _native.load() is not None

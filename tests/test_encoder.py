@@ -61,10 +61,10 @@ CONFIGS = [
 @pytest.mark.parametrize(
     "config", CONFIGS, ids=lambda c: f"k{c.num_simhash_projections}-{c.projection_type}"
 )
-def test_kernels_match_literal_reference(config):
+def test_kernels_match_literal_reference(config, kernel):
     rng = np.random.default_rng(config.seed % 1000)
     items = ragged(rng, [0, 1, 2, 3, 9, 40], config.dimension)
-    enc = FDEEncoder(config, chunk_tokens=16)
+    enc = FDEEncoder(config, chunk_tokens=16, kernel=kernel)
     queries, documents = enc.encode_queries(items), enc.encode_documents(items)
     for i, item in enumerate(items):
         np.testing.assert_allclose(
@@ -75,7 +75,7 @@ def test_kernels_match_literal_reference(config):
         )
 
 
-def test_fill_ties_go_to_the_lowest_token_index():
+def test_fill_ties_go_to_the_lowest_token_index(kernel):
     # Two identical tokens have identical sign bits, so every empty partition is a tie
     # between them; a third token differs only in magnitude (same partition too).
     config = FDEConfig(
@@ -87,15 +87,16 @@ def test_fill_ties_go_to_the_lowest_token_index():
     )
     x = np.array([[1, 2, 3, 4], [1, 2, 3, 4], [2, 4, 6, 8]], dtype=np.float32)
     x[1] += 1e-3  # distinguishable values, same signs
-    got = FDEEncoder(config).encode_documents([x])[0]
+    got = FDEEncoder(config, kernel=kernel).encode_documents([x])[0]
     np.testing.assert_allclose(got, reference_fde(x, config, document=True), atol=1e-6)
 
 
-def test_empty_items_give_zero_rows_and_keep_positions():
+def test_empty_items_give_zero_rows_and_keep_positions(kernel):
     enc = FDEEncoder(
         FDEConfig(
             dimension=4, num_repetitions=2, num_simhash_projections=2, fill_empty_partitions=True
-        )
+        ),
+        kernel=kernel,
     )
     rng = np.random.default_rng(0)
     items = [np.zeros((0, 4), np.float32), *ragged(rng, [3], 4), np.zeros((0, 4), np.float32)]
@@ -112,11 +113,11 @@ def test_empty_batch():
 
 
 @pytest.mark.parametrize("chunk_tokens", [1, 7, 100000])
-def test_batch_equals_one_at_a_time(chunk_tokens):
+def test_batch_equals_one_at_a_time(chunk_tokens, kernel):
     config = FDEConfig(
         dimension=12, num_repetitions=5, num_simhash_projections=3, fill_empty_partitions=True
     )
-    enc = FDEEncoder(config, chunk_tokens=chunk_tokens)
+    enc = FDEEncoder(config, chunk_tokens=chunk_tokens, kernel=kernel)
     items = ragged(np.random.default_rng(1), [5, 0, 17, 1, 33, 2], 12)
     batch_q, batch_d = enc.encode_queries(items), enc.encode_documents(items)
     for i, item in enumerate(items):
@@ -124,11 +125,11 @@ def test_batch_equals_one_at_a_time(chunk_tokens):
         np.testing.assert_allclose(batch_d[i], enc.encode_documents([item])[0], atol=1e-6)
 
 
-def test_padded_equals_ragged_and_padding_never_leaks():
+def test_padded_equals_ragged_and_padding_never_leaks(kernel):
     config = FDEConfig(
         dimension=8, num_repetitions=4, num_simhash_projections=3, fill_empty_partitions=True
     )
-    enc = FDEEncoder(config)
+    enc = FDEEncoder(config, kernel=kernel)
     items = ragged(np.random.default_rng(2), [4, 0, 9, 1], 8)
     expect_q, expect_d = enc.encode_queries(items), enc.encode_documents(items)
     # Garbage in the padding (large values; zero padding would hash to partition 0).

@@ -34,14 +34,14 @@ def _config(case, fill):
 
 
 @pytest.mark.parametrize("chunk_tokens", [16384, 5])
-def test_all_golden_cases(golden, chunk_tokens):
+def test_all_golden_cases(golden, chunk_tokens, kernel):
     cases = _cases(golden)
     assert len(cases) == 108
     for case in cases:
         D, i = case["dimension"], case["id"]
         queries, documents = _split(golden, D, "query"), _split(golden, D, "document")
-        plain = FDEEncoder(_config(case, False), chunk_tokens=chunk_tokens)
-        filled = FDEEncoder(_config(case, True), chunk_tokens=chunk_tokens)
+        plain = FDEEncoder(_config(case, False), chunk_tokens=chunk_tokens, kernel=kernel)
+        filled = FDEEncoder(_config(case, True), chunk_tokens=chunk_tokens, kernel=kernel)
         assert plain.output_dimension == case["output_dimension"]
         for got, key in (
             (plain.encode_queries(queries), f"case{i:03d}_query"),

@@ -1,0 +1,107 @@
+"""Loader of the optional compiled FDE kernel (``muvera/_kernels.c``, plain C via ctypes).
+
+The library is built when the package is installed (``hatch_build.py``) if a C compiler is
+available; without it everything runs on the numpy kernel, with the same results up to
+float32 rounding. Set ``MUVERA_NATIVE=0`` to force the numpy kernel.
+
+This module imports only the standard library: the build hook loads it by path to learn
+the library's file name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ABI_VERSION", "NativeKernel", "library_filename", "load"]
+
+ABI_VERSION = 1  # must equal MUVERA_ABI_VERSION in _kernels.c
+
+
+def library_filename(platform: str | None = None) -> str:
+    """File name of the compiled kernel next to this module, e.g. ``libmuvera_kernels.so``.
+
+    >>> library_filename("linux")
+    'libmuvera_kernels.so'
+    """
+    platform = sys.platform if platform is None else platform
+    if platform.startswith("win"):
+        return "muvera_kernels.dll"
+    if platform == "darwin":
+        return "libmuvera_kernels.dylib"
+    return "libmuvera_kernels.so"
+
+
+class NativeKernel:
+    """Typed wrapper of the compiled library's entry points."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        self._encode = lib.muvera_fde_encode
+        self._encode.restype = i64
+        self._encode.argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, ptr, i64, i64, i64, ptr]
+
+    def fde_encode(
+        self,
+        X: Any,
+        sketch: Any,
+        offsets: Any,
+        num_repetitions: int,
+        num_simhash_projections: int,
+        projection: Any,
+        block_dimension: int,
+        average: bool,
+        fill: bool,
+        out: Any,
+    ) -> None:
+        """FDEs of the items ``offsets`` delimits (see ``muvera_fde_encode`` in _kernels.c).
+
+        ``X`` float32 ``(N, d)``, ``sketch`` float32 ``(N, k*R)``, ``offsets`` int64
+        ``(n+1,)``, ``projection`` float32 ``(R, d, p)`` or None (identity), ``out`` float32
+        ``(n, R * 2**k * p)``; all C-contiguous (checked by the caller). The GIL is
+        released while it runs.
+        """
+        n_items = offsets.shape[0] - 1
+        status = self._encode(
+            X.ctypes.data,
+            X.shape[1],
+            sketch.ctypes.data,
+            sketch.shape[1],
+            offsets.ctypes.data,
+            n_items,
+            num_repetitions,
+            num_simhash_projections,
+            None if projection is None else projection.ctypes.data,
+            block_dimension,
+            int(average),
+            int(fill),
+            out.ctypes.data,
+        )
+        if status != 0:
+            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> NativeKernel | None:
+    """The compiled kernel, or None when it is not built, not loadable, of another ABI
+    version, or disabled with ``MUVERA_NATIVE=0``. Loaded once, on first use."""
+    if os.environ.get("MUVERA_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    path = Path(__file__).with_name(library_filename())
+    if not path.is_file():
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        version = lib.muvera_abi_version
+        version.restype = ctypes.c_int64
+        version.argtypes = []
+        if int(version()) != ABI_VERSION:
+            return None
+        return NativeKernel(lib, path)
+    except (OSError, AttributeError):
+        return None

@@ -1,0 +1,141 @@
+"""The compiled C kernel (muvera/_kernels.c): same FDEs as the numpy kernel, built and used."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import native_kernel_available, ragged
+
+from muvera import FDEConfig, FDEEncoder, MuveraError, _native
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_native = pytest.mark.skipif(
+    not native_kernel_available(), reason="the compiled FDE kernel is not built"
+)
+
+CONFIGS = [
+    # (d, R, k, projection_type, projection_dimension, final_projection_dimension)
+    (128, 20, 5, "ams_sketch", 16, None),  # the default
+    (128, 10, 4, "ams_sketch", 8, None),
+    (48, 3, 3, "ams_sketch", 4, None),
+    (33, 2, 2, "ams_sketch", 32, None),
+    (70, 2, 3, "ams_sketch", 64, None),
+    (130, 3, 2, "ams_sketch", 5, None),  # widths without a specialised loop
+    (10, 70, 2, "ams_sketch", 24, 300),  # more repetitions than one sign-bit group (64)
+    (7, 4, 0, "ams_sketch", 3, None),  # one partition
+    (9, 3, 4, "identity", None, None),
+    (5, 2, 12, "identity", None, 64),  # 4096 partitions
+]
+
+
+def _encoders(d, R, k, projection, p, final, fill):
+    config = FDEConfig(
+        dimension=d,
+        num_repetitions=R,
+        num_simhash_projections=k,
+        projection_type=projection,
+        projection_dimension=p,
+        final_projection_dimension=final,
+        fill_empty_partitions=fill,
+        seed=d + R + k,
+    )
+    return FDEEncoder(config, kernel="numpy"), FDEEncoder(config, kernel="native")
+
+
+@needs_native
+@pytest.mark.parametrize("fill", [False, True])
+@pytest.mark.parametrize("case", CONFIGS, ids=lambda c: "-".join(map(str, c)))
+def test_native_equals_numpy(case, fill):
+    numpy_enc, native_enc = _encoders(*case, fill)
+    assert (numpy_enc.kernel, native_enc.kernel) == ("numpy", "native")
+    rng = np.random.default_rng(sum(case[:3]))
+    items = ragged(rng, [0, 1, 2, 5, 31, 180, 0, 700, 3], case[0])
+    items[4] *= 100.0  # large magnitudes
+    for method in ("encode_queries", "encode_documents"):
+        want = getattr(numpy_enc, method)(items)
+        got = getattr(native_enc, method)(items)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        scale = max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale, err_msg=method)
+        assert not got[0].any() and not got[6].any()  # empty items: zero rows
+
+
+@needs_native
+def test_native_is_the_default_and_thread_safe():
+    config = FDEConfig(dimension=32, num_repetitions=6, num_simhash_projections=4)
+    enc = FDEEncoder(config, chunk_tokens=64)
+    assert enc.kernel == "native"
+    rng = np.random.default_rng(7)
+    batches = [ragged(rng, list(rng.integers(0, 60, 40)), 32) for _ in range(4)]
+    want = [enc.encode_documents(b) for b in batches]
+    got: list[np.ndarray | None] = [None] * 4
+
+    def work(i):
+        for _ in range(3):
+            got[i] = enc.encode_documents(batches[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_kernel_choice_errors(monkeypatch):
+    with pytest.raises(MuveraError, match="kernel must be one of"):
+        FDEEncoder(FDEConfig(dimension=8), kernel="fast")
+    assert FDEEncoder(FDEConfig(dimension=8), kernel="numpy").kernel == "numpy"
+    # Too many partitions for the compiled kernel's scratch: numpy, or a clear error.
+    big = FDEConfig(dimension=128, num_repetitions=1, num_simhash_projections=20)
+    assert FDEEncoder(big).kernel == "numpy"
+    expected = "does not take 2" if native_kernel_available() else "not available"
+    with pytest.raises(MuveraError, match=expected):
+        FDEEncoder(big, kernel="native")
+    # MUVERA_NATIVE=0 turns the compiled kernel off.
+    monkeypatch.setenv("MUVERA_NATIVE", "0")
+    _native.load.cache_clear()
+    try:
+        assert _native.load() is None
+        assert FDEEncoder(FDEConfig(dimension=8)).kernel == "numpy"
+        with pytest.raises(MuveraError, match="not available"):
+            FDEEncoder(FDEConfig(dimension=8), kernel="native")
+    finally:
+        monkeypatch.delenv("MUVERA_NATIVE")
+        _native.load.cache_clear()
+
+
+@needs_native
+def test_save_load_keeps_the_kernel_choice(tmp_path):
+    enc = FDEEncoder(FDEConfig(dimension=16, num_repetitions=2, num_simhash_projections=3))
+    enc.save(tmp_path / "enc.npz")
+    assert FDEEncoder.load(tmp_path / "enc.npz").kernel == "native"
+    assert FDEEncoder.load(tmp_path / "enc.npz", kernel="numpy").kernel == "numpy"
+    with pytest.raises(MuveraError, match="kernel must be one of"):
+        FDEEncoder.load(tmp_path / "enc.npz", kernel="gpu")
+
+
+def test_build_hook_compiles_a_loadable_kernel(tmp_path):
+    """hatch_build.compile_kernel (what `pip install` runs) builds a library with the
+    expected ABI; without a C compiler it reports why instead of raising."""
+    pytest.importorskip("hatchling")
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    out = tmp_path / _native.library_filename()
+    error = hook.compile_kernel(ROOT, out)
+    if error is not None and "no C compiler" in error:
+        pytest.skip(error)
+    assert error is None, error
+    import ctypes
+
+    lib = ctypes.CDLL(str(out))
+    lib.muvera_abi_version.restype = ctypes.c_int64
+    assert lib.muvera_abi_version() == _native.ABI_VERSION
+    assert not out.with_name(out.name + ".tmp").exists()
