@@ -229,7 +229,7 @@ def markdown_table(result: dict) -> str:
     for r in result["rows"]:
         lines.append(
             f"| {r['name']} | {r['output_dimension']:,} | {fmt(r['muvera_docs_per_s'])} "
-            f"| {fmt(r['fastembed_docs_per_s'])} "
+            f"| {fmt(r.get('numpy_kernel_docs_per_s'))} | {fmt(r['fastembed_docs_per_s'])} "
             f"| {fmt(r.get('docs_speedup_vs_fastembed'), '.1f')}x "
             f"| {fmt(r['muvera_queries_per_s'])} | {fmt(r['fastembed_queries_per_s'])} "
             f"| {fmt(r.get('queries_speedup_vs_fastembed'), '.1f')}x "
