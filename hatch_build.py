@@ -41,7 +41,7 @@ def compile_kernel(root: Path, out: Path) -> str | None:
     cc = shlex.split(os.environ.get("CC", "cc"))
     if not cc or shutil.which(cc[0]) is None:
         return f"no C compiler ({cc[0] if cc else 'CC is empty'})"
-    flags = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-fvisibility=hidden"]
+    flags = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-fvisibility=hidden", "-pthread"]
     if not os.environ.get("MUVERA_PORTABLE"):
         flags.append("-march=native")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #if defined(_WIN32)
@@ -23,7 +24,7 @@
 #define MUVERA_EXPORT __attribute__((visibility("default")))
 #endif
 
-#define MUVERA_ABI_VERSION 1
+#define MUVERA_ABI_VERSION 2
 #define CODE_GROUP 64
 
 MUVERA_EXPORT int64_t muvera_abi_version(void) { return MUVERA_ABI_VERSION; }
@@ -223,4 +224,294 @@ MUVERA_EXPORT int64_t muvera_fde_encode(
     free(count);
     free(codes);
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Exact MaxSim of one query against documents stored as spans of token rows.
+ *
+ * For each document: for each query token, the best inner product with any of the
+ * document's tokens, summed over query tokens. The query is transposed into groups of 32
+ * query tokens (zero-padded); document tokens are processed in tiles of 4, each tile
+ * giving 4 x 32 inner products held in registers, folded into running maxima. No
+ * similarity matrix is ever written to memory. float16 tokens are converted to float32
+ * one document at a time (F16C instructions where available).
+ * ------------------------------------------------------------------------------------- */
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#define QGROUP 32
+#define TOKEN_TILE 8
+
+static float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while ((mant & 0x400u) == 0) {
+                mant <<= 1;
+                --exp;
+            }
+            bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static void halfs_to_floats(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(src + i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+#endif
+    for (; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
+#ifdef MUVERA_HAVE_VECTOR_PROJECT
+typedef int32_t vi16 __attribute__((vector_size(64)));
+static inline vf16 vmax16(vf16 a, vf16 b) {
+    const vi16 take_a = a > b;
+    return (vf16)(((vi16)a & take_a) | ((vi16)b & ~take_a));
+}
+
+/* Keeps a value in a register: without it GCC re-reads the query vectors from memory as
+ * an operand of every multiply-add, and the loads, not the arithmetic, set the pace. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define IN_REGISTER(v) ((void)0)
+#endif
+
+/* Running maxima m[0..1] (32 query lanes) over tokens x (n, d) against qt (d, 32):
+ * tiles of 8 tokens x 32 query tokens = 16 accumulators in registers. */
+static void maxsim_group(const float *restrict x, int64_t n, int64_t d,
+                         const float *restrict qt, vf16 *restrict m) {
+    vf16 m0 = m[0], m1 = m[1], q0, q1;
+    int64_t t = 0;
+    for (; t + TOKEN_TILE <= n; t += TOKEN_TILE) {
+        const float *xt = x + t * d;
+        vf16 a0[TOKEN_TILE], a1[TOKEN_TILE];
+        for (int u = 0; u < TOKEN_TILE; ++u) a0[u] = a1[u] = (vf16){0};
+        for (int64_t i = 0; i < d; ++i) {
+            memcpy(&q0, qt + i * QGROUP, sizeof q0);
+            memcpy(&q1, qt + i * QGROUP + 16, sizeof q1);
+            IN_REGISTER(q0);
+            IN_REGISTER(q1);
+            for (int u = 0; u < TOKEN_TILE; ++u) {
+                const float xu = xt[u * d + i];
+                a0[u] += xu * q0;
+                a1[u] += xu * q1;
+            }
+        }
+        for (int u = 0; u < TOKEN_TILE; ++u) {
+            m0 = vmax16(m0, a0[u]);
+            m1 = vmax16(m1, a1[u]);
+        }
+    }
+    for (; t < n; ++t) {
+        const float *x0 = x + t * d;
+        vf16 a0 = {0}, a1 = {0};
+        for (int64_t i = 0; i < d; ++i) {
+            memcpy(&q0, qt + i * QGROUP, sizeof q0);
+            memcpy(&q1, qt + i * QGROUP + 16, sizeof q1);
+            a0 += x0[i] * q0;
+            a1 += x0[i] * q1;
+        }
+        m0 = vmax16(m0, a0);
+        m1 = vmax16(m1, a1);
+    }
+    m[0] = m0;
+    m[1] = m1;
+}
+
+static float group_sum(const vf16 *m, int64_t lanes) {
+    float v[QGROUP], s = 0.0f;
+    memcpy(v, m, sizeof v);
+    for (int64_t l = 0; l < lanes; ++l) s += v[l];
+    return s;
+}
+#else
+static void maxsim_group(const float *restrict x, int64_t n, int64_t d,
+                         const float *restrict qt, float *restrict m) {
+    for (int64_t t = 0; t < n; ++t) {
+        float a[QGROUP] = {0};
+        for (int64_t i = 0; i < d; ++i)
+            for (int l = 0; l < QGROUP; ++l) a[l] += x[t * d + i] * qt[i * QGROUP + l];
+        for (int l = 0; l < QGROUP; ++l) m[l] = a[l] > m[l] ? a[l] : m[l];
+    }
+}
+
+static float group_sum(const float *m, int64_t lanes) {
+    float s = 0.0f;
+    for (int64_t l = 0; l < lanes; ++l) s += m[l];
+    return s;
+}
+#endif
+
+/* One query-token group: 32 lanes of one query, transposed to (d, 32), zero-padded. */
+typedef struct {
+    int64_t query;
+    int64_t lanes;
+    const float *qt;
+} qgroup;
+
+typedef struct {
+    const void *tokens;
+    int64_t half, d;
+    const int64_t *offsets, *lengths;
+    int64_t n_docs;
+    const qgroup *groups;
+    const int64_t *q_offsets;
+    int64_t n_groups, n_queries;
+    float *scores; /* (n_queries, n_docs) */
+    int64_t first, last; /* this worker's documents */
+    int64_t status;
+} maxsim_job;
+
+static void *maxsim_worker(void *arg) {
+    maxsim_job *job = (maxsim_job *)arg;
+    const int64_t d = job->d;
+    int64_t max_len = 0;
+    for (int64_t j = job->first; j < job->last; ++j)
+        if (job->lengths[j] > max_len) max_len = job->lengths[j];
+    float *buf = NULL;
+    if (job->half && max_len > 0) {
+        buf = (float *)malloc((size_t)(max_len * d) * sizeof(float));
+        if (buf == NULL) {
+            job->status = -1;
+            return NULL;
+        }
+    }
+    for (int64_t j = job->first; j < job->last; ++j) {
+        const int64_t n = job->lengths[j];
+        for (int64_t q = 0; q < job->n_queries; ++q) {
+            const int has_tokens = job->q_offsets[q + 1] > job->q_offsets[q];
+            job->scores[q * job->n_docs + j] = (n > 0 || !has_tokens) ? 0.0f : -INFINITY;
+        }
+        if (n <= 0) continue;
+        const float *x;
+        if (job->half) {
+            halfs_to_floats((const uint16_t *)job->tokens + job->offsets[j] * d, buf, n * d);
+            x = buf;
+        } else {
+            x = (const float *)job->tokens + job->offsets[j] * d;
+        }
+        for (int64_t g = 0; g < job->n_groups; ++g) {
+            const qgroup *grp = job->groups + g;
+#ifdef MUVERA_HAVE_VECTOR_PROJECT
+            vf16 m[2];
+            for (int w = 0; w < 2; ++w)
+                for (int l = 0; l < 16; ++l) m[w][l] = -INFINITY;
+#else
+            float m[QGROUP];
+            for (int l = 0; l < QGROUP; ++l) m[l] = -INFINITY;
+#endif
+            maxsim_group(x, n, d, grp->qt, m);
+            job->scores[grp->query * job->n_docs + j] += group_sum(m, grp->lanes);
+        }
+    }
+    free(buf);
+    job->status = 0;
+    return NULL;
+}
+
+#if !defined(_WIN32)
+#include <pthread.h>
+#define MUVERA_HAVE_THREADS 1
+#endif
+#define MAX_THREADS 64
+
+/*
+ * Exact MaxSim of every query against every document.
+ *
+ * tokens      float32, or float16 when half != 0: token rows of width d.
+ * offsets, lengths  (n_docs,) int64: document j is rows offsets[j] .. + lengths[j].
+ * queries     (sum of query lengths, d) float32 row-major, queries concatenated.
+ * q_offsets   (n_queries + 1,) int64: query i is rows q_offsets[i] .. q_offsets[i+1].
+ * scores      (n_queries, n_docs) float32 out: MaxSim; -inf for a document with no
+ *             tokens, 0 for a query with none.
+ * n_threads   documents are split between this many threads (balanced by tokens).
+ * Returns 0, or -1 when memory cannot be allocated.
+ */
+MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
+                                    const int64_t *offsets, const int64_t *lengths,
+                                    int64_t n_docs, const float *queries,
+                                    const int64_t *q_offsets, int64_t n_queries,
+                                    float *scores, int64_t n_threads) {
+    int64_t n_groups = 0;
+    for (int64_t q = 0; q < n_queries; ++q)
+        n_groups += (q_offsets[q + 1] - q_offsets[q] + QGROUP - 1) / QGROUP;
+    qgroup *groups = (qgroup *)malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(qgroup));
+    float *qt = (float *)malloc((size_t)((n_groups > 0 ? n_groups : 1) * d * QGROUP) * sizeof(float));
+    if (groups == NULL || qt == NULL) {
+        free(groups);
+        free(qt);
+        return -1;
+    }
+    int64_t g = 0;
+    for (int64_t q = 0; q < n_queries; ++q) {
+        const int64_t lo = q_offsets[q], hi = q_offsets[q + 1];
+        for (int64_t start = lo; start < hi; start += QGROUP, ++g) {
+            float *dst = qt + g * d * QGROUP;
+            const int64_t lanes = (hi - start) < QGROUP ? (hi - start) : QGROUP;
+            for (int64_t i = 0; i < d; ++i)
+                for (int64_t l = 0; l < QGROUP; ++l)
+                    dst[i * QGROUP + l] = l < lanes ? queries[(start + l) * d + i] : 0.0f;
+            groups[g].query = q;
+            groups[g].lanes = lanes;
+            groups[g].qt = dst;
+        }
+    }
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    if (n_threads > n_docs) n_threads = n_docs > 0 ? n_docs : 1;
+    maxsim_job jobs[MAX_THREADS];
+    int64_t total = 0;
+    for (int64_t j = 0; j < n_docs; ++j) total += lengths[j] > 0 ? lengths[j] : 0;
+    int64_t first = 0, seen = 0;
+    for (int64_t t = 0; t < n_threads; ++t) {
+        int64_t last = first;
+        const int64_t target = total * (t + 1) / n_threads;
+        while (last < n_docs && (seen < target || t == n_threads - 1)) {
+            seen += lengths[last] > 0 ? lengths[last] : 0;
+            ++last;
+        }
+        maxsim_job job = {tokens, half, d, offsets, lengths, n_docs, groups, q_offsets,
+                          n_groups, n_queries, scores, first, last, 0};
+        jobs[t] = job;
+        first = last;
+    }
+    int64_t status = 0;
+#ifdef MUVERA_HAVE_THREADS
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t t = 1; t < n_threads; ++t)
+        started[t] = pthread_create(&threads[t], NULL, maxsim_worker, &jobs[t]) == 0;
+    maxsim_worker(&jobs[0]);
+    for (int64_t t = 1; t < n_threads; ++t) {
+        if (started[t]) {
+            pthread_join(threads[t], NULL);
+        } else {
+            maxsim_worker(&jobs[t]); /* no thread: do its share here */
+        }
+    }
+#else
+    for (int64_t t = 0; t < n_threads; ++t) maxsim_worker(&jobs[t]);
+#endif
+    for (int64_t t = 0; t < n_threads; ++t)
+        if (jobs[t].status != 0) status = -1;
+    free(groups);
+    free(qt);
+    return status;
 }

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ABI_VERSION", "NativeKernel", "library_filename", "load"]
+__all__ = ["ABI_VERSION", "NativeKernel", "default_threads", "library_filename", "load"]
 
-ABI_VERSION = 1  # must equal MUVERA_ABI_VERSION in _kernels.c
+ABI_VERSION = 2  # must equal MUVERA_ABI_VERSION in _kernels.c
 
 
 def library_filename(platform: str | None = None) -> str:
@@ -36,6 +36,18 @@ def library_filename(platform: str | None = None) -> str:
     return "libmuvera_kernels.so"
 
 
+def default_threads() -> int:
+    """Threads for the compiled MaxSim kernel: ``MUVERA_NUM_THREADS``, else the CPUs this
+    process may run on."""
+    value = os.environ.get("MUVERA_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 class NativeKernel:
     """Typed wrapper of the compiled library's entry points."""
 
@@ -45,6 +57,9 @@ class NativeKernel:
         self._encode = lib.muvera_fde_encode
         self._encode.restype = i64
         self._encode.argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, ptr, i64, i64, i64, ptr]
+        self._maxsim = lib.muvera_maxsim
+        self._maxsim.restype = i64
+        self._maxsim.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, ptr, i64, ptr, i64]
 
     def fde_encode(
         self,
@@ -81,6 +96,40 @@ class NativeKernel:
             int(average),
             int(fill),
             out.ctypes.data,
+        )
+        if status != 0:
+            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+
+    def maxsim(
+        self,
+        tokens: Any,
+        offsets: Any,
+        lengths: Any,
+        queries: Any,
+        query_offsets: Any,
+        out: Any,
+        n_threads: int,
+    ) -> None:
+        """Exact MaxSim of every query against every document span (see ``muvera_maxsim``).
+
+        ``tokens`` float32 or float16 ``(rows, d)`` (a memory map is read in place);
+        document ``j`` is rows ``offsets[j] .. offsets[j] + lengths[j]`` (int64);
+        ``queries`` float32 ``(query rows, d)`` with ``query_offsets`` int64 ``(n_q + 1,)``;
+        ``out`` float32 ``(n_q, n_docs)``. All C-contiguous (checked by the caller). The
+        GIL is released while it runs.
+        """
+        status = self._maxsim(
+            tokens.ctypes.data,
+            int(tokens.dtype.itemsize == 2),
+            tokens.shape[1],
+            offsets.ctypes.data,
+            lengths.ctypes.data,
+            offsets.shape[0],
+            queries.ctypes.data,
+            query_offsets.ctypes.data,
+            query_offsets.shape[0] - 1,
+            out.ctypes.data,
+            n_threads,
         )
         if status != 0:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")

@@ -77,7 +77,7 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--qdrant-path", help="Qdrant local-mode directory (store qdrant)")
     group.add_argument("--collection", default="muvera", help="Qdrant collection name")
     group.add_argument(
-        "--token-dtype", choices=("float32", "float16"), default="float32", help="token storage"
+        "--token-dtype", choices=("float16", "float32"), default="float16", help="token storage"
     )
     group.add_argument(
         "--ef",
@@ -253,7 +253,7 @@ def _build_index(
         _fde_config(args, model.dimension),
         store=store,
         store_options=_store_options(args) if hasattr(args, "qdrant_url") else None,
-        token_dtype=getattr(args, "token_dtype", "float32"),
+        token_dtype=getattr(args, "token_dtype", "float16"),
         metadata={
             "model": _model_name(args.model),
             "model_options": {"trust_remote_code": bool(args.trust_remote_code)},

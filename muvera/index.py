@@ -36,6 +36,7 @@ from ._version import __version__
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .errors import MuveraError
+from .scoring import maxsim_spans, native_maxsim_available
 from .stores import make_store
 
 __all__ = ["Index", "SearchResult"]
@@ -148,16 +149,18 @@ class Index:
         store: str = "hnswlib",
         *,
         store_options: dict[str, Any] | None = None,
-        token_dtype: str = "float32",
+        token_dtype: str = "float16",
         metadata: dict[str, Any] | None = None,
     ) -> Index:
         """Create an empty index in ``path`` (a new or empty directory) and open it for writing.
 
         ``store`` is "hnswlib" (default), "exact" or "qdrant"; ``store_options`` are passed
         to it (hnswlib: ``M``, ``ef_construction``, ``ef``; qdrant: see
-        :class:`muvera.qdrant.QdrantStore`). ``token_dtype`` is "float32" (default) or
-        "float16": half the disk, but numpy's float16 conversion makes each search slower
-        (measured in ``benchmarks/bench_retrieval.py``).
+        :class:`muvera.qdrant.QdrantStore`). ``token_dtype`` is "float16" (default: half
+        the disk of "float32", and re-ranking reads half the bytes; scores within float16
+        rounding of float32's) or "float32". Without the compiled kernel, numpy's float16
+        conversion makes float16 searches slower than float32 ones (measured in
+        ``benchmarks/bench_retrieval.py``).
         """
         path = Path(path)
         if isinstance(encoder, FDEConfig):
@@ -689,9 +692,10 @@ class Index:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Exact MaxSim of every query against every live document, best ``k`` kept.
 
-        Live documents are visited in token-file order, in blocks of whole documents of
-        about ``_EXHAUSTIVE_SIMS`` similarity entries; a block of documents that lie next to
-        each other in the file is read in place (no copy).
+        Live documents are visited in token-file order, in blocks of whole documents, read
+        in place by the compiled MaxSim kernel (blocks of about ``_EXHAUSTIVE_SIMS``
+        scores). Without it, numpy: blocks of about ``_EXHAUSTIVE_SIMS`` similarity
+        entries, read in place when their documents lie next to each other in the file.
         """
         n_q = len(queries)
         best_labels = np.full((n_q, k), -1, dtype=np.int64)
@@ -703,26 +707,30 @@ class Index:
         q_all = np.concatenate(queries)  # (total query tokens, d)
         q_lengths = np.array([q.shape[0] for q in queries])
         q_starts = np.cumsum(q_lengths) - q_lengths
+        q_offsets = np.concatenate([[0], np.cumsum(q_lengths)])
         matrix = self._token_matrix()
-        block_tokens = max(1024, _EXHAUSTIVE_SIMS // q_all.shape[0])
+        native = native_maxsim_available(matrix)
+        if native:  # compiled kernel: blocks bound only the score matrix
+            block_docs = max(1, _EXHAUSTIVE_SIMS // n_q)
+        else:
+            block_tokens = max(1024, _EXHAUSTIVE_SIMS // q_all.shape[0])
         ends = np.cumsum(self.lengths[live])
         first = 0
         while first < live.size:
-            stop = int(
-                np.searchsorted(ends, ends[first] - self.lengths[live[first]] + block_tokens)
-            )
-            stop = min(max(stop, first + 1), live.size)
+            if native:
+                stop = min(first + block_docs, live.size)
+            else:
+                stop = int(
+                    np.searchsorted(ends, ends[first] - self.lengths[live[first]] + block_tokens)
+                )
+                stop = min(max(stop, first + 1), live.size)
             block = live[first:stop]
             offsets, counts = self.offsets[block], self.lengths[block]
-            if np.array_equal(offsets[1:], offsets[:-1] + counts[:-1]):
-                tokens = matrix[int(offsets[0]) : int(offsets[-1] + counts[-1])]
+            found = maxsim_spans(matrix, offsets, counts, q_all, q_offsets) if native else None
+            if found is not None:
+                scores = found
             else:
-                spans = zip(offsets.tolist(), counts.tolist(), strict=True)
-                tokens = np.concatenate([matrix[o : o + n] for o, n in spans])
-            sims = tokens.astype(np.float32, copy=False) @ q_all.T
-            starts = np.cumsum(counts) - counts
-            per_token = np.maximum.reduceat(sims, starts, axis=0)  # (docs, query tokens)
-            scores = np.add.reduceat(per_token, q_starts, axis=1).T  # (queries, docs)
+                scores = self._exhaustive_numpy(matrix, offsets, counts, q_all, q_starts)
             merged_scores = np.concatenate([best_scores, scores], axis=1)
             merged_labels = np.concatenate([best_labels, np.broadcast_to(block, scores.shape)], 1)
             take = min(k, merged_scores.shape[1])
@@ -736,15 +744,36 @@ class Index:
         best_labels[~np.isfinite(best_scores)] = -1
         return best_labels, best_scores.astype(np.float32)
 
+    @staticmethod
+    def _exhaustive_numpy(
+        matrix: npt.NDArray[Any],
+        offsets: npt.NDArray[np.int64],
+        counts: npt.NDArray[np.int64],
+        q_all: npt.NDArray[np.float32],
+        q_starts: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float32]:
+        """(queries, documents) MaxSim of one block with numpy (no compiled kernel)."""
+        if np.array_equal(offsets[1:], offsets[:-1] + counts[:-1]):
+            tokens = matrix[int(offsets[0]) : int(offsets[-1] + counts[-1])]
+        else:
+            spans = zip(offsets.tolist(), counts.tolist(), strict=True)
+            tokens = np.concatenate([matrix[o : o + n] for o, n in spans])
+        sims = tokens.astype(np.float32, copy=False) @ q_all.T
+        starts = np.cumsum(counts) - counts
+        per_token = np.maximum.reduceat(sims, starts, axis=0)  # (docs, query tokens)
+        scores: npt.NDArray[np.float32] = np.add.reduceat(per_token, q_starts, axis=1).T
+        return scores
+
     def _rerank(
         self, queries: list[npt.NDArray[np.float32]], labels: npt.NDArray[np.int64], k: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Exact MaxSim of each query against its candidates, best ``k`` kept.
 
-        Candidates are read in token-file order; float32 slices of the memory map go
-        straight into their rows of one similarity matrix (no gather copy), float16 ones
-        are gathered and converted once; then a segmented max per query. Ties keep the
-        file order.
+        Candidates are read in token-file order, in place from the memory map, by the
+        compiled MaxSim kernel (no similarity matrix; float16 converted on the fly; two
+        threads where there are two CPUs). Without it, numpy: float32 slices go straight
+        into their rows of one similarity matrix, float16 ones are gathered and converted
+        once, then a segmented max. Ties keep the file order.
         """
         n_q = len(queries)
         out_labels = np.full((n_q, k), -1, dtype=np.int64)
@@ -757,21 +786,38 @@ class Index:
                 continue
             cand = cand[np.argsort(self.offsets[cand], kind="stable")]  # file order
             lengths = self.lengths[cand]
-            starts = np.cumsum(lengths) - lengths
-            spans = zip(self.offsets[cand].tolist(), lengths.tolist(), starts.tolist(), strict=True)
-            if in_place:  # each slice of the memmap straight into its rows of one product
-                query_t = np.ascontiguousarray(query.T)
-                sims = np.empty((int(starts[-1] + lengths[-1]), query.shape[0]), np.float32)
-                for o, n, s in spans:
-                    np.matmul(matrix[o : o + n], query_t, out=sims[s : s + n])
-            else:  # float16: one gather, one conversion, one product
-                tokens = np.concatenate([matrix[o : o + n] for o, n, _ in spans])
-                sims = tokens.astype(np.float32) @ query.T
-            exact = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1)
+            exact = maxsim_spans(
+                matrix, self.offsets[cand], lengths, query, np.array([0, query.shape[0]])
+            )
+            if exact is not None:  # the compiled kernel
+                exact = exact[0]
+            else:
+                exact = self._rerank_numpy(matrix, in_place, query, cand, lengths)
             order = np.argsort(-exact, kind="stable")[:k]
             out_labels[i, : order.size] = cand[order]
             out_scores[i, : order.size] = exact[order]
         return out_labels, out_scores
+
+    def _rerank_numpy(
+        self,
+        matrix: npt.NDArray[Any],
+        in_place: bool,
+        query: npt.NDArray[np.float32],
+        cand: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float32]:
+        starts = np.cumsum(lengths) - lengths
+        spans = zip(self.offsets[cand].tolist(), lengths.tolist(), starts.tolist(), strict=True)
+        if in_place:  # each slice of the memmap straight into its rows of one product
+            query_t = np.ascontiguousarray(query.T)
+            sims = np.empty((int(starts[-1] + lengths[-1]), query.shape[0]), np.float32)
+            for o, n, s in spans:
+                np.matmul(matrix[o : o + n], query_t, out=sims[s : s + n])
+        else:  # float16: one gather, one conversion, one product
+            tokens = np.concatenate([matrix[o : o + n] for o, n, _ in spans])
+            sims = tokens.astype(np.float32) @ query.T
+        exact: npt.NDArray[np.float32] = np.maximum.reduceat(sims, starts, axis=0).sum(axis=1)
+        return exact
 
     def _result(
         self,

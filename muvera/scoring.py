@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _native
 from ._inputs import Batch, is_torch_tensor, prepare_batch
 from .errors import MuveraError
 
@@ -14,6 +15,50 @@ __all__ = ["maxsim"]
 
 _BLOCK_ELEMENTS = 1 << 24  # similarity entries per block (64 MiB of float32)
 _GPU_BLOCK_ELEMENTS = 1 << 27  # on a GPU (512 MiB): fewer, larger kernels
+_NATIVE_BLOCK_TOKENS = 1 << 18  # document tokens per call of the compiled kernel
+_NATIVE_WORK_PER_THREAD = 1 << 23  # multiply-adds that pay for one more thread
+
+
+def native_maxsim_available(tokens: npt.NDArray[Any]) -> bool:
+    """Whether :func:`maxsim_spans` runs the compiled kernel on this token matrix."""
+    return (
+        _native.load() is not None
+        and tokens.dtype in (np.float32, np.float16)
+        and tokens.ndim == 2
+        and tokens.flags.c_contiguous
+    )
+
+
+def maxsim_spans(
+    tokens: npt.NDArray[Any],
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    queries: npt.NDArray[np.float32],
+    query_offsets: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float32] | None:
+    """Exact MaxSim with the compiled kernel, or None when it is not available.
+
+    ``tokens`` float32/float16 ``(rows, d)`` is read in place (a memory map is fine):
+    document ``j`` is rows ``offsets[j] .. offsets[j] + lengths[j]``. ``queries`` float32
+    ``(query rows, d)``, query ``i`` being rows ``query_offsets[i] .. query_offsets[i+1]``.
+    Returns float32 ``(n_queries, n_documents)`` with :func:`maxsim`'s conventions.
+    """
+    kernel = _native.load()
+    if kernel is None or not native_maxsim_available(tokens):
+        return None
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    query_offsets = np.ascontiguousarray(query_offsets, dtype=np.int64)
+    if lengths.size and (
+        offsets.min() < 0 or lengths.min() < 0 or int((offsets + lengths).max()) > tokens.shape[0]
+    ):
+        raise MuveraError("maxsim: document spans fall outside the token matrix")
+    out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
+    work = int(lengths.sum()) * queries.shape[0] * tokens.shape[1]
+    threads = max(1, min(_native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
+    kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
+    return out
 
 
 def _infer_dimension(batch: Any, what: str) -> int:
@@ -117,6 +162,17 @@ def _maxsim_numpy(qb: Batch, db: Batch) -> npt.NDArray[np.float32]:
     q_nonempty = q_lengths > 0
     if Q is None or Q.shape[0] == 0:
         return result
+    q_offsets = np.concatenate([[0], np.cumsum(q_lengths)]).astype(np.int64)
+    if native_maxsim_available(Q):  # compiled kernel: no similarity matrix in memory
+        for chunk in db.chunks(_NATIVE_BLOCK_TOKENS):
+            stop = chunk.start + chunk.lengths.shape[0]
+            d_offsets = np.cumsum(chunk.lengths) - chunk.lengths
+            scores_native = maxsim_spans(chunk.tokens, d_offsets, chunk.lengths, Q, q_offsets)
+            if scores_native is None:
+                break
+            result[:, chunk.start : stop] = scores_native
+        else:
+            return result
     doc_tokens_per_block = max(1, _BLOCK_ELEMENTS // max(1, Q.shape[0]))
     for chunk in db.chunks(doc_tokens_per_block):
         stop = chunk.start + chunk.lengths.shape[0]

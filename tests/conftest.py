@@ -27,3 +27,17 @@ def kernel(request):
             pytest.fail("the compiled FDE kernel is not built (CI must build it)")
         pytest.skip("the compiled FDE kernel is not built (no C compiler at install time)")
     return request.param
+
+
+@pytest.fixture(params=["numpy", "native"])
+def maxsim_kernel(request, monkeypatch):
+    """Runs a test with the compiled kernels (MaxSim, FDE) or with numpy only."""
+    from muvera import _native
+
+    if request.param == "numpy":
+        monkeypatch.setattr(_native, "load", lambda: None)
+    elif not native_kernel_available():
+        if os.environ.get("CI"):
+            pytest.fail("the compiled kernel is not built (CI must build it)")
+        pytest.skip("the compiled kernel is not built (no C compiler at install time)")
+    return request.param

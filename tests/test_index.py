@@ -31,12 +31,13 @@ def _create(tmp_path, store, name="ix", **kwargs):
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_rerank_over_all_candidates_equals_exact_maxsim(tmp_path, store):
+def test_rerank_over_all_candidates_equals_exact_maxsim(tmp_path, store, maxsim_kernel):
     docs = _docs()
     with _create(tmp_path, store) as index:
         index.add([f"d{i}" for i in range(len(docs))], docs)
         queries = [d[:4] for d in docs[:10]]
         result = index.search(queries, k=5, candidates=len(docs))
+        assert store == "qdrant" or index.token_dtype == np.float16  # the default
         exact = maxsim(queries, docs)
         expect = np.argsort(-exact, axis=1, kind="stable")[:, :5]
         assert result.ids.dtype == object and result.scores.dtype == np.float32
@@ -221,7 +222,7 @@ def test_crash_in_the_middle_of_add_keeps_the_previous_index(tmp_path, monkeypat
 
 def test_delete_compacts_once_half_the_tokens_are_dead(tmp_path):
     docs = _docs(40)
-    with _create(tmp_path, "exact") as index:
+    with _create(tmp_path, "exact", token_dtype="float32") as index:
         index.add(list(range(40)), docs)
         size = index._tokens.committed
         index.delete(list(range(5)))
@@ -291,14 +292,18 @@ def test_text_convenience_with_a_model(tmp_path):
 
 
 @pytest.mark.parametrize("store", ["exact", "hnswlib", "qdrant"])
-def test_search_exact_is_brute_force_maxsim(tmp_path, store, monkeypatch):
+def test_search_exact_is_brute_force_maxsim(tmp_path, store, monkeypatch, maxsim_kernel):
     monkeypatch.setattr(muvera.index, "_EXHAUSTIVE_SIMS", 300)  # many small blocks
     rng = np.random.default_rng(3)
     docs = [rng.standard_normal((int(n), 16)).astype(np.float32) for n in rng.integers(1, 30, 120)]
     queries = [rng.standard_normal((int(n), 16)).astype(np.float32) for n in (1, 4, 9)]
     options = {"location": ":memory:"} if store == "qdrant" else None
     index = Index.create(
-        tmp_path / "ix", FDEConfig(dimension=16), store=store, store_options=options
+        tmp_path / "ix",
+        FDEConfig(dimension=16),
+        store=store,
+        store_options=options,
+        token_dtype="float32",  # exact scores (the default, float16, is tested elsewhere)
     )
     index.add(list(range(120)), docs)
     index.delete(list(range(0, 120, 3)))  # holes in the token file

@@ -9,7 +9,7 @@ import muvera.scoring
 from muvera import MuveraError, maxsim
 
 
-def test_hand_worked_example():
+def test_hand_worked_example(maxsim_kernel):
     q = [np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), np.zeros((0, 2), np.float32)]
     d = [
         np.array([[1.0, 0.0]], np.float32),
@@ -23,7 +23,7 @@ def test_hand_worked_example():
 
 
 @pytest.mark.parametrize("block", [1, 50, 1 << 24])
-def test_matches_reference_in_any_block_size(monkeypatch, block):
+def test_matches_reference_in_any_block_size(monkeypatch, block, maxsim_kernel):
     monkeypatch.setattr(muvera.scoring, "_BLOCK_ELEMENTS", block)
     rng = np.random.default_rng(0)
     queries = ragged(rng, [3, 1, 7], 16, unit=False)
@@ -33,7 +33,7 @@ def test_matches_reference_in_any_block_size(monkeypatch, block):
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
 
 
-def test_padded_inputs_mask_padding_with_minus_inf_semantics():
+def test_padded_inputs_mask_padding_with_minus_inf_semantics(maxsim_kernel):
     rng = np.random.default_rng(1)
     queries = ragged(rng, [3, 2], 8)
     docs = ragged(rng, [4, 1, 6], 8)

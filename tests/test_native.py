@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from helpers import native_kernel_available, ragged
 
-from muvera import FDEConfig, FDEEncoder, MuveraError, _native
+import muvera.scoring
+from muvera import FDEConfig, FDEEncoder, MuveraError, _native, maxsim
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_native = pytest.mark.skipif(
@@ -139,3 +140,63 @@ def test_build_hook_compiles_a_loadable_kernel(tmp_path):
     lib.muvera_abi_version.restype = ctypes.c_int64
     assert lib.muvera_abi_version() == _native.ABI_VERSION
     assert not out.with_name(out.name + ".tmp").exists()
+
+
+@needs_native
+@pytest.mark.parametrize("d", [5, 16, 128])
+def test_native_maxsim_equals_numpy(monkeypatch, d):
+    """Query groups of 32 lanes (1, 31, 32, 33, 70 tokens), token tiles of 8 (and their
+    remainders), empty documents and queries, spans in any order, 1 or several threads."""
+    from muvera.scoring import maxsim_spans
+
+    rng = np.random.default_rng(d)
+    queries = ragged(rng, [1, 31, 32, 0, 33, 70], d, unit=False)
+    docs = ragged(rng, [0, 1, 7, 8, 9, 17, 250, 3], d, unit=False)
+    monkeypatch.setattr(_native, "load", lambda: None)
+    want = maxsim(queries, docs)  # numpy
+    monkeypatch.undo()
+    got = maxsim(queries, docs)  # compiled
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    assert np.isneginf(got[0, 0]) and (got[3] == 0).all()  # empty doc -inf, empty query 0
+    # Spans read in place, in any order and with gaps, from float32 or float16 rows.
+    matrix = np.concatenate([np.zeros((3, d), np.float32), *docs[::-1]])
+    lengths = np.array([len(x) for x in docs[::-1]])
+    offsets = 3 + np.cumsum(lengths) - lengths
+    order = rng.permutation(len(docs))
+    q_all = np.concatenate(queries)
+    q_offsets = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
+    for threads in ("1", "3"):
+        monkeypatch.setenv("MUVERA_NUM_THREADS", threads)
+        monkeypatch.setattr(muvera.scoring, "_NATIVE_WORK_PER_THREAD", 1)
+        spans = maxsim_spans(matrix, offsets[order], lengths[order], q_all, q_offsets)
+        np.testing.assert_allclose(spans, want[:, ::-1][:, order], rtol=1e-5, atol=1e-4)
+        half = matrix.astype(np.float16)
+        got16 = maxsim_spans(half, offsets, lengths, q_all, q_offsets)
+        want16 = maxsim(
+            queries,
+            [half[o : o + n].astype(np.float32) for o, n in zip(offsets, lengths, strict=True)],
+        )
+        np.testing.assert_allclose(got16, want16, rtol=1e-5, atol=1e-4)
+    with pytest.raises(MuveraError, match="outside the token matrix"):
+        maxsim_spans(matrix, np.array([len(matrix) - 1]), np.array([2]), q_all, q_offsets)
+
+
+@needs_native
+def test_native_float16_conversion_handles_every_class_of_value():
+    """Zeros, subnormals, normals, the largest finite values: the compiled kernel's float16
+    conversion (F16C and its portable fallback for odd tails) agrees with numpy's."""
+    from muvera.scoring import maxsim_spans
+
+    bits = np.array(
+        [0x0000, 0x8000, 0x0001, 0x03FF, 0x8200, 0x0400, 0x3C00, 0xBC00, 0x7BFF, 0xFBFF, 0x3555],
+        dtype=np.uint16,
+    )
+    values = bits.view(np.float16)
+    for d in (1, 3, 11):  # row widths that leave tails for the scalar conversion
+        rows = np.resize(values, (len(values) * 2 // d + 1) * d).reshape(-1, d)
+        for r in range(rows.shape[0]):
+            query = np.zeros((1, d), np.float32)
+            query[0, r % d] = 1.0
+            got = maxsim_spans(rows, np.array([r]), np.array([1]), query, np.array([0, 1]))
+            assert got is not None
+            assert got[0, 0] == np.float32(rows[r, r % d]), (d, r)
