@@ -41,6 +41,7 @@ _TOKEN_BLOCK = 1024  # tokens per sgemm + scatter step: the block's output stays
 _FILL_TRANSFORM_MAX_PARTITIONS = 4096  # above this, filling scans tokens per (item, repetition)
 _INF = np.int64(1) << np.int64(62)
 _NATIVE_MAX_SCRATCH_BYTES = 1 << 28  # the compiled kernel's per-repetition bucket buffer
+_NATIVE_WORK_PER_THREAD = 1 << 22  # bucket additions that pay for one more thread
 
 
 def popcount(x: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
@@ -277,8 +278,20 @@ class NumpyKernel:
         np.cumsum(lengths, out=offsets[1:])
         raw = self._buffer("native_out", (n_items, self.R * self.B * self.p), np.float32)
         fill = document and self.config.fill_empty_partitions and self.k > 0
+        work = X.shape[0] * self.R * self.d  # bucket additions
+        threads = max(1, min(_native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
         native.fde_encode(
-            X, sketch, offsets, self.R, self.k, self.projection, self.p, document, fill, raw
+            X,
+            sketch,
+            offsets,
+            self.R,
+            self.k,
+            self.projection,
+            self.p,
+            document,
+            fill,
+            raw,
+            threads,
         )
         if self.count_sketch_t is not None:
             return np.asarray((self.count_sketch_t @ raw.T).T, dtype=np.float32)

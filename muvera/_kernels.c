@@ -24,7 +24,7 @@
 #define MUVERA_EXPORT __attribute__((visibility("default")))
 #endif
 
-#define MUVERA_ABI_VERSION 2
+#define MUVERA_ABI_VERSION 3
 #define CODE_GROUP 64
 
 MUVERA_EXPORT int64_t muvera_abi_version(void) { return MUVERA_ABI_VERSION; }
@@ -146,7 +146,7 @@ static inline int popcount32(uint32_t x) {
  * out      (n_items, R * 2^k * p) float32, fully written.
  * Returns 0, or -1 when scratch memory cannot be allocated.
  */
-MUVERA_EXPORT int64_t muvera_fde_encode(
+static int64_t fde_encode_serial(
     const float *X, int64_t d, const float *sketch, int64_t sketch_stride,
     const int64_t *offsets, int64_t n_items, int64_t R, int64_t k,
     const float *proj, int64_t p, int64_t average, int64_t fill, float *out) {
@@ -223,6 +223,105 @@ MUVERA_EXPORT int64_t muvera_fde_encode(
     free(raw);
     free(count);
     free(codes);
+    return 0;
+}
+
+/* -- threads ------------------------------------------------------------------------ */
+#if !defined(_WIN32)
+#include <pthread.h>
+#define MUVERA_HAVE_THREADS 1
+#endif
+#define MAX_THREADS 64
+
+/* Runs fn on jobs[0 .. n) (each job_size bytes): jobs 1.. on new threads, job 0 here; a
+ * job whose thread cannot be started runs here too. */
+static void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, int64_t n) {
+    char *base = (char *)jobs;
+#ifdef MUVERA_HAVE_THREADS
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t t = 1; t < n; ++t)
+        started[t] = pthread_create(&threads[t], NULL, fn, base + t * job_size) == 0;
+    fn(base);
+    for (int64_t t = 1; t < n; ++t) {
+        if (started[t]) {
+            pthread_join(threads[t], NULL);
+        } else {
+            fn(base + t * job_size);
+        }
+    }
+#else
+    for (int64_t t = 0; t < n; ++t) fn(base + t * job_size);
+#endif
+}
+
+/* Splits items 0 .. n (item i weighing sizes[i]) into `parts` consecutive ranges of about
+ * equal weight: range t is bounds[t] .. bounds[t+1]. */
+static void split_ranges(const int64_t *sizes, int64_t n, int64_t parts, int64_t *bounds) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; ++i) total += sizes[i] > 0 ? sizes[i] : 0;
+    int64_t seen = 0, i = 0;
+    bounds[0] = 0;
+    for (int64_t t = 0; t < parts; ++t) {
+        const int64_t target = total * (t + 1) / parts;
+        while (i < n && (seen < target || t == parts - 1)) {
+            seen += sizes[i] > 0 ? sizes[i] : 0;
+            ++i;
+        }
+        bounds[t + 1] = i;
+    }
+}
+
+static int64_t clamp_threads(int64_t n_threads, int64_t n_items) {
+    if (n_threads > n_items) n_threads = n_items;
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    return n_threads < 1 ? 1 : n_threads;
+}
+
+typedef struct {
+    const float *X, *sketch, *proj;
+    const int64_t *offsets;
+    int64_t d, sketch_stride, n_items, R, k, p, average, fill;
+    float *out;
+    int64_t status;
+} encode_job;
+
+static void *encode_worker(void *arg) {
+    encode_job *j = (encode_job *)arg;
+    j->status = fde_encode_serial(j->X, j->d, j->sketch, j->sketch_stride, j->offsets,
+                                  j->n_items, j->R, j->k, j->proj, j->p, j->average, j->fill,
+                                  j->out);
+    return NULL;
+}
+
+/*
+ * FDEs of a run of items (see fde_encode_serial for the arguments), the items split
+ * between n_threads threads by token count.
+ */
+MUVERA_EXPORT int64_t muvera_fde_encode(
+    const float *X, int64_t d, const float *sketch, int64_t sketch_stride,
+    const int64_t *offsets, int64_t n_items, int64_t R, int64_t k,
+    const float *proj, int64_t p, int64_t average, int64_t fill, float *out,
+    int64_t n_threads) {
+    n_threads = clamp_threads(n_threads, n_items);
+    const int64_t row_len = R * ((int64_t)1 << k) * p;
+    int64_t bounds[MAX_THREADS + 1];
+    int64_t *sizes = (int64_t *)malloc((size_t)(n_items > 0 ? n_items : 1) * sizeof(int64_t));
+    if (sizes == NULL) return -1;
+    for (int64_t i = 0; i < n_items; ++i) sizes[i] = offsets[i + 1] - offsets[i] + 1;
+    split_ranges(sizes, n_items, n_threads, bounds);
+    free(sizes);
+    encode_job jobs[MAX_THREADS];
+    for (int64_t t = 0; t < n_threads; ++t) {
+        const int64_t first = bounds[t];
+        encode_job job = {X, sketch, proj, offsets + first, d, sketch_stride,
+                          bounds[t + 1] - first, R, k, p, average, fill,
+                          out + first * row_len, 0};
+        jobs[t] = job;
+    }
+    run_jobs(encode_worker, jobs, sizeof(encode_job), n_threads);
+    for (int64_t t = 0; t < n_threads; ++t)
+        if (jobs[t].status != 0) return -1;
     return 0;
 }
 
@@ -426,12 +525,6 @@ static void *maxsim_worker(void *arg) {
     return NULL;
 }
 
-#if !defined(_WIN32)
-#include <pthread.h>
-#define MUVERA_HAVE_THREADS 1
-#endif
-#define MAX_THREADS 64
-
 /*
  * Exact MaxSim of every query against every document.
  *
@@ -473,42 +566,17 @@ MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
             groups[g].qt = dst;
         }
     }
-    if (n_threads < 1) n_threads = 1;
-    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
-    if (n_threads > n_docs) n_threads = n_docs > 0 ? n_docs : 1;
+    n_threads = clamp_threads(n_threads, n_docs);
+    int64_t bounds[MAX_THREADS + 1];
+    split_ranges(lengths, n_docs, n_threads, bounds);
     maxsim_job jobs[MAX_THREADS];
-    int64_t total = 0;
-    for (int64_t j = 0; j < n_docs; ++j) total += lengths[j] > 0 ? lengths[j] : 0;
-    int64_t first = 0, seen = 0;
     for (int64_t t = 0; t < n_threads; ++t) {
-        int64_t last = first;
-        const int64_t target = total * (t + 1) / n_threads;
-        while (last < n_docs && (seen < target || t == n_threads - 1)) {
-            seen += lengths[last] > 0 ? lengths[last] : 0;
-            ++last;
-        }
         maxsim_job job = {tokens, half, d, offsets, lengths, n_docs, groups, q_offsets,
-                          n_groups, n_queries, scores, first, last, 0};
+                          n_groups, n_queries, scores, bounds[t], bounds[t + 1], 0};
         jobs[t] = job;
-        first = last;
     }
     int64_t status = 0;
-#ifdef MUVERA_HAVE_THREADS
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int64_t t = 1; t < n_threads; ++t)
-        started[t] = pthread_create(&threads[t], NULL, maxsim_worker, &jobs[t]) == 0;
-    maxsim_worker(&jobs[0]);
-    for (int64_t t = 1; t < n_threads; ++t) {
-        if (started[t]) {
-            pthread_join(threads[t], NULL);
-        } else {
-            maxsim_worker(&jobs[t]); /* no thread: do its share here */
-        }
-    }
-#else
-    for (int64_t t = 0; t < n_threads; ++t) maxsim_worker(&jobs[t]);
-#endif
+    run_jobs(maxsim_worker, jobs, sizeof(maxsim_job), n_threads);
     for (int64_t t = 0; t < n_threads; ++t)
         if (jobs[t].status != 0) status = -1;
     free(groups);

@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["ABI_VERSION", "NativeKernel", "default_threads", "library_filename", "load"]
 
-ABI_VERSION = 2  # must equal MUVERA_ABI_VERSION in _kernels.c
+ABI_VERSION = 3  # must equal MUVERA_ABI_VERSION in _kernels.c
 
 
 def library_filename(platform: str | None = None) -> str:
@@ -56,7 +56,9 @@ class NativeKernel:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         self._encode = lib.muvera_fde_encode
         self._encode.restype = i64
-        self._encode.argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, i64, ptr, i64, i64, i64, ptr]
+        self._encode.argtypes = [
+            *(ptr, i64, ptr, i64, ptr, i64, i64, i64, ptr, i64, i64, i64, ptr, i64)
+        ]
         self._maxsim = lib.muvera_maxsim
         self._maxsim.restype = i64
         self._maxsim.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, ptr, i64, ptr, i64]
@@ -73,13 +75,14 @@ class NativeKernel:
         average: bool,
         fill: bool,
         out: Any,
+        n_threads: int = 1,
     ) -> None:
         """FDEs of the items ``offsets`` delimits (see ``muvera_fde_encode`` in _kernels.c).
 
         ``X`` float32 ``(N, d)``, ``sketch`` float32 ``(N, k*R)``, ``offsets`` int64
         ``(n+1,)``, ``projection`` float32 ``(R, d, p)`` or None (identity), ``out`` float32
-        ``(n, R * 2**k * p)``; all C-contiguous (checked by the caller). The GIL is
-        released while it runs.
+        ``(n, R * 2**k * p)``; all C-contiguous (checked by the caller). Items are split
+        between ``n_threads`` threads. The GIL is released while it runs.
         """
         n_items = offsets.shape[0] - 1
         status = self._encode(
@@ -96,6 +99,7 @@ class NativeKernel:
             int(average),
             int(fill),
             out.ctypes.data,
+            n_threads,
         )
         if status != 0:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")
