@@ -200,3 +200,22 @@ def test_native_float16_conversion_handles_every_class_of_value():
             got = maxsim_spans(rows, np.array([r]), np.array([1]), query, np.array([0, 1]))
             assert got is not None
             assert got[0, 0] == np.float32(rows[r, r % d]), (d, r)
+
+
+def test_build_hook_reports_a_missing_or_failing_compiler(tmp_path, monkeypatch):
+    """No compiler, or one that fails: a reason to print, no exception, no library left."""
+    pytest.importorskip("hatchling")
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    out = tmp_path / _native.library_filename()
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert hook.compile_kernel(ROOT, out).startswith("no C compiler")
+    fake = tmp_path / "failing-cc"
+    fake.write_text("#!/bin/sh\necho 'error: broken' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    error = hook.compile_kernel(ROOT, out)
+    assert error is not None and "failed" in error and "broken" in error
+    assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
