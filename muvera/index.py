@@ -46,6 +46,7 @@ FORMAT_VERSION = 1
 _TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32}
 _ADD_BATCH = 2048  # documents per FDE batch inside one add()
 _COMPACT_AT = 0.5  # delete() compacts the token file once half of its vectors are dead
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 _EXHAUSTIVE_SIMS = 1 << 22  # similarity entries per block of search_exact (16 MiB float32)
 
 
@@ -448,10 +449,16 @@ class Index:
     def _check_documents(self, multivectors: Any) -> list[npt.NDArray[np.float32]]:
         batch = prepare_batch(multivectors, self.token_dimension, what="add")
         docs = batch.items()
+        half = self._remote or self.token_dtype == np.float16  # qdrant keeps float16 tokens
         for i, doc in enumerate(docs):
             if doc.shape[0] == 0:
                 raise MuveraError(
                     f"add: document {i} has no tokens (an empty document cannot be retrieved)"
+                )
+            if half and float(np.abs(doc).max()) > _FLOAT16_MAX:
+                raise MuveraError(
+                    f"add: document {i} has token values beyond float16's range (+-65504); "
+                    'scale the vectors or create the index with token_dtype="float32"'
                 )
         return docs
 

@@ -113,6 +113,10 @@ def test_bad_input(tmp_path):
                 "item 1 has NaN",
             ),
             (
+                lambda: index.add([30, 31], [docs[0], np.full((2, D), 7e4, np.float32)]),
+                r"document 1 has token values beyond float16's range",
+            ),
+            (
                 lambda: index.add([30], docs[:1], payloads=[{"x": object()}]),
                 "not JSON-serialisable",
             ),
@@ -131,6 +135,9 @@ def test_bad_input(tmp_path):
                 call()
         assert len(index) == 10  # nothing was half-added
         assert index.search([docs[3]], k=1).ids[0, 0] == 3
+    with _create(tmp_path, "exact", name="wide", token_dtype="float32") as index:
+        index.add([1], [np.full((2, D), 7e4, np.float32)])  # float32 storage takes it
+        assert index.tokens(1).max() == np.float32(7e4)
 
 
 def test_create_and_open_errors(tmp_path):
