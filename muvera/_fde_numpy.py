@@ -151,20 +151,17 @@ class NumpyKernel:
         else:
             self.indptr = np.arange(0, _TOKEN_BLOCK * R + 1, R, dtype=np.int64)
         self.ones = np.ones(_TOKEN_BLOCK * R, dtype=np.float32)
-        self.native: _native.NativeKernel | None = None
+        loaded = _native.load() if native is not False else None
         fits = B * d * 4 <= _NATIVE_MAX_SCRATCH_BYTES
-        if native is not False:
-            self.native = _native.load()
-            if native and self.native is None:
-                raise RuntimeError(
-                    "the compiled FDE kernel is not available (not built, or MUVERA_NATIVE=0)"
-                )
-            if native and not fits:
-                raise RuntimeError(
-                    f"the compiled FDE kernel does not take 2**{k} partitions x {d} dims"
-                )
-            if not fits:
-                self.native = None
+        if native and loaded is None:
+            raise RuntimeError(
+                "the compiled FDE kernel is not available (not built, or MUVERA_NATIVE=0)"
+            )
+        if native and not fits:
+            raise RuntimeError(
+                f"the compiled FDE kernel does not take 2**{k} partitions x {d} dims"
+            )
+        self.native = loaded if fits else None
         # (R, d, p) dense inner projection per repetition for the compiled kernel.
         self.projection: npt.NDArray[np.float32] | None = None
         if self.native is not None and self.ams is not None:

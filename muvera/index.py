@@ -717,10 +717,8 @@ class Index:
         q_offsets = np.concatenate([[0], np.cumsum(q_lengths)])
         matrix = self._token_matrix()
         native = native_maxsim_available(matrix)
-        if native:  # compiled kernel: blocks bound only the score matrix
-            block_docs = max(1, _EXHAUSTIVE_SIMS // n_q)
-        else:
-            block_tokens = max(1024, _EXHAUSTIVE_SIMS // q_all.shape[0])
+        block_docs = max(1, _EXHAUSTIVE_SIMS // n_q)  # compiled kernel: bounds the scores
+        block_tokens = max(1024, _EXHAUSTIVE_SIMS // q_all.shape[0])  # numpy: the similarities
         ends = np.cumsum(self.lengths[live])
         first = 0
         while first < live.size:

@@ -19,14 +19,16 @@ _NATIVE_BLOCK_TOKENS = 1 << 18  # document tokens per call of the compiled kerne
 _NATIVE_WORK_PER_THREAD = 1 << 23  # multiply-adds that pay for one more thread
 
 
+def _kernel_for(tokens: npt.NDArray[Any]) -> _native.NativeKernel | None:
+    """The compiled kernel if it is built and can read ``tokens`` in place."""
+    kernel = _native.load()
+    readable = tokens.dtype in (np.float32, np.float16) and tokens.ndim == 2
+    return kernel if readable and tokens.flags.c_contiguous else None
+
+
 def native_maxsim_available(tokens: npt.NDArray[Any]) -> bool:
     """Whether :func:`maxsim_spans` runs the compiled kernel on this token matrix."""
-    return (
-        _native.load() is not None
-        and tokens.dtype in (np.float32, np.float16)
-        and tokens.ndim == 2
-        and tokens.flags.c_contiguous
-    )
+    return _kernel_for(tokens) is not None
 
 
 def maxsim_spans(
@@ -42,18 +44,31 @@ def maxsim_spans(
     document ``j`` is rows ``offsets[j] .. offsets[j] + lengths[j]``. ``queries`` float32
     ``(query rows, d)``, query ``i`` being rows ``query_offsets[i] .. query_offsets[i+1]``.
     Returns float32 ``(n_queries, n_documents)`` with :func:`maxsim`'s conventions.
+    Spans that do not fit the arrays raise :class:`~muvera.MuveraError`.
     """
-    kernel = _native.load()
-    if kernel is None or not native_maxsim_available(tokens):
+    kernel = _kernel_for(tokens)
+    if kernel is None:
         return None
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     query_offsets = np.ascontiguousarray(query_offsets, dtype=np.int64)
+    if offsets.ndim != 1 or offsets.shape != lengths.shape:
+        raise MuveraError("maxsim: offsets and lengths must be 1-D arrays of one length")
     if lengths.size and (
         offsets.min() < 0 or lengths.min() < 0 or int((offsets + lengths).max()) > tokens.shape[0]
     ):
         raise MuveraError("maxsim: document spans fall outside the token matrix")
+    if queries.ndim != 2 or queries.shape[1] != tokens.shape[1]:
+        raise MuveraError(f"maxsim: queries must be (rows, {tokens.shape[1]}), got {queries.shape}")
+    if (
+        query_offsets.ndim != 1
+        or query_offsets.size == 0
+        or query_offsets[0] != 0
+        or np.any(np.diff(query_offsets) < 0)
+        or query_offsets[-1] > queries.shape[0]
+    ):
+        raise MuveraError("maxsim: query_offsets must rise from 0 to at most the query rows")
     out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
     work = int(lengths.sum()) * queries.shape[0] * tokens.shape[1]
     threads = max(1, min(_native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
@@ -163,19 +178,17 @@ def _maxsim_numpy(qb: Batch, db: Batch) -> npt.NDArray[np.float32]:
     if Q is None or Q.shape[0] == 0:
         return result
     q_offsets = np.concatenate([[0], np.cumsum(q_lengths)]).astype(np.int64)
-    if native_maxsim_available(Q):  # compiled kernel: no similarity matrix in memory
-        for chunk in db.chunks(_NATIVE_BLOCK_TOKENS):
-            stop = chunk.start + chunk.lengths.shape[0]
-            d_offsets = np.cumsum(chunk.lengths) - chunk.lengths
-            scores_native = maxsim_spans(chunk.tokens, d_offsets, chunk.lengths, Q, q_offsets)
-            if scores_native is None:
-                break
-            result[:, chunk.start : stop] = scores_native
-        else:
-            return result
-    doc_tokens_per_block = max(1, _BLOCK_ELEMENTS // max(1, Q.shape[0]))
-    for chunk in db.chunks(doc_tokens_per_block):
+    native = native_maxsim_available(Q)  # compiled kernel: no similarity matrix in memory
+    block = _NATIVE_BLOCK_TOKENS if native else max(1, _BLOCK_ELEMENTS // max(1, Q.shape[0]))
+    for chunk in db.chunks(block):
         stop = chunk.start + chunk.lengths.shape[0]
+        d_offsets = np.cumsum(chunk.lengths) - chunk.lengths
+        found = (
+            maxsim_spans(chunk.tokens, d_offsets, chunk.lengths, Q, q_offsets) if native else None
+        )
+        if found is not None:
+            result[:, chunk.start : stop] = found
+            continue
         sims = chunk.tokens @ Q.T  # (block tokens, query tokens)
         per_token = _segment_max(sims, chunk.lengths)  # (block docs, query tokens)
         scores = np.zeros((chunk.lengths.shape[0], nq), dtype=np.float32)

@@ -22,10 +22,8 @@ def golden():
 @pytest.fixture(scope="session", params=["numpy", "native"])
 def kernel(request):
     """Each CPU FDE kernel; the compiled one is required in CI, where .ci/run builds it."""
-    if request.param == "native" and not native_kernel_available():
-        if os.environ.get("CI"):
-            pytest.fail("the compiled FDE kernel is not built (CI must build it)")
-        pytest.skip("the compiled FDE kernel is not built (no C compiler at install time)")
+    if request.param == "native":
+        _require_native()
     return request.param
 
 
@@ -36,8 +34,14 @@ def maxsim_kernel(request, monkeypatch):
 
     if request.param == "numpy":
         monkeypatch.setattr(_native, "load", lambda: None)
-    elif not native_kernel_available():
+    else:
+        _require_native()
+    return request.param
+
+
+def _require_native() -> None:
+    """Skip without the compiled kernel; in CI, where .ci/run builds it, fail instead."""
+    if not native_kernel_available():
         if os.environ.get("CI"):
             pytest.fail("the compiled kernel is not built (CI must build it)")
         pytest.skip("the compiled kernel is not built (no C compiler at install time)")
-    return request.param

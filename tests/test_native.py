@@ -121,14 +121,20 @@ def test_save_load_keeps_the_kernel_choice(tmp_path):
         FDEEncoder.load(tmp_path / "enc.npz", kernel="gpu")
 
 
-def test_build_hook_compiles_a_loadable_kernel(tmp_path):
-    """hatch_build.compile_kernel (what `pip install` runs) builds a library with the
-    expected ABI; without a C compiler it reports why instead of raising."""
+def _build_hook():
+    """hatch_build.py as a module (it needs hatchling, a build-time dependency)."""
     pytest.importorskip("hatchling")
     spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
     assert spec is not None and spec.loader is not None
     hook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hook)
+    return hook
+
+
+def test_build_hook_compiles_a_loadable_kernel(tmp_path):
+    """hatch_build.compile_kernel (what `pip install` runs) builds a library with the
+    expected ABI; without a C compiler it reports why instead of raising."""
+    hook = _build_hook()
     out = tmp_path / _native.library_filename()
     error = hook.compile_kernel(ROOT, out)
     if error is not None and "no C compiler" in error:
@@ -179,6 +185,13 @@ def test_native_maxsim_equals_numpy(monkeypatch, d):
         np.testing.assert_allclose(got16, want16, rtol=1e-5, atol=1e-4)
     with pytest.raises(MuveraError, match="outside the token matrix"):
         maxsim_spans(matrix, np.array([len(matrix) - 1]), np.array([2]), q_all, q_offsets)
+    with pytest.raises(MuveraError, match="one length"):
+        maxsim_spans(matrix, offsets, lengths[:-1], q_all, q_offsets)
+    with pytest.raises(MuveraError, match="queries must be"):
+        maxsim_spans(matrix, offsets, lengths, q_all[:, :-1], q_offsets)
+    for bad in ([1, 3], [0, 5, 2], [0, len(q_all) + 1], []):
+        with pytest.raises(MuveraError, match="query_offsets must rise"):
+            maxsim_spans(matrix, offsets, lengths, q_all, np.array(bad, dtype=np.int64))
 
 
 @needs_native
@@ -204,11 +217,7 @@ def test_native_float16_conversion_handles_every_class_of_value():
 
 def test_build_hook_reports_a_missing_or_failing_compiler(tmp_path, monkeypatch):
     """No compiler, or one that fails: a reason to print, no exception, no library left."""
-    pytest.importorskip("hatchling")
-    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
-    assert spec is not None and spec.loader is not None
-    hook = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hook)
+    hook = _build_hook()
     out = tmp_path / _native.library_filename()
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     assert hook.compile_kernel(ROOT, out).startswith("no C compiler")
