@@ -1,7 +1,8 @@
 /*
- * muvera's optional compiled FDE kernel (plain C99, no Python API; loaded with ctypes).
+ * muvera's optional compiled kernels (plain C99, no Python API; loaded with ctypes):
+ * FDE encoding (muvera_fde_encode) and exact MaxSim (muvera_maxsim, further down).
  *
- * The numpy kernel projects every (token, repetition) pair and then scatters it. This one
+ * FDEs: the numpy kernel projects every (token, repetition) pair and then scatters it. This one
  * uses the linearity of the inner projection instead: per item it sums the *raw* tokens of
  * each (repetition, partition) bucket, then projects each non-empty bucket once
  * (sum_t A_r^T x_t == A_r^T sum_t x_t). A document of n tokens then costs n*R vector adds
@@ -13,10 +14,17 @@
  * numpy kernel when it is missing. Results equal the numpy kernel's up to float32 rounding
  * (the sums are taken in a different order).
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <math.h>
 #include <string.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+#if !defined(_WIN32)
+#include <pthread.h>
+#define MUVERA_HAVE_THREADS 1
+#endif
 
 #if defined(_WIN32)
 #define MUVERA_EXPORT __declspec(dllexport)
@@ -81,7 +89,7 @@ DEFINE_PROJECT(project_8, vf8, 8, 1)
 DEFINE_PROJECT(project_16, vf16, 16, 1)
 DEFINE_PROJECT(project_32, vf16, 16, 2)
 DEFINE_PROJECT(project_64, vf16, 16, 4)
-#define MUVERA_HAVE_VECTOR_PROJECT 1
+#define MUVERA_HAVE_VECTOR_EXT 1
 #endif
 
 static void project_any(const float *restrict x, const float *restrict A, int64_t d, int64_t p,
@@ -102,7 +110,7 @@ static inline void project(const float *restrict x, const float *restrict A, int
         for (int64_t j = 0; j < d; ++j) o[j] = x[j] / divisor;
         return;
     }
-#ifdef MUVERA_HAVE_VECTOR_PROJECT
+#ifdef MUVERA_HAVE_VECTOR_EXT
     switch (p) {
         case 4: project_4(x, A, d, o, divisor); return;
         case 8: project_8(x, A, d, o, divisor); return;
@@ -227,10 +235,6 @@ static int64_t fde_encode_serial(
 }
 
 /* -- threads ------------------------------------------------------------------------ */
-#if !defined(_WIN32)
-#include <pthread.h>
-#define MUVERA_HAVE_THREADS 1
-#endif
 #define MAX_THREADS 64
 
 /* Runs fn on jobs[0 .. n) (each job_size bytes): jobs 1.. on new threads, job 0 here; a
@@ -335,10 +339,6 @@ MUVERA_EXPORT int64_t muvera_fde_encode(
  * similarity matrix is ever written to memory. float16 tokens are converted to float32
  * one document at a time (F16C instructions where available).
  * ------------------------------------------------------------------------------------- */
-#if defined(__F16C__)
-#include <immintrin.h>
-#endif
-
 #define QGROUP 32
 #define TOKEN_TILE 8
 
@@ -377,7 +377,7 @@ static void halfs_to_floats(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
-#ifdef MUVERA_HAVE_VECTOR_PROJECT
+#ifdef MUVERA_HAVE_VECTOR_EXT
 typedef int32_t vi16 __attribute__((vector_size(64)));
 static inline vf16 vmax16(vf16 a, vf16 b) {
     const vi16 take_a = a > b;
@@ -386,8 +386,8 @@ static inline vf16 vmax16(vf16 a, vf16 b) {
 
 /* Keeps a value in a register: without it GCC re-reads the query vectors from memory as
  * an operand of every multiply-add, and the loads, not the arithmetic, set the pace. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define IN_REGISTER(v) __asm__("" : "+v"(v))
+#if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
+#define IN_REGISTER(v) __asm__("" : "+v"(v)) /* one 16-float vector = one zmm register */
 #else
 #define IN_REGISTER(v) ((void)0)
 #endif
@@ -508,7 +508,7 @@ static void *maxsim_worker(void *arg) {
         }
         for (int64_t g = 0; g < job->n_groups; ++g) {
             const qgroup *grp = job->groups + g;
-#ifdef MUVERA_HAVE_VECTOR_PROJECT
+#ifdef MUVERA_HAVE_VECTOR_EXT
             vf16 m[2];
             for (int w = 0; w < 2; ++w)
                 for (int l = 0; l < 16; ++l) m[w][l] = -INFINITY;

@@ -131,9 +131,12 @@ def _build_hook():
     return hook
 
 
-def test_build_hook_compiles_a_loadable_kernel(tmp_path):
+@pytest.mark.parametrize("portable", ["", "1"])
+def test_build_hook_compiles_a_loadable_kernel(tmp_path, monkeypatch, portable):
     """hatch_build.compile_kernel (what `pip install` runs) builds a library with the
-    expected ABI; without a C compiler it reports why instead of raising."""
+    expected ABI, tuned for this CPU or portable; without a C compiler it reports why
+    instead of raising."""
+    monkeypatch.setenv("MUVERA_PORTABLE", portable)
     hook = _build_hook()
     out = tmp_path / _native.library_filename()
     error = hook.compile_kernel(ROOT, out)
