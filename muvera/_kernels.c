@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 #if !defined(_WIN32)
@@ -32,7 +32,7 @@
 #define MUVERA_EXPORT __attribute__((visibility("default")))
 #endif
 
-#define MUVERA_ABI_VERSION 3
+#define MUVERA_ABI_VERSION 4
 #define CODE_GROUP 64
 
 MUVERA_EXPORT int64_t muvera_abi_version(void) { return MUVERA_ABI_VERSION; }
@@ -334,13 +334,20 @@ MUVERA_EXPORT int64_t muvera_fde_encode(
  *
  * For each document: for each query token, the best inner product with any of the
  * document's tokens, summed over query tokens. The query is transposed into groups of 32
- * query tokens (zero-padded); document tokens are processed in tiles of 4, each tile
- * giving 4 x 32 inner products held in registers, folded into running maxima. No
+ * query tokens, its last group 24, 16 or 8 wide (zero-padded: at most 7 idle lanes);
+ * document tokens are processed in tiles of 8 (16 for the narrow groups), each tile
+ * giving 8 x 32 (8 x 24, 16 x 16, 16 x 8) inner products held in registers, folded into
+ * running maxima. No
  * similarity matrix is ever written to memory. float16 tokens are converted to float32
  * one document at a time (F16C instructions where available).
  * ------------------------------------------------------------------------------------- */
 #define QGROUP 32
-#define TOKEN_TILE 8
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
 
 static float half_to_float(uint16_t h) {
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
@@ -379,9 +386,14 @@ static void halfs_to_floats(const uint16_t *src, float *dst, int64_t n) {
 
 #ifdef MUVERA_HAVE_VECTOR_EXT
 typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
 static inline vf16 vmax16(vf16 a, vf16 b) {
     const vi16 take_a = a > b;
     return (vf16)(((vi16)a & take_a) | ((vi16)b & ~take_a));
+}
+static inline vf8 vmax8(vf8 a, vf8 b) {
+    const vi8 take_a = a > b;
+    return (vf8)(((vi8)a & take_a) | ((vi8)b & ~take_a));
 }
 
 /* Keeps a value in a register: without it GCC re-reads the query vectors from memory as
@@ -392,76 +404,109 @@ static inline vf16 vmax16(vf16 a, vf16 b) {
 #define IN_REGISTER(v) ((void)0)
 #endif
 
-/* Running maxima m[0..1] (32 query lanes) over tokens x (n, d) against qt (d, 32):
- * tiles of 8 tokens x 32 query tokens = 16 accumulators in registers. */
-static void maxsim_group(const float *restrict x, int64_t n, int64_t d,
-                         const float *restrict qt, vf16 *restrict m) {
-    vf16 m0 = m[0], m1 = m[1], q0, q1;
-    int64_t t = 0;
-    for (; t + TOKEN_TILE <= n; t += TOKEN_TILE) {
-        const float *xt = x + t * d;
-        vf16 a0[TOKEN_TILE], a1[TOKEN_TILE];
-        for (int u = 0; u < TOKEN_TILE; ++u) a0[u] = a1[u] = (vf16){0};
-        for (int64_t i = 0; i < d; ++i) {
-            memcpy(&q0, qt + i * QGROUP, sizeof q0);
-            memcpy(&q1, qt + i * QGROUP + 16, sizeof q1);
-            IN_REGISTER(q0);
-            IN_REGISTER(q1);
-            for (int u = 0; u < TOKEN_TILE; ++u) {
-                const float xu = xt[u * d + i];
-                a0[u] += xu * q0;
-                a1[u] += xu * q1;
-            }
-        }
-        for (int u = 0; u < TOKEN_TILE; ++u) {
-            m0 = vmax16(m0, a0[u]);
-            m1 = vmax16(m1, a1[u]);
-        }
+/* NAME: running maxima m[0 .. W) (W = 16*N16 + 8*N8 query lanes) over tokens x (n, d)
+ * against qt (d, W): tiles of TILE tokens x W lanes of multiply-adds held in registers
+ * (N16 vectors of 16 floats and N8 of 8 per token; N16 + N8 >= 1, each at most 2). */
+#define DEFINE_MAXSIM_GROUP(NAME, N16, N8, TILE)                                            \
+    static void NAME(const float *restrict x, int64_t n, int64_t d,                        \
+                     const float *restrict qt, float *restrict m) {                        \
+        enum { W = 16 * (N16) + 8 * (N8), A16 = (N16) ? (N16) : 1, A8 = (N8) ? (N8) : 1 };  \
+        vf16 m16[A16], q16[A16];                                                           \
+        vf8 m8[A8], q8[A8];                                                                \
+        for (int w = 0; w < (N16); ++w) memcpy(&m16[w], m + 16 * w, sizeof(vf16));        \
+        for (int w = 0; w < (N8); ++w) memcpy(&m8[w], m + 16 * (N16) + 8 * w, sizeof(vf8)); \
+        int64_t t = 0;                                                                     \
+        for (; t + (TILE) <= n; t += (TILE)) {                                             \
+            const float *xt = x + t * d;                                                   \
+            vf16 a16[TILE][A16];                                                           \
+            vf8 a8[TILE][A8];                                                              \
+            for (int u = 0; u < (TILE); ++u) {                                             \
+                for (int w = 0; w < (N16); ++w) a16[u][w] = (vf16){0};                     \
+                for (int w = 0; w < (N8); ++w) a8[u][w] = (vf8){0};                        \
+            }                                                                              \
+            for (int64_t i = 0; i < d; ++i) {                                              \
+                for (int w = 0; w < (N16); ++w) {                                          \
+                    memcpy(&q16[w], qt + i * W + 16 * w, sizeof(vf16));                    \
+                    IN_REGISTER(q16[w]);                                                   \
+                }                                                                          \
+                for (int w = 0; w < (N8); ++w) {                                           \
+                    memcpy(&q8[w], qt + i * W + 16 * (N16) + 8 * w, sizeof(vf8));          \
+                    IN_REGISTER(q8[w]);                                                    \
+                }                                                                          \
+                for (int u = 0; u < (TILE); ++u) {                                         \
+                    const float xu = xt[u * d + i];                                        \
+                    for (int w = 0; w < (N16); ++w) a16[u][w] += xu * q16[w];              \
+                    for (int w = 0; w < (N8); ++w) a8[u][w] += xu * q8[w];                 \
+                }                                                                          \
+            }                                                                              \
+            for (int u = 0; u < (TILE); ++u) {                                             \
+                for (int w = 0; w < (N16); ++w) m16[w] = vmax16(m16[w], a16[u][w]);        \
+                for (int w = 0; w < (N8); ++w) m8[w] = vmax8(m8[w], a8[u][w]);             \
+            }                                                                              \
+        }                                                                                  \
+        for (; t < n; ++t) {                                                               \
+            const float *x0 = x + t * d;                                                   \
+            vf16 a16[A16];                                                                 \
+            vf8 a8[A8];                                                                    \
+            for (int w = 0; w < (N16); ++w) a16[w] = (vf16){0};                            \
+            for (int w = 0; w < (N8); ++w) a8[w] = (vf8){0};                               \
+            for (int64_t i = 0; i < d; ++i) {                                              \
+                for (int w = 0; w < (N16); ++w) {                                          \
+                    memcpy(&q16[w], qt + i * W + 16 * w, sizeof(vf16));                    \
+                    a16[w] += x0[i] * q16[w];                                              \
+                }                                                                          \
+                for (int w = 0; w < (N8); ++w) {                                           \
+                    memcpy(&q8[w], qt + i * W + 16 * (N16) + 8 * w, sizeof(vf8));          \
+                    a8[w] += x0[i] * q8[w];                                                \
+                }                                                                          \
+            }                                                                              \
+            for (int w = 0; w < (N16); ++w) m16[w] = vmax16(m16[w], a16[w]);               \
+            for (int w = 0; w < (N8); ++w) m8[w] = vmax8(m8[w], a8[w]);                    \
+        }                                                                                  \
+        for (int w = 0; w < (N16); ++w) memcpy(m + 16 * w, &m16[w], sizeof(vf16));        \
+        for (int w = 0; w < (N8); ++w) memcpy(m + 16 * (N16) + 8 * w, &m8[w], sizeof(vf8)); \
     }
-    for (; t < n; ++t) {
-        const float *x0 = x + t * d;
-        vf16 a0 = {0}, a1 = {0};
-        for (int64_t i = 0; i < d; ++i) {
-            memcpy(&q0, qt + i * QGROUP, sizeof q0);
-            memcpy(&q1, qt + i * QGROUP + 16, sizeof q1);
-            a0 += x0[i] * q0;
-            a1 += x0[i] * q1;
-        }
-        m0 = vmax16(m0, a0);
-        m1 = vmax16(m1, a1);
-    }
-    m[0] = m0;
-    m[1] = m1;
-}
 
-static float group_sum(const vf16 *m, int64_t lanes) {
-    float v[QGROUP], s = 0.0f;
-    memcpy(v, m, sizeof v);
-    for (int64_t l = 0; l < lanes; ++l) s += v[l];
-    return s;
+DEFINE_MAXSIM_GROUP(maxsim_group32, 2, 0, 8)
+DEFINE_MAXSIM_GROUP(maxsim_group24, 1, 1, 8)
+DEFINE_MAXSIM_GROUP(maxsim_group16, 1, 0, 16)
+DEFINE_MAXSIM_GROUP(maxsim_group8, 0, 1, 16)
+
+/* running maxima m[0 .. width) of a group of width 32, 24, 16 or 8 */
+static void maxsim_group(const float *restrict x, int64_t n, int64_t d, const float *restrict qt,
+                         int64_t width, float *restrict m) {
+    switch (width) {
+    case 32: maxsim_group32(x, n, d, qt, m); break;
+    case 24: maxsim_group24(x, n, d, qt, m); break;
+    case 16: maxsim_group16(x, n, d, qt, m); break;
+    default: maxsim_group8(x, n, d, qt, m); break;
+    }
 }
 #else
-static void maxsim_group(const float *restrict x, int64_t n, int64_t d,
-                         const float *restrict qt, float *restrict m) {
+static void maxsim_group(const float *restrict x, int64_t n, int64_t d, const float *restrict qt,
+                         int64_t width, float *restrict m) {
     for (int64_t t = 0; t < n; ++t) {
         float a[QGROUP] = {0};
         for (int64_t i = 0; i < d; ++i)
-            for (int l = 0; l < QGROUP; ++l) a[l] += x[t * d + i] * qt[i * QGROUP + l];
-        for (int l = 0; l < QGROUP; ++l) m[l] = a[l] > m[l] ? a[l] : m[l];
+            for (int64_t l = 0; l < width; ++l) a[l] += x[t * d + i] * qt[i * width + l];
+        for (int64_t l = 0; l < width; ++l) m[l] = a[l] > m[l] ? a[l] : m[l];
     }
-}
-
-static float group_sum(const float *m, int64_t lanes) {
-    float s = 0.0f;
-    for (int64_t l = 0; l < lanes; ++l) s += m[l];
-    return s;
 }
 #endif
 
-/* One query-token group: 32 lanes of one query, transposed to (d, 32), zero-padded. */
+/* Lanes of the group that starts with `remaining` query tokens left: 32 while more than 24
+ * remain, else the narrowest of 24, 16, 8 that holds them (at most 7 idle lanes). */
+static int64_t group_width(int64_t remaining) {
+    if (remaining > 24) return 32;
+    if (remaining > 16) return 24;
+    return remaining > 8 ? 16 : 8;
+}
+
+/* One query-token group: `width` lanes of one query (`lanes` of them used), transposed to
+ * (d, width), zero-padded. */
 typedef struct {
     int64_t query;
-    int64_t lanes;
+    int64_t lanes, width;
     const float *qt;
 } qgroup;
 
@@ -499,6 +544,12 @@ static void *maxsim_worker(void *arg) {
             job->scores[q * job->n_docs + j] = (n > 0 || !has_tokens) ? 0.0f : -INFINITY;
         }
         if (n <= 0) continue;
+        if (j + 1 < job->last && job->lengths[j + 1] > 0) { /* the next document: in cache by
+                                                             * the time its turn comes */
+            const int64_t size = job->half ? 2 : 4;
+            const char *next = (const char *)job->tokens + job->offsets[j + 1] * d * size;
+            for (int64_t b = 0; b < job->lengths[j + 1] * d * size; b += 64) PREFETCH(next + b);
+        }
         const float *x;
         if (job->half) {
             halfs_to_floats((const uint16_t *)job->tokens + job->offsets[j] * d, buf, n * d);
@@ -508,16 +559,11 @@ static void *maxsim_worker(void *arg) {
         }
         for (int64_t g = 0; g < job->n_groups; ++g) {
             const qgroup *grp = job->groups + g;
-#ifdef MUVERA_HAVE_VECTOR_EXT
-            vf16 m[2];
-            for (int w = 0; w < 2; ++w)
-                for (int l = 0; l < 16; ++l) m[w][l] = -INFINITY;
-#else
-            float m[QGROUP];
+            float m[QGROUP], total = 0.0f;
             for (int l = 0; l < QGROUP; ++l) m[l] = -INFINITY;
-#endif
-            maxsim_group(x, n, d, grp->qt, m);
-            job->scores[grp->query * job->n_docs + j] += group_sum(m, grp->lanes);
+            maxsim_group(x, n, d, grp->qt, grp->width, m);
+            for (int64_t l = 0; l < grp->lanes; ++l) total += m[l];
+            job->scores[grp->query * job->n_docs + j] += total;
         }
     }
     free(buf);
@@ -542,28 +588,38 @@ MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
                                     int64_t n_docs, const float *queries,
                                     const int64_t *q_offsets, int64_t n_queries,
                                     float *scores, int64_t n_threads) {
-    int64_t n_groups = 0;
-    for (int64_t q = 0; q < n_queries; ++q)
-        n_groups += (q_offsets[q + 1] - q_offsets[q] + QGROUP - 1) / QGROUP;
+    int64_t n_groups = 0, n_lanes = 0;
+    for (int64_t q = 0; q < n_queries; ++q) {
+        for (int64_t left = q_offsets[q + 1] - q_offsets[q]; left > 0;) {
+            const int64_t width = group_width(left);
+            ++n_groups;
+            n_lanes += width;
+            left -= width;
+        }
+    }
     qgroup *groups = (qgroup *)malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(qgroup));
-    float *qt = (float *)malloc((size_t)((n_groups > 0 ? n_groups : 1) * d * QGROUP) * sizeof(float));
+    float *qt = (float *)malloc((size_t)((n_lanes > 0 ? n_lanes : 1) * d) * sizeof(float));
     if (groups == NULL || qt == NULL) {
         free(groups);
         free(qt);
         return -1;
     }
     int64_t g = 0;
+    float *dst = qt;
     for (int64_t q = 0; q < n_queries; ++q) {
-        const int64_t lo = q_offsets[q], hi = q_offsets[q + 1];
-        for (int64_t start = lo; start < hi; start += QGROUP, ++g) {
-            float *dst = qt + g * d * QGROUP;
-            const int64_t lanes = (hi - start) < QGROUP ? (hi - start) : QGROUP;
+        const int64_t hi = q_offsets[q + 1];
+        for (int64_t start = q_offsets[q]; start < hi; ++g) {
+            const int64_t width = group_width(hi - start);
+            const int64_t lanes = (hi - start) < width ? (hi - start) : width;
             for (int64_t i = 0; i < d; ++i)
-                for (int64_t l = 0; l < QGROUP; ++l)
-                    dst[i * QGROUP + l] = l < lanes ? queries[(start + l) * d + i] : 0.0f;
+                for (int64_t l = 0; l < width; ++l)
+                    dst[i * width + l] = l < lanes ? queries[(start + l) * d + i] : 0.0f;
             groups[g].query = q;
             groups[g].lanes = lanes;
+            groups[g].width = width;
             groups[g].qt = dst;
+            dst += width * d;
+            start += lanes;
         }
     }
     n_threads = clamp_threads(n_threads, n_docs);
@@ -581,5 +637,293 @@ MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
         if (jobs[t].status != 0) status = -1;
     free(groups);
     free(qt);
+    return status;
+}
+
+/* -- graph search over scalar-quantized vectors ------------------------------------------ */
+/*
+ * Best-first search of an HNSW graph (hnswlib's layout, read by muvera/_hnsw_graph.py) whose
+ * vectors are stored as int8 codes with one float32 scale per row: the inner product of a
+ * float32 query q with row u is scales[u] * sum_i q[i] * codes[u, i]. A quarter of the bytes
+ * of float32 rows, so a memory-bound search over wide FDEs reads a quarter as much. The walk
+ * is hnswlib's: greedy descent through the upper levels from the entry point, then a
+ * beam of width ef on level 0; deleted rows are walked through but never returned.
+ */
+typedef struct {
+    float score;
+    uint32_t id;
+} scored;
+
+/* binary heap of `scored`; max-heap when sign = 1, min-heap when sign = -1 */
+static inline int heap_before(scored a, scored b, int sign) {
+    return sign > 0 ? a.score > b.score : a.score < b.score;
+}
+
+static void heap_push(scored *h, int64_t *n, scored x, int sign) {
+    int64_t i = (*n)++;
+    while (i > 0) {
+        const int64_t parent = (i - 1) / 2;
+        if (!heap_before(x, h[parent], sign)) break;
+        h[i] = h[parent];
+        i = parent;
+    }
+    h[i] = x;
+}
+
+static scored heap_pop(scored *h, int64_t *n, int sign) {
+    const scored top = h[0];
+    const scored last = h[--(*n)];
+    int64_t i = 0;
+    for (;;) {
+        int64_t child = 2 * i + 1;
+        if (child >= *n) break;
+        if (child + 1 < *n && heap_before(h[child + 1], h[child], sign)) ++child;
+        if (!heap_before(h[child], last, sign)) break;
+        h[i] = h[child];
+        i = child;
+    }
+    if (*n > 0) h[i] = last;
+    return top;
+}
+
+/* sum_i q[i] * c[i] in exact integer arithmetic (|q|, |c| <= 127 and d <= 65536, so no
+ * overflow). With AVX-512 VNNI: u8 x s8 multiply-adds on (q + 128), corrected by
+ * 128 * sum_i c[i] (csum); both paths give the same integer. */
+static inline int32_t dot_i8(const int8_t *restrict q, const uint8_t *restrict qu,
+                             const int8_t *restrict c, int64_t d, int32_t csum) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+    (void)q;
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    int64_t i = 0;
+    for (; i + 128 <= d; i += 128) {
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(qu + i), _mm512_loadu_si512(c + i));
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(qu + i + 64),
+                                 _mm512_loadu_si512(c + i + 64));
+    }
+    for (; i < d; i += 64) {
+        const __mmask64 m = d - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (d - i)) - 1);
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_maskz_loadu_epi8(m, qu + i),
+                                 _mm512_maskz_loadu_epi8(m, c + i));
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1)) - 128 * csum;
+#else
+    (void)qu;
+    (void)csum;
+    int32_t acc[32] = {0};
+    int64_t i = 0;
+    for (; i + 32 <= d; i += 32)
+        for (int l = 0; l < 32; ++l) acc[l] += (int32_t)q[i + l] * (int32_t)c[i + l];
+    int32_t total = 0;
+    for (int l = 0; l < 32; ++l) total += acc[l];
+    for (; i < d; ++i) total += (int32_t)q[i] * (int32_t)c[i];
+    return total;
+#endif
+}
+
+typedef struct {
+    const int8_t *codes;
+    const float *meta; /* (n, 2): scale, sum of the codes */
+    int64_t d;
+    const uint32_t *links0; /* (n, stride0): count in the low 16 bits of word 0, then ids */
+    int64_t stride0;
+    const uint32_t *upper;  /* upper-level lists, stride_up words each, same layout */
+    const int64_t *upper_start; /* (n,): list of node u at level l >= 1 is upper_start[u]+l-1 */
+    int64_t stride_up;
+    const uint8_t *deleted; /* (n,) */
+    int64_t n, entry, max_level, has_deleted;
+} graph_view;
+
+/* a query quantized like the rows: q ~ scale * codes, with codes + 128 for VNNI */
+typedef struct {
+    const int8_t *codes;
+    const uint8_t *shifted;
+    float scale;
+} qquery;
+
+static inline float graph_score(const graph_view *g, const qquery *q, uint32_t u) {
+    const float *m = g->meta + 2 * (int64_t)u;
+    const int32_t dot = dot_i8(q->codes, q->shifted, g->codes + (int64_t)u * g->d, g->d,
+                               (int32_t)m[1]);
+    return q->scale * m[0] * (float)dot;
+}
+
+/* codes[i] = round(x[i] / scale) with scale = max |x| / 127 (0 when x is all zeros) */
+static float quantize_row(const float *x, int64_t d, int8_t *codes, uint8_t *shifted) {
+    float top = 0.0f;
+    for (int64_t i = 0; i < d; ++i) top = fabsf(x[i]) > top ? fabsf(x[i]) : top;
+    const float scale = top / 127.0f, inv = top > 0.0f ? 127.0f / top : 0.0f;
+    for (int64_t i = 0; i < d; ++i) {
+        float v = nearbyintf(x[i] * inv);
+        v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+        codes[i] = (int8_t)v;
+        shifted[i] = (uint8_t)(codes[i] + 128);
+    }
+    return scale;
+}
+
+static inline void prefetch_row(const graph_view *g, uint32_t u) {
+#if defined(__GNUC__) || defined(__clang__)
+    const char *row = (const char *)(g->codes + (int64_t)u * g->d);
+    __builtin_prefetch(row);
+    __builtin_prefetch(row + 64);
+#else
+    (void)g;
+    (void)u;
+#endif
+}
+
+/* One query; returns the number of results written (<= k), best first. `visited` holds n
+ * tags, `tag` is fresh for this query; `cand` and `best` hold ef + stride0 entries. */
+static int64_t graph_search_one(const graph_view *g, const qquery *q, int64_t ef, int64_t k,
+                                uint16_t *visited, uint16_t tag, scored *cand, scored *best,
+                                int64_t *out_ids, float *out_scores) {
+    uint32_t cur = (uint32_t)g->entry;
+    float cur_score = graph_score(g, q, cur);
+    for (int64_t level = g->max_level; level >= 1; --level) {
+        int changed = 1;
+        while (changed) {
+            changed = 0;
+            if (g->upper_start[cur] < 0) break;
+            const uint32_t *list = g->upper + (g->upper_start[cur] + level - 1) * g->stride_up;
+            const uint32_t count = list[0] & 0xFFFFu;
+            for (uint32_t j = 1; j <= count; ++j) prefetch_row(g, list[j]);
+            for (uint32_t j = 1; j <= count; ++j) {
+                const uint32_t v = list[j];
+                if ((int64_t)v >= g->n) continue;
+                const float s = graph_score(g, q, v);
+                if (s > cur_score) {
+                    cur_score = s;
+                    cur = v;
+                    changed = 1;
+                }
+            }
+        }
+    }
+    int64_t n_cand = 0, n_best = 0;
+    float bound = -INFINITY; /* worst score among `best` once it is full */
+    visited[cur] = tag;
+    const scored start = {cur_score, cur};
+    heap_push(cand, &n_cand, start, 1);
+    if (!g->deleted[cur]) {
+        heap_push(best, &n_best, start, -1);
+        bound = cur_score;
+    } else {
+        bound = INFINITY;
+    }
+    while (n_cand > 0) {
+        const scored c = heap_pop(cand, &n_cand, 1);
+        if (c.score < bound && (n_best == ef || !g->has_deleted)) break;
+        const uint32_t *list = g->links0 + (int64_t)c.id * g->stride0;
+        const uint32_t count = list[0] & 0xFFFFu;
+        for (uint32_t j = 1; j <= count; ++j)
+            if ((int64_t)list[j] < g->n && visited[list[j]] != tag) prefetch_row(g, list[j]);
+        for (uint32_t j = 1; j <= count; ++j) {
+            const uint32_t v = list[j];
+            if ((int64_t)v >= g->n || visited[v] == tag) continue;
+            visited[v] = tag;
+            const float s = graph_score(g, q, v);
+            if (n_best < ef || s > bound) {
+                const scored x = {s, v};
+                heap_push(cand, &n_cand, x, 1);
+                if (!g->deleted[v]) heap_push(best, &n_best, x, -1);
+                if (n_best > ef) heap_pop(best, &n_best, -1);
+                if (n_best > 0) bound = best[0].score;
+            }
+        }
+    }
+    while (n_best > k) heap_pop(best, &n_best, -1);
+    const int64_t found = n_best;
+    for (int64_t i = found - 1; i >= 0; --i) {
+        const scored x = heap_pop(best, &n_best, -1);
+        out_ids[i] = x.id;
+        out_scores[i] = x.score;
+    }
+    return found;
+}
+
+typedef struct {
+    const graph_view *g;
+    const float *queries;
+    int64_t first, last, ef, k;
+    int64_t *out_ids;
+    float *out_scores;
+    int64_t *out_counts;
+    int64_t status;
+} graph_job;
+
+static void *graph_worker(void *arg) {
+    graph_job *job = (graph_job *)arg;
+    const graph_view *g = job->g;
+    uint16_t *visited = (uint16_t *)calloc((size_t)g->n, sizeof(uint16_t));
+    int8_t *qcodes = (int8_t *)malloc((size_t)g->d * 2);
+    scored *cand = (scored *)malloc((size_t)(g->n + 1) * sizeof(scored));
+    scored *best = (scored *)malloc((size_t)(job->ef + 2) * sizeof(scored));
+    if (visited == NULL || qcodes == NULL || cand == NULL || best == NULL) {
+        free(visited);
+        free(qcodes);
+        free(cand);
+        free(best);
+        job->status = -1;
+        return NULL;
+    }
+    uint16_t tag = 0;
+    for (int64_t i = job->first; i < job->last; ++i) {
+        if (++tag == 0) { /* wrapped: start the tags again */
+            memset(visited, 0, (size_t)g->n * sizeof(uint16_t));
+            tag = 1;
+        }
+        qquery q = {qcodes, (const uint8_t *)(qcodes + g->d), 0.0f};
+        q.scale = quantize_row(job->queries + i * g->d, g->d, qcodes, (uint8_t *)(qcodes + g->d));
+        job->out_counts[i] = graph_search_one(g, &q, job->ef, job->k,
+                                              visited, tag, cand, best, job->out_ids + i * job->k,
+                                              job->out_scores + i * job->k);
+    }
+    free(visited);
+    free(qcodes);
+    free(cand);
+    free(best);
+    job->status = 0;
+    return NULL;
+}
+
+/*
+ * Top-k search of n_queries float32 queries (n_queries, d) in a graph of n int8 rows.
+ *
+ * codes (n, d) int8 and meta (n, 2) float32: row u is meta[u, 0] * codes[u]; meta[u, 1] is
+ *     sum(codes[u]). Queries are quantized the same way (scale max|q| / 127, rounded to
+ *     nearest), so scores are scale_q * scale_u * (an exact integer inner product).
+ * links0 (n, stride0) uint32: level-0 neighbour list of each row (count in the low 16 bits
+ *     of the first word, then the ids); upper (.., stride_up) uint32 with upper_start (n,)
+ *     int64 (-1 for rows without upper levels): the same for levels 1 ..
+ * deleted (n,) uint8: rows walked through but never returned; has_deleted: any set.
+ * entry, max_level: the graph's entry row and its level.
+ * out_ids (n_queries, k) int64 (row numbers), out_scores (n_queries, k) float32 (inner
+ *     products on the codes), out_counts (n_queries,) int64: results found, best first.
+ * Queries are split between n_threads threads. Returns 0, or -1 when out of memory.
+ */
+MUVERA_EXPORT int64_t muvera_graph_search(
+    const int8_t *codes, const float *meta, int64_t d, const uint32_t *links0,
+    int64_t stride0, const uint32_t *upper, const int64_t *upper_start, int64_t stride_up,
+    const uint8_t *deleted, int64_t has_deleted, int64_t n, int64_t entry, int64_t max_level,
+    const float *queries, int64_t n_queries, int64_t ef, int64_t k, int64_t *out_ids,
+    float *out_scores, int64_t *out_counts, int64_t n_threads) {
+    if (ef < k) ef = k;
+    graph_view g = {codes, meta, d, links0, stride0, upper, upper_start, stride_up,
+                    deleted, n, entry, max_level, has_deleted};
+    if (n <= 0) {
+        for (int64_t i = 0; i < n_queries; ++i) out_counts[i] = 0;
+        return 0;
+    }
+    n_threads = clamp_threads(n_threads, n_queries);
+    graph_job jobs[MAX_THREADS];
+    for (int64_t t = 0; t < n_threads; ++t) {
+        graph_job job = {&g, queries, n_queries * t / n_threads, n_queries * (t + 1) / n_threads,
+                         ef, k, out_ids, out_scores, out_counts, 0};
+        jobs[t] = job;
+    }
+    run_jobs(graph_worker, jobs, sizeof(graph_job), n_threads);
+    int64_t status = 0;
+    for (int64_t t = 0; t < n_threads; ++t)
+        if (jobs[t].status != 0) status = -1;
     return status;
 }

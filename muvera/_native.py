@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = ["ABI_VERSION", "NativeKernel", "default_threads", "library_filename", "load"]
 
-ABI_VERSION = 3  # must equal MUVERA_ABI_VERSION in _kernels.c
+ABI_VERSION = 4  # must equal MUVERA_ABI_VERSION in _kernels.c
 
 
 def library_filename(platform: str | None = None) -> str:
@@ -62,6 +62,12 @@ class NativeKernel:
         self._maxsim = lib.muvera_maxsim
         self._maxsim.restype = i64
         self._maxsim.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, ptr, i64, ptr, i64]
+        self._graph = lib.muvera_graph_search
+        self._graph.restype = i64
+        self._graph.argtypes = [
+            *(ptr, ptr, i64, ptr, i64, ptr, ptr, i64, ptr, i64, i64, i64, i64),
+            *(ptr, i64, i64, i64, ptr, ptr, ptr, i64),
+        ]
 
     def fde_encode(
         self,
@@ -133,6 +139,61 @@ class NativeKernel:
             query_offsets.ctypes.data,
             query_offsets.shape[0] - 1,
             out.ctypes.data,
+            n_threads,
+        )
+        if status != 0:
+            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+
+    def graph_search(
+        self,
+        codes: Any,
+        meta: Any,
+        links0: Any,
+        upper: Any,
+        upper_start: Any,
+        deleted: Any,
+        has_deleted: bool,
+        entry: int,
+        max_level: int,
+        queries: Any,
+        ef: int,
+        out_rows: Any,
+        out_scores: Any,
+        out_counts: Any,
+        n_threads: int,
+    ) -> None:
+        """HNSW search over int8 codes (see ``muvera_graph_search``).
+
+        ``codes`` int8 ``(n, d)``, ``meta`` float32 ``(n, 2)`` (scale, code sum),
+        ``links0`` uint32 ``(n, max_m0 + 1)``, ``upper`` uint32 ``(lists, max_m + 1)``,
+        ``upper_start`` int64 ``(n,)``, ``deleted`` uint8 ``(n,)`` (``has_deleted``: any
+        set), ``queries`` float32
+        ``(n_q, d)``; ``out_rows`` int64 and ``out_scores`` float32 ``(n_q, k)``,
+        ``out_counts`` int64 ``(n_q,)``. All C-contiguous (checked by the caller). Queries
+        are split between ``n_threads`` threads; the GIL is released while it runs.
+        """
+        n, d = codes.shape
+        status = self._graph(
+            codes.ctypes.data,
+            meta.ctypes.data,
+            d,
+            links0.ctypes.data,
+            links0.shape[1],
+            upper.ctypes.data,
+            upper_start.ctypes.data,
+            upper.shape[1],
+            deleted.ctypes.data,
+            int(has_deleted),
+            n,
+            entry,
+            max_level,
+            queries.ctypes.data,
+            queries.shape[0],
+            ef,
+            out_rows.shape[1],
+            out_rows.ctypes.data,
+            out_scores.ctypes.data,
+            out_counts.ctypes.data,
             n_threads,
         )
         if status != 0:

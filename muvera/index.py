@@ -647,7 +647,7 @@ class Index:
                 q_fdes, queries, k, candidates, rerank=rerank, query_filter=query_filter
             )
             return self._result(labels, scores, with_payloads, hit_payloads)
-        labels, scores = self.store.search(q_fdes, candidates if rerank else k)
+        labels, scores = self.store.search(q_fdes, candidates if rerank else k, exact=not rerank)
         if rerank:
             labels, scores = self._rerank(queries, labels, k)
         return self._result(labels, scores, with_payloads)

@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from . import _native
+from ._hnsw_graph import QuantizedGraph
 from ._storage import AppendOnlyFile, atomic_write_bytes
 from .errors import MuveraError
 
@@ -37,9 +39,10 @@ class VectorStore(Protocol):
         """Stop returning ``labels``."""
 
     def search(
-        self, queries: npt.NDArray[np.float32], k: int
+        self, queries: npt.NDArray[np.float32], k: int, *, exact: bool = True
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
-        """Top ``k`` labels and inner products per query, padded with -1 / -inf."""
+        """Top ``k`` labels and inner products per query, padded with -1 / -inf; with
+        ``exact=False`` the scores may be approximate (candidates to be re-ranked)."""
 
     def save(self, directory: Path, generation: int) -> dict[str, Any]:
         """Persist; returns the manifest entry that :meth:`load` takes back."""
@@ -115,8 +118,9 @@ class ExactStore:
         self.alive[pos] = False
 
     def search(
-        self, queries: npt.NDArray[np.float32], k: int
+        self, queries: npt.NDArray[np.float32], k: int, *, exact: bool = True
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
+        del exact  # always exact
         matrix = self.file.view(np.float32).reshape(-1, self.dimension)
         live = np.flatnonzero(self.alive)
         scores = queries @ (matrix if live.size == self.alive.size else matrix[live]).T
@@ -141,9 +145,20 @@ class HnswStore:
     ``ef`` (search breadth) is raised to the
     number of requested neighbours when smaller, and restored on load (hnswlib does not
     persist it). Capacity doubles as the index grows; deletes use ``mark_deleted``.
+
+    ``quantization="int8"`` (the default): hnswlib builds and saves the graph, and searches
+    walk that same graph in the compiled kernel over an int8 copy of the FDEs (one scale per
+    row, made from the saved file when the index is opened or committed; not stored), which
+    reads a quarter of the bytes per visited node (``benchmarks/bench_retrieval.py``
+    measures both). The candidates' scores are then inner products on the int8 codes; FDE-only
+    searches (``exact=True``) re-score the returned rows with the float32 FDEs. hnswlib
+    itself is loaded only when the index changes. ``quantization="none"``, a build without
+    the compiled kernel, FDEs wider than 65,536 dims, or an hnswlib file in an unknown layout
+    search with hnswlib.
     """
 
     kind: ClassVar[str] = "hnswlib"
+    QUANTIZATIONS: ClassVar[tuple[str, ...]] = ("int8", "none")
 
     def __init__(
         self,
@@ -155,9 +170,10 @@ class HnswStore:
         ef_construction: int = 200,
         ef: int = 100,
         num_threads: int = -1,
+        quantization: str = "int8",
     ) -> None:
         try:
-            import hnswlib
+            import hnswlib  # noqa: F401
         except ImportError:
             raise MuveraError(
                 "the hnswlib store needs hnswlib: pip install 'muvera-toolkit[hnswlib]'"
@@ -168,6 +184,7 @@ class HnswStore:
         self.ef_construction = int(entry.get("ef_construction", ef_construction))
         self.ef = int(entry.get("ef", ef))
         self.num_threads = num_threads
+        self.quantization = str(entry.get("quantization", quantization))
         for name, value in (
             ("M", self.M),
             ("ef_construction", self.ef_construction),
@@ -175,15 +192,50 @@ class HnswStore:
         ):
             if value < 1:
                 raise MuveraError(f"hnswlib {name} must be >= 1, got {value}")
-        self.index = hnswlib.Index(space="ip", dim=dimension)
+        if self.quantization not in self.QUANTIZATIONS:
+            raise MuveraError(
+                f"hnswlib quantization must be one of {list(self.QUANTIZATIONS)}, "
+                f"got {self.quantization!r}"
+            )
         self.count = int(entry.get("count", 0))
         self.deleted = int(entry.get("deleted", 0))
-        if entry.get("file"):
-            capacity = max(16, int(entry.get("capacity", 16)))
-            self.index.load_index(str(directory / entry["file"]), max_elements=capacity)
+        self._capacity = max(16, int(entry.get("capacity", 16)))
+        self._entry = dict(entry)
+        self._file: Path | None = directory / entry["file"] if entry.get("file") else None
+        self._index: Any = None  # hnswlib.Index, loaded when first needed
+        self._graph: QuantizedGraph | None = None
+        self._dirty = False  # hnswlib holds changes that _graph does not have yet
+        if self._file is not None:
+            self._graph = self._read_graph(self._file, None)
+        if self._graph is None:
+            self._load_hnswlib()
+
+    def _read_graph(self, path: Path, previous: QuantizedGraph | None) -> QuantizedGraph | None:
+        if self.quantization != "int8" or _native.load() is None:
+            return None
+        return QuantizedGraph.read(path, self.dimension, previous)
+
+    def _load_hnswlib(self) -> Any:
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=self.dimension)
+        if self._file is not None:
+            index.load_index(str(self._file), max_elements=self._capacity)
         else:
-            self.index.init_index(max_elements=16, ef_construction=self.ef_construction, M=self.M)
-        self.index.set_ef(self.ef)
+            index.init_index(max_elements=16, ef_construction=self.ef_construction, M=self.M)
+        index.set_ef(self.ef)
+        self._index = index
+        return index
+
+    @property
+    def index(self) -> Any:
+        """The ``hnswlib.Index`` (loaded from the saved file on first use)."""
+        return self._index if self._index is not None else self._load_hnswlib()
+
+    @property
+    def quantized(self) -> bool:
+        """Whether searches run on the int8 codes (see the class docstring)."""
+        return self._graph is not None and not self._dirty
 
     def __len__(self) -> int:
         return self.count - self.deleted
@@ -193,69 +245,135 @@ class HnswStore:
         if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
             raise MuveraError(f"ef must be a positive int, got {ef!r}")
         self.ef = int(ef)
-        self.index.set_ef(self.ef)
+        if self._index is not None:
+            self._index.set_ef(self.ef)
 
     def params(self) -> dict[str, Any]:
-        return {"M": self.M, "ef_construction": self.ef_construction, "ef": self.ef}
+        return {
+            "M": self.M,
+            "ef_construction": self.ef_construction,
+            "ef": self.ef,
+            "quantization": self.quantization,
+        }
 
     def add(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
-        needed = self.index.get_current_count() + labels.size
-        capacity = self.index.get_max_elements()
+        index = self.index
+        self._dirty = True
+        needed = index.get_current_count() + labels.size
+        capacity = index.get_max_elements()
         if needed > capacity:
-            self.index.resize_index(max(needed, 2 * capacity))
-        self.index.add_items(
+            index.resize_index(max(needed, 2 * capacity))
+        index.add_items(
             np.ascontiguousarray(fdes, dtype=np.float32), labels, num_threads=self.num_threads
         )
         self.count += labels.size
 
     def delete(self, labels: Labels) -> None:
+        index = self.index
+        self._dirty = True
         for label in labels.tolist():
-            self.index.mark_deleted(int(label))
+            index.mark_deleted(int(label))
         self.deleted += labels.size
 
     def search(
-        self, queries: npt.NDArray[np.float32], k: int
+        self, queries: npt.NDArray[np.float32], k: int, *, exact: bool = True
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
+        """Top ``k`` labels per query, padded with -1 / -inf. Scores are FDE inner products:
+        on the int8 codes when searching them and ``exact`` is False, else float32."""
         n_q = queries.shape[0]
         out_labels = np.full((n_q, k), -1, dtype=np.int64)
         out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
         take = min(k, len(self))
         if take == 0 or n_q == 0:
             return out_labels, out_scores
-        self.index.set_ef(max(self.ef, take))
+        threads = 1 if n_q == 1 else self.num_threads
+        graph, kernel = self._graph, _native.load()
+        if graph is not None and not self._dirty and kernel is not None:
+            rows, scores = graph.search(
+                kernel,
+                queries,
+                take,
+                max(self.ef, take),
+                _native.default_threads() if threads < 1 else threads,
+            )
+            if exact:
+                scores = self._rescore(graph, queries, rows, scores)
+            found = rows >= 0
+            out_labels[:, :take] = np.where(found, graph.labels[np.maximum(rows, 0)], -1)
+            out_scores[:, :take] = scores
+            return out_labels, out_scores
+        return self._search_hnswlib(queries, take, out_labels, out_scores, threads)
+
+    @staticmethod
+    def _rescore(
+        graph: QuantizedGraph,
+        queries: npt.NDArray[np.float32],
+        rows: npt.NDArray[np.int64],
+        scores: npt.NDArray[np.float32],
+    ) -> npt.NDArray[np.float32]:
+        """float32 inner products of the rows found (best first again; ``rows`` reordered)."""
+        for i in range(rows.shape[0]):
+            found = rows[i] >= 0
+            if not found.any():
+                continue
+            exact = graph.vectors(rows[i, found]) @ np.asarray(queries[i], np.float32)
+            order = np.argsort(-exact, kind="stable")
+            rows[i, : order.size] = rows[i, found][order]
+            scores[i, : order.size] = exact[order]
+        return scores
+
+    def _search_hnswlib(
+        self,
+        queries: npt.NDArray[np.float32],
+        take: int,
+        out_labels: Labels,
+        out_scores: npt.NDArray[np.float32],
+        threads: int,
+    ) -> tuple[Labels, npt.NDArray[np.float32]]:
+        index = self.index
+        index.set_ef(max(self.ef, take))
         try:
-            threads = 1 if n_q == 1 else self.num_threads
-            labels, distances = self.index.knn_query(queries, k=take, num_threads=threads)
+            labels, distances = index.knn_query(queries, k=take, num_threads=threads)
             out_labels[:, :take] = labels
             out_scores[:, :take] = 1.0 - distances  # hnswlib's "ip" distance is 1 - <q, x>
         except RuntimeError:
             # Too few reachable live points for `take` (many deletions): ask one query at a
             # time for as many as the graph yields.
-            for i in range(n_q):
+            for i in range(queries.shape[0]):
                 for want in range(take, 0, -1):
                     try:
-                        labels, distances = self.index.knn_query(queries[i : i + 1], k=want)
+                        labels, distances = index.knn_query(queries[i : i + 1], k=want)
                     except RuntimeError:
                         continue
                     out_labels[i, :want] = labels[0]
                     out_scores[i, :want] = 1.0 - distances[0]
                     break
         finally:
-            self.index.set_ef(self.ef)
+            index.set_ef(self.ef)
         return out_labels, out_scores
 
     def save(self, directory: Path, generation: int) -> dict[str, Any]:
+        if self._index is None and self._file is not None and self._file.parent == directory:
+            # never loaded, so unchanged since it was read: the saved file stays as it is
+            return {**self._entry, **self.params()}
         name = f"hnsw-{generation:06d}.bin"
-        self.index.save_index(str(directory / name))
+        index = self.index
+        index.save_index(str(directory / name))
         with (directory / name).open("rb+") as fh:
             os.fsync(fh.fileno())
-        return {
+        self._file = directory / name
+        self._capacity = index.get_max_elements()
+        self._entry = {
             **self.params(),
             "file": name,
-            "capacity": self.index.get_max_elements(),
+            "capacity": self._capacity,
             "count": self.count,
             "deleted": self.deleted,
         }
+        if self._dirty or self._graph is None:
+            self._graph = self._read_graph(self._file, self._graph)
+        self._dirty = False
+        return dict(self._entry)
 
 
 STORES: dict[str, Any] = {"exact": ExactStore, "hnswlib": HnswStore}

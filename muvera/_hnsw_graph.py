@@ -1,0 +1,222 @@
+"""A read-only view of an hnswlib index file, searched over int8 codes by the compiled kernel.
+
+hnswlib keeps float32 vectors; over 10,240-dim FDEs its search is memory-bound (every
+visited node reads 40 KiB). :class:`QuantizedGraph` reads the graph (its neighbour lists,
+entry point, deletion marks and labels) from the file hnswlib saved, keeps an int8 copy of
+the vectors (one scale per row: a quarter of the bytes) and runs the same search walk in
+``muvera_graph_search`` (``_kernels.c``). Rows already quantized are kept when the file is
+re-read after an append, so a commit costs only the new rows.
+
+The file layout is hnswlib's ``saveIndex`` (stable since hnswlib 0.5): a 96-byte header,
+then ``cur_element_count`` level-0 records of ``size_data_per_element`` bytes (neighbour
+list, vector, label), then each element's upper-level lists. :func:`read_header` checks
+every field against what the layout implies; a file it does not recognise makes
+:meth:`QuantizedGraph.read` return None and the caller keeps using hnswlib.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["HEADER", "HnswHeader", "QuantizedGraph", "quantize_rows", "read_header"]
+
+HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex header, 96 bytes
+MAX_DIMENSION = 65536  # int32 inner products of int8 codes cannot overflow below this
+_CHUNK_BYTES = 1 << 26  # rows quantized per numpy pass: about 64 MiB of float32
+
+
+@dataclass(frozen=True)
+class HnswHeader:
+    """The fields of an hnswlib index file header that the search needs."""
+
+    count: int  # cur_element_count
+    record_bytes: int  # size_data_per_element
+    label_offset: int
+    data_offset: int  # = size of a level-0 neighbour list
+    max_level: int
+    entry: int
+    max_m: int
+    max_m0: int
+    dimension: int
+
+
+def read_header(buffer: Any, dimension: int) -> HnswHeader | None:
+    """Parse and check the header of an hnswlib "ip"/"l2" float32 index of ``dimension``;
+    None when the bytes do not have the layout this module reads."""
+    if len(buffer) < HEADER.size:
+        return None
+    (offset0, _max_elements, count, record, label_off, data_off, max_level, entry) = (
+        HEADER.unpack_from(buffer, 0)[:8]
+    )
+    max_m, max_m0 = HEADER.unpack_from(buffer, 0)[8:10]
+    ok = (
+        offset0 == 0
+        and data_off == 4 * (max_m0 + 1)
+        and label_off == data_off + 4 * dimension
+        and record == label_off + 8
+        and 0 < max_m <= max_m0 < 65536
+        and max_level >= 0
+        and (count == 0 or entry < count)
+        and len(buffer) >= HEADER.size + count * record + 4 * count
+    )
+    if not ok:
+        return None
+    return HnswHeader(
+        int(count), int(record), int(label_off), int(data_off), int(max_level), int(entry),
+        int(max_m), int(max_m0), dimension,
+    )  # fmt: skip
+
+
+def quantize_rows(
+    rows: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """int8 codes of float32 rows ``(n, d)``, one scale per row: ``codes = round(x / s)``
+    with ``s = max|x| / 127`` (all-zero rows: codes 0, scale 0).
+
+    Returns ``codes`` int8 ``(n, d)`` and ``meta`` float32 ``(n, 2)``: the scale and the sum
+    of the codes (the compiled kernel's VNNI path needs it).
+
+    >>> codes, meta = quantize_rows(np.array([[0.5, -1.0, 0.25], [0, 0, 0]], np.float32))
+    >>> codes.tolist(), meta.tolist()
+    ([[64, -127, 32], [0, 0, 0]], [[0.007874015718698502, -31.0], [0.0, 0.0]])
+    """
+    rows = np.asarray(rows, dtype=np.float32)
+    top = np.abs(rows).max(axis=1) if rows.shape[1] else np.zeros(rows.shape[0], np.float32)
+    scale = (top / np.float32(127)).astype(np.float32)
+    inv = np.divide(np.float32(127), top, out=np.zeros_like(top), where=top > 0)
+    codes = np.clip(np.rint(rows * inv[:, None]), -127, 127).astype(np.int8)
+    meta = np.stack([scale, codes.sum(axis=1, dtype=np.int64).astype(np.float32)], axis=1)
+    return codes, meta
+
+
+class QuantizedGraph:
+    """The graph of an hnswlib index file with int8 codes of its vectors.
+
+    Use :meth:`read` (None when the file is not in the expected layout), then
+    :meth:`search`; :meth:`read` again with ``previous=`` after the file was re-saved.
+    """
+
+    def __init__(self, header: HnswHeader, buffer: mmap.mmap) -> None:
+        self.header = header
+        self._buffer = buffer
+        n, d = header.count, header.dimension
+        self.records = np.frombuffer(
+            buffer, dtype=np.uint8, count=n * header.record_bytes, offset=HEADER.size
+        ).reshape(n, header.record_bytes)
+        self.links0 = np.ascontiguousarray(self.records[:, : header.data_offset]).view(np.uint32)
+        self.deleted = np.ascontiguousarray(self.records[:, 2] & 1)  # hnswlib's DELETE_MARK
+        self.has_deleted = bool(self.deleted.any())
+        self.labels = (
+            np.ascontiguousarray(self.records[:, header.label_offset :]).view(np.uint64).ravel()
+        ).astype(np.int64)
+        self.upper, self.upper_start = self._upper_lists(buffer, header)
+        self.codes = np.zeros((0, d), np.int8)
+        self.meta = np.zeros((0, 2), np.float32)
+
+    @staticmethod
+    def _upper_lists(
+        buffer: mmap.mmap, header: HnswHeader
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+        """All upper-level lists, (lists, max_m + 1) uint32, and the first list of each row
+        (-1 for rows on level 0 only)."""
+        n, width = header.count, 4 * (header.max_m + 1)
+        start = np.full(n, -1, dtype=np.int64)
+        spans: list[tuple[int, int]] = []
+        pos, lists = HEADER.size + n * header.record_bytes, 0
+        unpack = struct.Struct("<I").unpack_from
+        for i in range(n):
+            (size,) = unpack(buffer, pos)
+            pos += 4
+            if size:
+                if size % width or pos + size > len(buffer):
+                    raise ValueError("hnswlib file: bad upper-level list")
+                start[i] = lists
+                spans.append((pos, size))
+                lists += size // width
+                pos += size
+        upper = np.zeros((max(lists, 1), header.max_m + 1), np.uint32)
+        flat = upper.reshape(-1).view(np.uint8)
+        at = 0
+        for pos, size in spans:
+            flat[at : at + size] = np.frombuffer(buffer, np.uint8, size, pos)
+            at += size
+        return upper, start
+
+    @classmethod
+    def read(
+        cls, path: Path, dimension: int, previous: QuantizedGraph | None = None
+    ) -> QuantizedGraph | None:
+        """Map the hnswlib file ``path`` and quantize its vectors (only the rows beyond
+        ``previous``'s when given: hnswlib never moves a stored vector). None when the file
+        is not an hnswlib index of ``dimension`` in the expected layout."""
+        if dimension > MAX_DIMENSION:
+            return None
+        with path.open("rb") as fh:
+            try:
+                buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # an empty file
+                return None
+        header = read_header(buffer, dimension)
+        if header is None:
+            return None
+        try:
+            graph = cls(header, buffer)
+        except ValueError:
+            return None
+        graph._quantize(previous)
+        return graph
+
+    def _quantize(self, previous: QuantizedGraph | None) -> None:
+        n, d = self.header.count, self.header.dimension
+        kept = 0
+        if previous is not None and previous.header.dimension == d:
+            kept = min(previous.codes.shape[0], n)
+        self.codes = np.empty((n, d), np.int8)
+        self.meta = np.empty((n, 2), np.float32)
+        if kept:
+            self.codes[:kept] = previous.codes[:kept]  # type: ignore[union-attr]
+            self.meta[:kept] = previous.meta[:kept]  # type: ignore[union-attr]
+        step = max(1, _CHUNK_BYTES // max(4 * d, 1))
+        for first in range(kept, n, step):
+            rows = self.vectors(np.arange(first, min(first + step, n)))
+            self.codes[first : first + rows.shape[0]], self.meta[first : first + rows.shape[0]] = (
+                quantize_rows(rows)
+            )
+
+    def __len__(self) -> int:
+        return self.header.count
+
+    def vectors(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """The float32 vectors of ``rows`` (row numbers, not labels), ``(len(rows), d)``."""
+        h = self.header
+        return np.ascontiguousarray(self.records[rows, h.data_offset : h.label_offset]).view(
+            np.float32
+        )
+
+    def search(
+        self, kernel: Any, queries: npt.NDArray[np.float32], k: int, ef: int, n_threads: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Top ``k`` rows per query by inner product on the codes, best first: row numbers
+        int64 ``(n_q, k)`` and scores float32 ``(n_q, k)``, padded with -1 / -inf."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        n_q = queries.shape[0]
+        rows = np.full((n_q, k), -1, dtype=np.int64)
+        scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+        counts = np.zeros(n_q, dtype=np.int64)
+        h = self.header
+        kernel.graph_search(
+            self.codes, self.meta, self.links0, self.upper, self.upper_start, self.deleted,
+            self.has_deleted,
+            h.entry, h.max_level, queries, ef, rows, scores, counts, n_threads,
+        )  # fmt: skip
+        found = np.arange(k)[None, :] < counts[:, None]
+        rows[~found] = -1
+        scores[~found] = -np.inf
+        return rows, scores

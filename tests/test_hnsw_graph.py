@@ -1,0 +1,298 @@
+"""The int8 search over hnswlib's graph (muvera/_hnsw_graph.py + muvera_graph_search) and the
+hnswlib store that uses it."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import native_kernel_available, ragged
+
+from muvera import FDEConfig, Index, MuveraError, _native
+from muvera._hnsw_graph import HEADER, QuantizedGraph, quantize_rows, read_header
+from muvera.stores import HnswStore
+
+hnswlib = pytest.importorskip("hnswlib")
+needs_native = pytest.mark.skipif(not native_kernel_available(), reason="compiled kernel not built")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _integer_rows(rng, n, d):
+    """Rows that int8 codes hold exactly: integers in [-127, 127], each reaching 127."""
+    x = rng.integers(-127, 128, size=(n, d)).astype(np.float32)
+    x[np.arange(n), rng.integers(0, d, n)] = 127.0
+    return x
+
+
+def _hnsw_file(tmp_path, data, M=8, deleted=(), name="g.bin"):
+    index = hnswlib.Index(space="ip", dim=data.shape[1])
+    index.init_index(max_elements=len(data), ef_construction=100, M=M, random_seed=1)
+    index.add_items(data, np.arange(len(data)) * 10 + 3, num_threads=1)  # labels != rows
+    for label in deleted:
+        index.mark_deleted(label)
+    index.save_index(str(tmp_path / name))
+    return index, tmp_path / name
+
+
+def _search(graph, queries, k, ef):
+    rows, scores = graph.search(_native.load(), queries, k, ef, 1)
+    labels = np.where(rows >= 0, graph.labels[np.maximum(rows, 0)], -1)
+    return labels, scores
+
+
+def test_quantize_rows_round_trip_and_edges():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 33)).astype(np.float32) * rng.uniform(0.01, 100, (50, 1))
+    x[7] = 0.0
+    codes, meta = quantize_rows(x)
+    assert codes.dtype == np.int8 and meta.dtype == np.float32 and meta.shape == (50, 2)
+    assert np.abs(codes).max() == 127 and codes.min() >= -127
+    recon = codes * meta[:, :1]
+    assert (np.abs(recon - x) <= meta[:, :1] / 2 + 1e-6 * np.abs(x).max(1, keepdims=True)).all()
+    np.testing.assert_array_equal(meta[:, 1], codes.sum(axis=1))
+    assert (codes[7] == 0).all() and meta[7, 0] == 0
+    exact = _integer_rows(rng, 5, 9)
+    codes, meta = quantize_rows(exact)
+    np.testing.assert_array_equal(codes, exact)
+    np.testing.assert_array_equal(meta[:, 0], 1.0)
+
+
+def test_read_header_rejects_other_layouts(tmp_path):
+    rng = np.random.default_rng(1)
+    _, path = _hnsw_file(tmp_path, rng.standard_normal((40, 12)).astype(np.float32))
+    data = path.read_bytes()
+    assert read_header(data, 12) is not None
+    assert read_header(data, 13) is None  # another dimension
+    assert read_header(data[:50], 12) is None  # truncated header
+    assert read_header(data[: len(data) // 2], 12) is None  # truncated records
+    fields = list(HEADER.unpack_from(data, 0))
+    fields[0] = 8  # offsetLevel0 of some other layout
+    assert read_header(HEADER.pack(*fields) + data[HEADER.size :], 12) is None
+    (tmp_path / "empty.bin").write_bytes(b"")
+    assert QuantizedGraph.read(tmp_path / "empty.bin", 12) is None
+    (tmp_path / "bad.bin").write_bytes(HEADER.pack(*fields) + data[HEADER.size :])
+    assert QuantizedGraph.read(tmp_path / "bad.bin", 12) is None
+    assert QuantizedGraph.read(path, 70_000) is None  # wider than int32 sums allow
+
+
+@needs_native
+@pytest.mark.parametrize("deleted", [(), (3, 53, 103, 503, 1003)])
+def test_walk_equals_hnswlib_on_exactly_quantized_rows(tmp_path, deleted):
+    """With rows (and queries) that int8 holds exactly, the scores are exact integers, so
+    the walk must visit what hnswlib visits and return what it returns, deleted rows
+    included (walked through, never returned)."""
+    rng = np.random.default_rng(2)
+    data = _integer_rows(rng, 400, 24)
+    index, path = _hnsw_file(tmp_path, data, deleted=deleted)
+    graph = QuantizedGraph.read(path, 24)
+    assert graph is not None and len(graph) == 400
+    assert graph.has_deleted == bool(deleted)
+    np.testing.assert_array_equal(graph.labels, np.arange(400) * 10 + 3)
+    queries = _integer_rows(rng, 30, 24)
+    for k, ef in ((1, 1), (10, 10), (10, 40), (50, 60)):
+        index.set_ef(ef)
+        want_labels, want_dist = index.knn_query(queries, k=k, num_threads=1)
+        labels, scores = _search(graph, queries, k, ef)
+        np.testing.assert_array_equal(scores, (1.0 - want_dist).astype(np.float32))
+        same = (labels == want_labels).mean()
+        assert same > 0.98, same  # order may differ only between equal scores
+        assert not np.isin(labels, deleted).any()
+
+
+@needs_native
+def test_recall_close_to_hnswlib_on_float_rows(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((1500, 96)).astype(np.float32)
+    index, path = _hnsw_file(tmp_path, data, M=12)
+    graph = QuantizedGraph.read(path, 96)
+    queries = rng.standard_normal((50, 96)).astype(np.float32)
+    truth = np.argsort(-(queries @ data.T), axis=1)[:, :20] * 10 + 3
+    index.set_ef(60)
+    theirs = index.knn_query(queries, k=20, num_threads=1)[0]
+    ours, scores = _search(graph, queries, 20, 60)
+
+    def recall(found):
+        return np.mean([len(set(a) & set(b)) / 20 for a, b in zip(found, truth, strict=True)])
+
+    recall_ours, recall_hnswlib = recall(ours), recall(theirs)
+    assert recall_ours >= recall_hnswlib - 0.03, (recall_ours, recall_hnswlib)
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+    # approximate scores: within the int8 rounding of the float inner products
+    exact = np.take_along_axis(queries @ data.T, (ours - 3) // 10, axis=1)
+    np.testing.assert_allclose(scores, exact, rtol=0.05, atol=0.3)
+
+
+@needs_native
+def test_fewer_results_than_k_and_empty_graph(tmp_path):
+    rng = np.random.default_rng(4)
+    data = rng.standard_normal((6, 8)).astype(np.float32)
+    _, path = _hnsw_file(tmp_path, data, deleted=(3, 13))
+    graph = QuantizedGraph.read(path, 8)
+    labels, scores = _search(graph, data[:2], 10, 10)
+    assert (labels[:, :4] >= 0).all() and (labels[:, 4:] == -1).all()
+    assert np.isneginf(scores[:, 4:]).all()
+    assert sorted(labels[0, :4].tolist()) == [23, 33, 43, 53]
+
+
+@needs_native
+def test_rows_are_requantized_only_when_new(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((300, 20)).astype(np.float32)
+    index, path = _hnsw_file(tmp_path, data[:200])
+    first = QuantizedGraph.read(path, 20)
+    index.resize_index(300)
+    index.add_items(data[200:], np.arange(200, 300) * 10 + 3)
+    index.mark_deleted(13)
+    index.save_index(str(tmp_path / "g2.bin"))
+    seen = []
+    real = quantize_rows
+    monkeypatch.setattr(
+        "muvera._hnsw_graph.quantize_rows", lambda rows: seen.append(len(rows)) or real(rows)
+    )
+    second = QuantizedGraph.read(tmp_path / "g2.bin", 20, previous=first)
+    assert sum(seen) == 100 and len(second) == 300
+    fresh_codes, fresh_meta = real(second.vectors(np.arange(300)))
+    np.testing.assert_array_equal(second.codes, fresh_codes)
+    np.testing.assert_array_equal(second.meta, fresh_meta)
+    assert second.deleted[1] == 1 and second.has_deleted
+
+
+@needs_native
+def test_portable_build_gives_identical_results(tmp_path, monkeypatch):
+    """The VNNI and the plain-C inner products compute the same integers."""
+    pytest.importorskip("hatchling")
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    monkeypatch.setenv("MUVERA_PORTABLE", "1")
+    out = tmp_path / "portable" / _native.library_filename()
+    out.parent.mkdir()
+    error = hook.compile_kernel(ROOT, out)
+    if error is not None and "no C compiler" in error:
+        pytest.skip(error)
+    assert error is None, error
+    portable = _native.NativeKernel(ctypes.CDLL(str(out)), out)
+    rng = np.random.default_rng(6)
+    data = rng.standard_normal((500, 200)).astype(np.float32)  # d % 64 != 0: masked tail
+    _, path = _hnsw_file(tmp_path, data, deleted=(3,))
+    graph = QuantizedGraph.read(path, 200)
+    queries = rng.standard_normal((20, 200)).astype(np.float32)
+    a = graph.search(_native.load(), queries, 15, 30, 2)
+    b = graph.search(portable, queries, 15, 30, 1)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+# -- the store --------------------------------------------------------------------------
+
+
+def _index(tmp_path, **options):
+    return Index.create(
+        tmp_path / "ix",
+        FDEConfig(dimension=8, num_repetitions=4, num_simhash_projections=3),
+        store_options=options or None,
+    )
+
+
+def _docs(rng, n):
+    return ragged(rng, rng.integers(2, 9, n), 8)  # unit tokens: a document is its own best match
+
+
+@needs_native
+def test_store_searches_codes_loads_hnswlib_only_to_write(tmp_path):
+    rng = np.random.default_rng(7)
+    docs = _docs(rng, 80)
+    with _index(tmp_path) as index:
+        index.add(list(range(60)), docs[:60])
+        assert index.store.quantized and index.store.params()["quantization"] == "int8"
+        queries = [d[:2] for d in docs[:5]]
+        before = index.search(queries, k=5, candidates=60)
+    reader = Index.open(tmp_path / "ix", mode="r")
+    assert reader.store._index is None and reader.store.quantized  # hnswlib never loaded
+    after = reader.search(queries, k=5, candidates=60)
+    np.testing.assert_array_equal(before.ids, after.ids)
+    np.testing.assert_array_equal(before.scores, after.scores)
+    with Index.open(tmp_path / "ix") as writer:
+        writer.update_metadata({"a": 1})  # a commit without changing the graph
+        assert writer.store._index is None
+        file = writer.manifest["store"]["entry"]["file"]
+        assert (tmp_path / "ix" / file).is_file()
+        writer.add(list(range(60, 80)), docs[60:])
+        assert writer.store._index is not None and writer.store.quantized
+        writer.delete([0, 1])
+        got = writer.search([docs[0][:2], docs[70]], k=3, candidates=79)
+        assert 0 not in got.ids[0] and got.ids[1, 0] == 70
+        assert len(writer.store._graph) == 80 and writer.store._graph.has_deleted
+
+
+@needs_native
+def test_store_fde_only_scores_are_float32_inner_products(tmp_path):
+    rng = np.random.default_rng(8)
+    docs = _docs(rng, 50)
+    with _index(tmp_path) as index:
+        index.add(list(range(50)), docs)
+        queries = [d[:3] for d in docs[:6]]
+        got = index.search(queries, k=7, rerank=False)
+        enc = index.encoder
+        fde = enc.encode_queries(queries) @ enc.encode_documents(docs).T
+        want = np.take_along_axis(fde, got.ids.astype(np.int64), axis=1)
+        np.testing.assert_allclose(got.scores, want, rtol=1e-5, atol=1e-5)
+        _, approx = index.store.search(enc.encode_queries(queries), 7, exact=False)
+        assert not np.array_equal(approx, got.scores)  # int8 scores when asked for
+
+
+def test_store_quantization_option(tmp_path):
+    rng = np.random.default_rng(9)
+    docs = _docs(rng, 30)
+    with _index(tmp_path, quantization="none") as index:
+        index.add(list(range(30)), docs)
+        assert not index.store.quantized
+        ids = index.search([docs[4]], k=3).ids
+        assert ids[0, 0] == 4
+    reader = Index.open(tmp_path / "ix", mode="r")
+    assert reader.store.quantization == "none" and reader.store._index is not None
+    np.testing.assert_array_equal(reader.search([docs[4]], k=3).ids, ids)
+    with pytest.raises(MuveraError, match="quantization must be one of"):
+        Index.create(tmp_path / "bad", FDEConfig(dimension=8), store_options={"quantization": "pq"})
+
+
+def test_store_without_the_kernel_uses_hnswlib(tmp_path, monkeypatch):
+    monkeypatch.setattr(_native, "load", lambda: None)
+    rng = np.random.default_rng(10)
+    docs = _docs(rng, 30)
+    with _index(tmp_path) as index:
+        index.add(list(range(30)), docs)
+        assert not index.store.quantized
+        assert index.search([docs[9]], k=2).ids[0, 0] == 9
+
+
+@needs_native
+def test_store_falls_back_to_hnswlib_on_an_unknown_file_layout(tmp_path, monkeypatch):
+    rng = np.random.default_rng(11)
+    docs = _docs(rng, 30)
+    with _index(tmp_path) as index:
+        index.add(list(range(30)), docs)
+    monkeypatch.setattr("muvera._hnsw_graph.read_header", lambda buffer, dimension: None)
+    reader = Index.open(tmp_path / "ix", mode="r")
+    assert not reader.store.quantized and reader.store._index is not None
+    assert reader.search([docs[5]], k=2).ids[0, 0] == 5
+
+
+@needs_native
+def test_search_between_a_write_and_its_commit_uses_hnswlib(tmp_path):
+    rng = np.random.default_rng(12)
+    store = HnswStore(16, tmp_path)
+    data = rng.standard_normal((50, 16)).astype(np.float32)
+    store.add(np.arange(50), data)
+    assert not store.quantized  # nothing saved yet
+    labels, _ = store.search(data[:3], 1)
+    np.testing.assert_array_equal(labels[:, 0], [0, 1, 2])
+    store.save(tmp_path, 1)
+    assert store.quantized
+    store.add(np.arange(50, 60), rng.standard_normal((10, 16)).astype(np.float32))
+    assert not store.quantized
+    store.save(tmp_path, 2)
+    assert store.quantized and len(store._graph) == 60
