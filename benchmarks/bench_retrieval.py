@@ -73,11 +73,14 @@ class BruteForce:
 
 def bench_store(spec, docs, doc_ids, queries, qids, qrels, exact_top10, candidates, tmp, brute):
     """``spec`` is a store name, optionally with the token dtype and store options:
-    "hnswlib/float32", "hnswlib@M=12,ef=100" (default dtype: the library's, float16)."""
+    "hnswlib/float32", "hnswlib@M=12", "hnswlib@quantization=none" (default dtype: the
+    library's, float16)."""
     name, _, opts = spec.partition("@")
     store, _, dtype = name.partition("/")
     dtype = dtype or "float16"
-    options = {k: int(v) for k, v in (o.split("=") for o in opts.split(",") if o)} or None
+    options = {
+        k: int(v) if v.isdigit() else v for k, v in (o.split("=") for o in opts.split(",") if o)
+    } or None
     if store == "qdrant":
         options = {"location": ":memory:"}
     cfg = FDEConfig(dimension=docs[0].shape[1])
@@ -284,7 +287,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "scifact")
     parser.add_argument("--model", type=Path, default=SHARED / "models" / "minilm-colbert-128")
-    parser.add_argument("--stores", default="exact,hnswlib,hnswlib/float32,qdrant")
+    parser.add_argument(
+        "--stores", default="exact,hnswlib,hnswlib@quantization=none,hnswlib/float32,qdrant"
+    )
     parser.add_argument("--candidates", default="100,200,500")
     parser.add_argument("--quick", action="store_true", help="first 50 queries only")
     parser.add_argument("--no-configs", action="store_true", help="skip the FDE config table")

@@ -772,10 +772,94 @@ static inline void prefetch_row(const graph_view *g, uint32_t u) {
 #endif
 }
 
+/* A second thread that scores half of each expansion's new neighbours while one query is
+ * searched (the walk itself stays on the calling thread, so the results are the same). Each
+ * batch is claimed by whichever thread gets to it first: a helper that is not running when
+ * the caller finishes its own half never makes the caller wait. */
+#if defined(MUVERA_HAVE_THREADS) && (defined(__GNUC__) || defined(__clang__))
+#define MUVERA_HAVE_HELPER 1
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+#endif
+
+typedef struct {
+    const graph_view *g;
+    const qquery *q;
+    const uint32_t *ids;
+    float *scores;
+    int64_t n;
+    uint64_t posted, claimed, finished; /* batch numbers, read and written atomically */
+    int stop;
+} graph_helper;
+
+static void score_rows(const graph_view *g, const qquery *q, const uint32_t *ids, int64_t n,
+                       float *scores) {
+    for (int64_t i = 0; i < n; ++i) prefetch_row(g, ids[i]);
+    for (int64_t i = 0; i < n; ++i) scores[i] = graph_score(g, q, ids[i]);
+}
+
+#ifdef MUVERA_HAVE_HELPER
+static int claim(graph_helper *h, uint64_t batch) {
+    uint64_t expected = batch - 1;
+    return __atomic_compare_exchange_n(&h->claimed, &expected, batch, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+}
+
+static void *helper_main(void *arg) {
+    graph_helper *h = (graph_helper *)arg;
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t batch;
+        while ((batch = __atomic_load_n(&h->posted, __ATOMIC_ACQUIRE)) == seen) {
+            if (__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE)) return NULL;
+            cpu_relax();
+        }
+        seen = batch;
+        if (claim(h, batch)) {
+            score_rows(h->g, h->q, h->ids, h->n, h->scores);
+            __atomic_store_n(&h->finished, batch, __ATOMIC_RELEASE);
+        }
+    }
+}
+#endif
+
+/* scores[i] = score of ids[i], i < n; with a helper, it takes the second half */
+static void score_batch(const graph_view *g, const qquery *q, const uint32_t *ids, int64_t n,
+                        float *scores, graph_helper *h) {
+#ifdef MUVERA_HAVE_HELPER
+    if (h != NULL && n >= 4) {
+        const int64_t half = n / 2;
+        h->q = q;
+        h->ids = ids + half;
+        h->scores = scores + half;
+        h->n = n - half;
+        const uint64_t batch = h->posted + 1;
+        __atomic_store_n(&h->posted, batch, __ATOMIC_RELEASE);
+        score_rows(g, q, ids, half, scores);
+        if (claim(h, batch)) { /* the helper has not started it: do it here */
+            score_rows(g, q, ids + half, n - half, scores + half);
+        } else {
+            while (__atomic_load_n(&h->finished, __ATOMIC_ACQUIRE) != batch) cpu_relax();
+        }
+        return;
+    }
+#else
+    (void)h;
+#endif
+    score_rows(g, q, ids, n, scores);
+}
+
 /* One query; returns the number of results written (<= k), best first. `visited` holds n
- * tags, `tag` is fresh for this query; `cand` and `best` hold ef + stride0 entries. */
+ * tags, `tag` is fresh for this query; `cand` holds n + 1 entries, `best` ef + 2, `fresh`
+ * and `fresh_scores` stride0 each; `helper` is NULL or a running helper thread. */
 static int64_t graph_search_one(const graph_view *g, const qquery *q, int64_t ef, int64_t k,
                                 uint16_t *visited, uint16_t tag, scored *cand, scored *best,
+                                uint32_t *fresh, float *fresh_scores, graph_helper *helper,
                                 int64_t *out_ids, float *out_scores) {
     uint32_t cur = (uint32_t)g->entry;
     float cur_score = graph_score(g, q, cur);
@@ -786,14 +870,14 @@ static int64_t graph_search_one(const graph_view *g, const qquery *q, int64_t ef
             if (g->upper_start[cur] < 0) break;
             const uint32_t *list = g->upper + (g->upper_start[cur] + level - 1) * g->stride_up;
             const uint32_t count = list[0] & 0xFFFFu;
-            for (uint32_t j = 1; j <= count; ++j) prefetch_row(g, list[j]);
-            for (uint32_t j = 1; j <= count; ++j) {
-                const uint32_t v = list[j];
-                if ((int64_t)v >= g->n) continue;
-                const float s = graph_score(g, q, v);
-                if (s > cur_score) {
-                    cur_score = s;
-                    cur = v;
+            int64_t m = 0;
+            for (uint32_t j = 1; j <= count; ++j)
+                if ((int64_t)list[j] < g->n) fresh[m++] = list[j];
+            score_batch(g, q, fresh, m, fresh_scores, helper);
+            for (int64_t j = 0; j < m; ++j) {
+                if (fresh_scores[j] > cur_score) {
+                    cur_score = fresh_scores[j];
+                    cur = fresh[j];
                     changed = 1;
                 }
             }
@@ -815,17 +899,20 @@ static int64_t graph_search_one(const graph_view *g, const qquery *q, int64_t ef
         if (c.score < bound && (n_best == ef || !g->has_deleted)) break;
         const uint32_t *list = g->links0 + (int64_t)c.id * g->stride0;
         const uint32_t count = list[0] & 0xFFFFu;
-        for (uint32_t j = 1; j <= count; ++j)
-            if ((int64_t)list[j] < g->n && visited[list[j]] != tag) prefetch_row(g, list[j]);
+        int64_t m = 0;
         for (uint32_t j = 1; j <= count; ++j) {
             const uint32_t v = list[j];
             if ((int64_t)v >= g->n || visited[v] == tag) continue;
             visited[v] = tag;
-            const float s = graph_score(g, q, v);
+            fresh[m++] = v;
+        }
+        score_batch(g, q, fresh, m, fresh_scores, helper);
+        for (int64_t j = 0; j < m; ++j) {
+            const float s = fresh_scores[j];
             if (n_best < ef || s > bound) {
-                const scored x = {s, v};
+                const scored x = {s, fresh[j]};
                 heap_push(cand, &n_cand, x, 1);
-                if (!g->deleted[v]) heap_push(best, &n_best, x, -1);
+                if (!g->deleted[x.id]) heap_push(best, &n_best, x, -1);
                 if (n_best > ef) heap_pop(best, &n_best, -1);
                 if (n_best > 0) bound = best[0].score;
             }
@@ -848,6 +935,7 @@ typedef struct {
     int64_t *out_ids;
     float *out_scores;
     int64_t *out_counts;
+    graph_helper *helper; /* one query searched with a helper thread, or NULL */
     int64_t status;
 } graph_job;
 
@@ -858,11 +946,16 @@ static void *graph_worker(void *arg) {
     int8_t *qcodes = (int8_t *)malloc((size_t)g->d * 2);
     scored *cand = (scored *)malloc((size_t)(g->n + 1) * sizeof(scored));
     scored *best = (scored *)malloc((size_t)(job->ef + 2) * sizeof(scored));
-    if (visited == NULL || qcodes == NULL || cand == NULL || best == NULL) {
+    uint32_t *fresh = (uint32_t *)malloc((size_t)(g->stride0 + g->stride_up) * sizeof(uint32_t));
+    float *fresh_scores = (float *)malloc((size_t)(g->stride0 + g->stride_up) * sizeof(float));
+    if (visited == NULL || qcodes == NULL || cand == NULL || best == NULL || fresh == NULL ||
+        fresh_scores == NULL) {
         free(visited);
         free(qcodes);
         free(cand);
         free(best);
+        free(fresh);
+        free(fresh_scores);
         job->status = -1;
         return NULL;
     }
@@ -874,14 +967,17 @@ static void *graph_worker(void *arg) {
         }
         qquery q = {qcodes, (const uint8_t *)(qcodes + g->d), 0.0f};
         q.scale = quantize_row(job->queries + i * g->d, g->d, qcodes, (uint8_t *)(qcodes + g->d));
-        job->out_counts[i] = graph_search_one(g, &q, job->ef, job->k,
-                                              visited, tag, cand, best, job->out_ids + i * job->k,
-                                              job->out_scores + i * job->k);
+        job->out_counts[i] =
+            graph_search_one(g, &q, job->ef, job->k, visited, tag, cand, best, fresh,
+                             fresh_scores, job->helper, job->out_ids + i * job->k,
+                             job->out_scores + i * job->k);
     }
     free(visited);
     free(qcodes);
     free(cand);
     free(best);
+    free(fresh);
+    free(fresh_scores);
     job->status = 0;
     return NULL;
 }
@@ -899,7 +995,9 @@ static void *graph_worker(void *arg) {
  * entry, max_level: the graph's entry row and its level.
  * out_ids (n_queries, k) int64 (row numbers), out_scores (n_queries, k) float32 (inner
  *     products on the codes), out_counts (n_queries,) int64: results found, best first.
- * Queries are split between n_threads threads. Returns 0, or -1 when out of memory.
+ * Queries are split between n_threads threads; a single query with n_threads > 1 gets a
+ * helper thread that scores half of the neighbours of each step. Returns 0, or -1 when out
+ * of memory.
  */
 MUVERA_EXPORT int64_t muvera_graph_search(
     const int8_t *codes, const float *meta, int64_t d, const uint32_t *links0,
@@ -914,14 +1012,33 @@ MUVERA_EXPORT int64_t muvera_graph_search(
         for (int64_t i = 0; i < n_queries; ++i) out_counts[i] = 0;
         return 0;
     }
+    graph_helper helper_state;
+    graph_helper *helper = NULL;
+#ifdef MUVERA_HAVE_HELPER
+    pthread_t helper_thread;
+    if (n_queries == 1 && n_threads > 1) {
+        memset(&helper_state, 0, sizeof helper_state);
+        helper_state.g = &g;
+        if (pthread_create(&helper_thread, NULL, helper_main, &helper_state) == 0)
+            helper = &helper_state;
+    }
+#else
+    (void)helper_state;
+#endif
     n_threads = clamp_threads(n_threads, n_queries);
     graph_job jobs[MAX_THREADS];
     for (int64_t t = 0; t < n_threads; ++t) {
         graph_job job = {&g, queries, n_queries * t / n_threads, n_queries * (t + 1) / n_threads,
-                         ef, k, out_ids, out_scores, out_counts, 0};
+                         ef, k, out_ids, out_scores, out_counts, helper, 0};
         jobs[t] = job;
     }
     run_jobs(graph_worker, jobs, sizeof(graph_job), n_threads);
+#ifdef MUVERA_HAVE_HELPER
+    if (helper != NULL) {
+        __atomic_store_n(&helper->stop, 1, __ATOMIC_RELEASE);
+        pthread_join(helper_thread, NULL);
+    }
+#endif
     int64_t status = 0;
     for (int64_t t = 0; t < n_threads; ++t)
         if (jobs[t].status != 0) status = -1;

@@ -294,7 +294,8 @@ class HnswStore:
                 queries,
                 take,
                 max(self.ef, take),
-                _native.default_threads() if threads < 1 else threads,
+                # one query: a helper thread scores half of each step's neighbours
+                _native.default_threads() if self.num_threads < 1 else self.num_threads,
             )
             if exact:
                 scores = self._rescore(graph, queries, rows, scores)

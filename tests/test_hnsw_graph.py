@@ -103,6 +103,24 @@ def test_walk_equals_hnswlib_on_exactly_quantized_rows(tmp_path, deleted):
 
 
 @needs_native
+def test_one_query_with_a_helper_thread_walks_the_same(tmp_path):
+    """A single query searched with 2+ threads (a helper scores half of each step's
+    neighbours) returns exactly what one thread returns."""
+    rng = np.random.default_rng(13)
+    data = rng.standard_normal((800, 40)).astype(np.float32)
+    _, path = _hnsw_file(tmp_path, data, M=16, deleted=(3, 33))
+    graph = QuantizedGraph.read(path, 40)
+    queries = rng.standard_normal((25, 40)).astype(np.float32)
+    kernel = _native.load()
+    one_thread = graph.search(kernel, queries, 30, 50, 1)
+    for threads in (2, 3):
+        for i in range(len(queries)):
+            rows, scores = graph.search(kernel, queries[i : i + 1], 30, 50, threads)
+            np.testing.assert_array_equal(rows[0], one_thread[0][i])
+            np.testing.assert_array_equal(scores[0], one_thread[1][i])
+
+
+@needs_native
 def test_recall_close_to_hnswlib_on_float_rows(tmp_path):
     rng = np.random.default_rng(3)
     data = rng.standard_normal((1500, 96)).astype(np.float32)
