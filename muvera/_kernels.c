@@ -21,9 +21,12 @@
 #if defined(__F16C__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
-#if !defined(_WIN32)
+#if !defined(_WIN32) && (defined(__GNUC__) || defined(__clang__))
 #include <pthread.h>
-#define MUVERA_HAVE_THREADS 1
+#define MUVERA_HAVE_THREADS 1 /* pthreads, and GCC's __atomic builtins */
+#define CLAIM_NEXT(counter) __atomic_fetch_add((counter), 1, __ATOMIC_RELAXED)
+#else
+#define CLAIM_NEXT(counter) ((*(counter))++) /* one thread only */
 #endif
 
 #if defined(_WIN32)
@@ -237,11 +240,10 @@ static int64_t fde_encode_serial(
 /* -- threads ------------------------------------------------------------------------ */
 #define MAX_THREADS 64
 
-/* Runs fn on jobs[0 .. n) (each job_size bytes): jobs 1.. on new threads, job 0 here; a
- * job whose thread cannot be started runs here too. */
-static void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, int64_t n) {
-    char *base = (char *)jobs;
 #ifdef MUVERA_HAVE_THREADS
+/* Jobs 1 .. of a run_jobs call on new threads; a job whose thread cannot be started runs
+ * on the caller. */
+static void run_on_new_threads(void *(*fn)(void *), char *base, size_t job_size, int64_t n) {
     pthread_t threads[MAX_THREADS];
     int started[MAX_THREADS] = {0};
     for (int64_t t = 1; t < n; ++t)
@@ -254,6 +256,96 @@ static void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, int64_t n
             fn(base + t * job_size);
         }
     }
+}
+
+/* A pool of worker threads, started on first use and then parked on a condition variable:
+ * waking one costs a few microseconds, where starting a thread costs tens (a search runs
+ * two multi-threaded kernels per query). One caller at a time uses it; a concurrent caller
+ * starts threads of its own. A forked child starts with an empty pool. */
+static struct {
+    pthread_mutex_t lock; /* guards the fields below */
+    pthread_cond_t wake, done;
+    int64_t started;      /* worker threads running */
+    void *(*fn)(void *);
+    char *jobs;
+    size_t job_size;
+    int64_t next, n_jobs; /* jobs next .. n_jobs - 1 are not taken yet */
+    int64_t running;      /* jobs taken and not finished */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          0, NULL, NULL, 0, 0, 0, 0};
+static pthread_mutex_t pool_user = PTHREAD_MUTEX_INITIALIZER; /* the caller using the pool */
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_after_fork(void) { /* the workers do not exist in the child */
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pthread_mutex_init(&pool_user, NULL);
+    pool.started = pool.next = pool.n_jobs = pool.running = 0;
+}
+
+static void pool_register_fork(void) { pthread_atfork(NULL, NULL, pool_after_fork); }
+
+/* Takes and runs jobs until none is left untaken; called with pool.lock held. */
+static void pool_take_jobs(void) {
+    while (pool.next < pool.n_jobs) {
+        const int64_t j = pool.next++;
+        void *(*fn)(void *) = pool.fn;
+        char *job = pool.jobs + j * pool.job_size;
+        ++pool.running;
+        pthread_mutex_unlock(&pool.lock);
+        fn(job);
+        pthread_mutex_lock(&pool.lock);
+        if (--pool.running == 0 && pool.next >= pool.n_jobs) pthread_cond_broadcast(&pool.done);
+    }
+}
+
+static void *pool_worker(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (pool.next >= pool.n_jobs) pthread_cond_wait(&pool.wake, &pool.lock);
+        pool_take_jobs();
+    }
+    return NULL;
+}
+#endif
+
+/* Runs fn on jobs[0 .. n) (each job_size bytes): job 0 on the caller, the others on pool
+ * threads (or on the caller, whichever gets to them first); returns when all are done. */
+static void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, int64_t n) {
+    char *base = (char *)jobs;
+#ifdef MUVERA_HAVE_THREADS
+    if (n <= 1) {
+        if (n == 1) fn(base);
+        return;
+    }
+    pthread_once(&pool_once, pool_register_fork);
+    if (pthread_mutex_trylock(&pool_user) != 0) { /* another caller has the pool */
+        run_on_new_threads(fn, base, job_size, n);
+        return;
+    }
+    pthread_mutex_lock(&pool.lock);
+    while (pool.started < n - 1 && pool.started < MAX_THREADS) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, pool_worker, NULL) != 0) break;
+        pthread_detach(thread);
+        ++pool.started;
+    }
+    pool.fn = fn;
+    pool.jobs = base;
+    pool.job_size = job_size;
+    pool.next = 1;
+    pool.n_jobs = n;
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    fn(base);
+    pthread_mutex_lock(&pool.lock);
+    pool_take_jobs(); /* those no worker has started (none may have been started at all) */
+    while (pool.running > 0) pthread_cond_wait(&pool.done, &pool.lock);
+    pool.next = pool.n_jobs = 0;
+    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_unlock(&pool_user);
 #else
     for (int64_t t = 0; t < n; ++t) fn(base + t * job_size);
 #endif
@@ -519,7 +611,7 @@ typedef struct {
     const int64_t *q_offsets;
     int64_t n_groups, n_queries;
     float *scores; /* (n_queries, n_docs) */
-    int64_t first, last; /* this worker's documents */
+    int64_t *next_doc; /* shared by the workers: the next document nobody has claimed */
     int64_t status;
 } maxsim_job;
 
@@ -527,7 +619,7 @@ static void *maxsim_worker(void *arg) {
     maxsim_job *job = (maxsim_job *)arg;
     const int64_t d = job->d;
     int64_t max_len = 0;
-    for (int64_t j = job->first; j < job->last; ++j)
+    for (int64_t j = 0; j < job->n_docs; ++j)
         if (job->lengths[j] > max_len) max_len = job->lengths[j];
     float *buf = NULL;
     if (job->half && max_len > 0) {
@@ -537,15 +629,16 @@ static void *maxsim_worker(void *arg) {
             return NULL;
         }
     }
-    for (int64_t j = job->first; j < job->last; ++j) {
+    /* documents are claimed one at a time, so a thread that starts late does fewer */
+    for (int64_t j; (j = CLAIM_NEXT(job->next_doc)) < job->n_docs;) {
         const int64_t n = job->lengths[j];
         for (int64_t q = 0; q < job->n_queries; ++q) {
             const int has_tokens = job->q_offsets[q + 1] > job->q_offsets[q];
             job->scores[q * job->n_docs + j] = (n > 0 || !has_tokens) ? 0.0f : -INFINITY;
         }
         if (n <= 0) continue;
-        if (j + 1 < job->last && job->lengths[j + 1] > 0) { /* the next document: in cache by
-                                                             * the time its turn comes */
+        if (j + 1 < job->n_docs && job->lengths[j + 1] > 0) { /* the next document: in cache
+                                                               * by the time its turn comes */
             const int64_t size = job->half ? 2 : 4;
             const char *next = (const char *)job->tokens + job->offsets[j + 1] * d * size;
             for (int64_t b = 0; b < job->lengths[j + 1] * d * size; b += 64) PREFETCH(next + b);
@@ -580,7 +673,7 @@ static void *maxsim_worker(void *arg) {
  * q_offsets   (n_queries + 1,) int64: query i is rows q_offsets[i] .. q_offsets[i+1].
  * scores      (n_queries, n_docs) float32 out: MaxSim; -inf for a document with no
  *             tokens, 0 for a query with none.
- * n_threads   documents are split between this many threads (balanced by tokens).
+ * n_threads   threads that claim documents one at a time (a late starter does fewer).
  * Returns 0, or -1 when memory cannot be allocated.
  */
 MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
@@ -623,12 +716,11 @@ MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
         }
     }
     n_threads = clamp_threads(n_threads, n_docs);
-    int64_t bounds[MAX_THREADS + 1];
-    split_ranges(lengths, n_docs, n_threads, bounds);
+    int64_t next_doc = 0;
     maxsim_job jobs[MAX_THREADS];
     for (int64_t t = 0; t < n_threads; ++t) {
         maxsim_job job = {tokens, half, d, offsets, lengths, n_docs, groups, q_offsets,
-                          n_groups, n_queries, scores, bounds[t], bounds[t + 1], 0};
+                          n_groups, n_queries, scores, &next_doc, 0};
         jobs[t] = job;
     }
     int64_t status = 0;
@@ -776,7 +868,7 @@ static inline void prefetch_row(const graph_view *g, uint32_t u) {
  * searched (the walk itself stays on the calling thread, so the results are the same). Each
  * batch is claimed by whichever thread gets to it first: a helper that is not running when
  * the caller finishes its own half never makes the caller wait. */
-#if defined(MUVERA_HAVE_THREADS) && (defined(__GNUC__) || defined(__clang__))
+#if defined(MUVERA_HAVE_THREADS)
 #define MUVERA_HAVE_HELPER 1
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -982,6 +1074,26 @@ static void *graph_worker(void *arg) {
     return NULL;
 }
 
+/* A job of muvera_graph_search: a range of queries, or the helper of a single query (which
+ * scores until the query's job tells it to stop). */
+typedef struct {
+    graph_job *work;
+    graph_helper *helper;
+    int is_helper;
+} graph_task;
+
+static void *graph_task_main(void *arg) {
+    graph_task *task = (graph_task *)arg;
+#ifdef MUVERA_HAVE_HELPER
+    if (task->is_helper) return helper_main(task->helper);
+    graph_worker(task->work);
+    if (task->helper != NULL) __atomic_store_n(&task->helper->stop, 1, __ATOMIC_RELEASE);
+#else
+    graph_worker(task->work);
+#endif
+    return NULL;
+}
+
 /*
  * Top-k search of n_queries float32 queries (n_queries, d) in a graph of n int8 rows.
  *
@@ -1015,12 +1127,10 @@ MUVERA_EXPORT int64_t muvera_graph_search(
     graph_helper helper_state;
     graph_helper *helper = NULL;
 #ifdef MUVERA_HAVE_HELPER
-    pthread_t helper_thread;
     if (n_queries == 1 && n_threads > 1) {
         memset(&helper_state, 0, sizeof helper_state);
         helper_state.g = &g;
-        if (pthread_create(&helper_thread, NULL, helper_main, &helper_state) == 0)
-            helper = &helper_state;
+        helper = &helper_state;
     }
 #else
     (void)helper_state;
@@ -1032,13 +1142,17 @@ MUVERA_EXPORT int64_t muvera_graph_search(
                          ef, k, out_ids, out_scores, out_counts, helper, 0};
         jobs[t] = job;
     }
-    run_jobs(graph_worker, jobs, sizeof(graph_job), n_threads);
-#ifdef MUVERA_HAVE_HELPER
-    if (helper != NULL) {
-        __atomic_store_n(&helper->stop, 1, __ATOMIC_RELEASE);
-        pthread_join(helper_thread, NULL);
+    graph_task tasks[MAX_THREADS];
+    for (int64_t t = 0; t < n_threads; ++t) {
+        graph_task task = {jobs + t, helper, 0};
+        tasks[t] = task;
     }
-#endif
+    int64_t n_tasks = n_threads;
+    if (helper != NULL) {
+        graph_task task = {NULL, helper, 1};
+        tasks[n_tasks++] = task;
+    }
+    run_jobs(graph_task_main, tasks, sizeof(graph_task), n_tasks);
     int64_t status = 0;
     for (int64_t t = 0; t < n_threads; ++t)
         if (jobs[t].status != 0) status = -1;

@@ -36,7 +36,7 @@ from ._version import __version__
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .errors import MuveraError
-from .scoring import maxsim_spans, native_maxsim_available
+from .scoring import _kernel_for, _run_kernel, maxsim_spans, native_maxsim_available
 from .stores import make_store
 
 __all__ = ["Index", "SearchResult"]
@@ -785,17 +785,18 @@ class Index:
         out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
         matrix = self._token_matrix()
         in_place = matrix.dtype == np.float32
+        kernel = _kernel_for(matrix)
         for i, query in enumerate(queries):
             cand = labels[i][labels[i] >= 0]
             if cand.size == 0:
                 continue
             cand = cand[np.argsort(self.offsets[cand], kind="stable")]  # file order
             lengths = self.lengths[cand]
-            exact = maxsim_spans(
-                matrix, self.offsets[cand], lengths, query, np.array([0, query.shape[0]])
-            )
-            if exact is not None:  # the compiled kernel
-                exact = exact[0]
+            if kernel is not None:  # the index's own spans: no need to check them again
+                exact = _run_kernel(
+                    kernel, matrix, self.offsets[cand], lengths, query,
+                    np.array([0, query.shape[0]], dtype=np.int64),
+                )[0]  # fmt: skip
             else:
                 exact = self._rerank_numpy(matrix, in_place, query, cand, lengths)
             order = np.argsort(-exact, kind="stable")[:k]

@@ -69,6 +69,19 @@ def maxsim_spans(
         or query_offsets[-1] > queries.shape[0]
     ):
         raise MuveraError("maxsim: query_offsets must rise from 0 to at most the query rows")
+    return _run_kernel(kernel, tokens, offsets, lengths, queries, query_offsets)
+
+
+def _run_kernel(
+    kernel: _native.NativeKernel,
+    tokens: npt.NDArray[Any],
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    queries: npt.NDArray[np.float32],
+    query_offsets: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float32]:
+    """:func:`maxsim_spans` on arguments already checked (contiguous, of those dtypes, spans
+    inside ``tokens``): the index's re-ranking calls it once per query."""
     out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
     work = int(lengths.sum()) * queries.shape[0] * tokens.shape[1]
     threads = max(1, min(_native.default_threads(), work // _NATIVE_WORK_PER_THREAD))

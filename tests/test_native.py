@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,63 @@ def test_native_is_the_default_and_thread_safe():
         t.join()
     for w, g in zip(want, got, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+@needs_native
+def test_thread_pool_with_concurrent_callers_and_after_fork(tmp_path, monkeypatch):
+    """The kernels' worker pool serves one caller at a time; concurrent callers (the GIL is
+    released) start threads of their own, and a forked child gets a pool of its own: every
+    result stays exact and nothing hangs."""
+    import os
+
+    from muvera.scoring import maxsim_spans
+
+    monkeypatch.setenv("MUVERA_NUM_THREADS", "3")
+    monkeypatch.setattr(muvera.scoring, "_NATIVE_WORK_PER_THREAD", 1)
+    rng = np.random.default_rng(8)
+    tokens = rng.standard_normal((3000, 24)).astype(np.float16)
+    lengths = rng.integers(1, 40, 120)
+    offsets = np.cumsum(lengths) - lengths
+    queries = rng.standard_normal((50, 24)).astype(np.float32)
+    q_offsets = np.array([0, 7, 31, 50])
+    want = maxsim_spans(tokens, offsets, lengths, queries, q_offsets)
+    enc = FDEEncoder(FDEConfig(dimension=24, num_repetitions=4), chunk_tokens=64)
+    docs = ragged(rng, list(rng.integers(1, 50, 60)), 24)
+    want_fde = enc.encode_documents(docs)
+    errors: list[BaseException] = []
+
+    def work(i):
+        try:
+            for _ in range(20):
+                if i % 2:
+                    got = maxsim_spans(tokens, offsets, lengths, queries, q_offsets)
+                    np.testing.assert_array_equal(got, want)
+                else:
+                    np.testing.assert_array_equal(enc.encode_documents(docs), want_fde)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads) and not errors, errors
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: the pool's threads were not copied
+        ok = np.array_equal(maxsim_spans(tokens, offsets, lengths, queries, q_offsets), want)
+        os._exit(0 if ok else 1)
+    for _ in range(600):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the forked child hung in the kernel")
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_kernel_choice_errors(monkeypatch):
