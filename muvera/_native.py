@@ -37,11 +37,17 @@ def library_filename(platform: str | None = None) -> str:
 
 
 def default_threads() -> int:
-    """Threads for the compiled MaxSim kernel: ``MUVERA_NUM_THREADS``, else the CPUs this
-    process may run on."""
+    """Threads for the compiled kernels: ``MUVERA_NUM_THREADS``, else the CPUs this process
+    may run on (asked once per process: a search calls this several times)."""
     value = os.environ.get("MUVERA_NUM_THREADS", "").strip()
     if value.isdigit() and int(value) > 0:
         return int(value)
+    return _usable_cpus(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _usable_cpus(pid: int) -> int:
+    del pid  # the cache key: a forked child asks again
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
