@@ -16,6 +16,7 @@ every field against what the layout implies; a file it does not recognise makes
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ __all__ = ["HEADER", "HnswHeader", "QuantizedGraph", "quantize_rows", "read_head
 
 HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex header, 96 bytes
 MAX_DIMENSION = 65536  # int32 inner products of int8 codes cannot overflow below this
-_CHUNK_BYTES = 1 << 26  # rows quantized per numpy pass: about 64 MiB of float32
+_CHUNK_BYTES = 1 << 24  # rows quantized per numpy pass: about 16 MiB of float32
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ class QuantizedGraph:
         except ValueError:
             return None
         graph._quantize(previous)
+        graph._release_pages()  # the neighbour lists' pages too
         return graph
 
     def _quantize(self, previous: QuantizedGraph | None) -> None:
@@ -189,6 +191,15 @@ class QuantizedGraph:
             self.codes[first : first + rows.shape[0]], self.meta[first : first + rows.shape[0]] = (
                 quantize_rows(rows)
             )
+            self._release_pages()
+
+    def _release_pages(self) -> None:
+        """Unmap the file pages read so far from this process (they stay in the page cache):
+        reading every record of a large index would otherwise count it all in its memory."""
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if advice is not None and hasattr(self._buffer, "madvise"):
+            with contextlib.suppress(OSError):  # advice only
+                self._buffer.madvise(advice)
 
     def __len__(self) -> int:
         return self.header.count
