@@ -53,10 +53,9 @@ def read_header(buffer: Any, dimension: int) -> HnswHeader | None:
     None when the bytes do not have the layout this module reads."""
     if len(buffer) < HEADER.size:
         return None
-    (offset0, _max_elements, count, record, label_off, data_off, max_level, entry) = (
-        HEADER.unpack_from(buffer, 0)[:8]
-    )
-    max_m, max_m0 = HEADER.unpack_from(buffer, 0)[8:10]
+    fields = HEADER.unpack_from(buffer, 0)
+    offset0, _max_elements, count, record, label_off, data_off, max_level, entry = fields[:8]
+    max_m, max_m0 = fields[8:10]
     ok = (
         offset0 == 0
         and data_off == 4 * (max_m0 + 1)
@@ -118,8 +117,10 @@ class QuantizedGraph:
             np.ascontiguousarray(self.records[:, header.label_offset :]).view(np.uint64).ravel()
         ).astype(np.int64)
         self.upper, self.upper_start = self._upper_lists(buffer, header)
-        self.codes = np.zeros((0, d), np.int8)
-        self.meta = np.zeros((0, 2), np.float32)
+        self._code_buffer = np.zeros((0, d), np.int8)  # rows 0 .. n of it are self.codes
+        self._meta_buffer = np.zeros((0, 2), np.float32)
+        self.codes = self._code_buffer
+        self.meta = self._meta_buffer
 
     @staticmethod
     def _upper_lists(
@@ -176,15 +177,23 @@ class QuantizedGraph:
         return graph
 
     def _quantize(self, previous: QuantizedGraph | None) -> None:
+        """Codes of every row: those of ``previous`` are kept, in its buffers when they have
+        room (rows past its count are never read through it), else in buffers twice as
+        large; only the new rows are read from the file."""
         n, d = self.header.count, self.header.dimension
         kept = 0
         if previous is not None and previous.header.dimension == d:
             kept = min(previous.codes.shape[0], n)
-        self.codes = np.empty((n, d), np.int8)
-        self.meta = np.empty((n, 2), np.float32)
-        if kept:
-            self.codes[:kept] = previous.codes[:kept]  # type: ignore[union-attr]
-            self.meta[:kept] = previous.meta[:kept]  # type: ignore[union-attr]
+        if previous is not None and kept and previous._code_buffer.shape[0] >= n:
+            self._code_buffer, self._meta_buffer = previous._code_buffer, previous._meta_buffer
+        else:  # pages of an np.empty buffer cost memory only once written
+            capacity = max(n, 2 * kept) if kept < n else n
+            self._code_buffer = np.empty((capacity, d), np.int8)
+            self._meta_buffer = np.empty((capacity, 2), np.float32)
+            if kept and previous is not None:
+                self._code_buffer[:kept] = previous.codes[:kept]
+                self._meta_buffer[:kept] = previous.meta[:kept]
+        self.codes, self.meta = self._code_buffer[:n], self._meta_buffer[:n]
         step = max(1, _CHUNK_BYTES // max(4 * d, 1))
         for first in range(kept, n, step):
             rows = self.vectors(np.arange(first, min(first + step, n)))

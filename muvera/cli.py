@@ -85,6 +85,12 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
         help="hnswlib search breadth (default 100; raise it when the "
         "FDE-only recall is far below brute-force FDE search)",
     )
+    group.add_argument(
+        "--hnsw-quantization",
+        choices=("int8", "none"),
+        help="vectors the hnswlib graph is searched over (default int8 codes of the FDEs; "
+        "none: hnswlib's float32 search)",
+    )
 
 
 def _positive(text: str) -> int:
@@ -214,12 +220,15 @@ def _model_name(name: str) -> str:
 
 
 def _store_options(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.ef is not None and args.store != "hnswlib":
-        raise MuveraError("--ef needs --store hnswlib")
+    quantization = getattr(args, "hnsw_quantization", None)
+    for flag, value in (("--ef", args.ef), ("--hnsw-quantization", quantization)):
+        if value is not None and args.store != "hnswlib":
+            raise MuveraError(f"{flag} needs --store hnswlib")
     if args.store != "qdrant":
         if args.qdrant_url or args.qdrant_path:
             raise MuveraError("--qdrant-url/--qdrant-path need --store qdrant")
-        return None if args.ef is None else {"ef": args.ef}
+        hnsw = {"ef": args.ef, "quantization": quantization}
+        return {k: v for k, v in hnsw.items() if v is not None} or None
     if bool(args.qdrant_url) == bool(args.qdrant_path):
         raise MuveraError("--store qdrant needs exactly one of --qdrant-url or --qdrant-path")
     options: dict[str, Any] = {"collection": args.collection}

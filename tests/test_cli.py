@@ -97,6 +97,16 @@ def test_index_then_search_matches_the_library(capsys, tmp_path, beir, model, mo
     assert out.startswith("query: hello world")
 
 
+def test_index_hnsw_quantization_option(capsys, tmp_path, beir, model_dir):
+    code, out, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu", "--num-repetitions", "4", "--hnsw-quantization",
+                       "none", "--ef", "40")  # fmt: skip
+    assert code == 0, err
+    assert "indexed 8 documents" in out
+    store = Index.open(tmp_path / "ix", mode="r").store
+    assert (store.quantization, store.ef, store.quantized) == ("none", 40, False)
+
+
 def test_eval_table_json_and_plot(capsys, tmp_path, beir, model, model_dir):
     pytest.importorskip("matplotlib")
     code, out, _ = run(capsys, "eval", beir, "--model", model_dir, "--candidates", "2,4,100",
@@ -191,6 +201,8 @@ def test_demo_default_corpus_is_in_the_repository():
           "qdrant"], "needs exactly one of --qdrant-url or --qdrant-path"),
         (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
           "exact", "--ef", "50"], "--ef needs --store hnswlib"),
+        (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
+          "exact", "--hnsw-quantization", "none"], "--hnsw-quantization needs --store hnswlib"),
     ],
 )  # fmt: skip
 def test_bad_input_one_line_exit_2(capsys, tmp_path, model_dir, argv, message):

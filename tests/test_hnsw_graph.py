@@ -176,6 +176,15 @@ def test_rows_are_requantized_only_when_new(tmp_path, monkeypatch):
     np.testing.assert_array_equal(second.codes, fresh_codes)
     np.testing.assert_array_equal(second.meta, fresh_meta)
     assert second.deleted[1] == 1 and second.has_deleted
+    # the second read made room for twice the rows it kept: a third one fills it in place
+    assert second._code_buffer.shape[0] == 400
+    index.resize_index(350)
+    index.add_items(rng.standard_normal((50, 20)).astype(np.float32), np.arange(300, 350) * 10 + 3)
+    index.save_index(str(tmp_path / "g3.bin"))
+    third = QuantizedGraph.read(tmp_path / "g3.bin", 20, previous=second)
+    assert np.shares_memory(third.codes, second.codes) and sum(seen) == 150
+    np.testing.assert_array_equal(third.codes[:300], fresh_codes)
+    np.testing.assert_array_equal(third.codes, real(third.vectors(np.arange(350)))[0])
 
 
 @needs_native
