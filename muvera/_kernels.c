@@ -1052,19 +1052,10 @@ static void *graph_worker(void *arg) {
     scored *best = (scored *)malloc((size_t)(job->ef + 2) * sizeof(scored));
     uint32_t *fresh = (uint32_t *)malloc((size_t)(g->stride0 + g->stride_up) * sizeof(uint32_t));
     float *fresh_scores = (float *)malloc((size_t)(g->stride0 + g->stride_up) * sizeof(float));
-    if (visited == NULL || qcodes == NULL || cand == NULL || best == NULL || fresh == NULL ||
-        fresh_scores == NULL) {
-        free(visited);
-        free(qcodes);
-        free(cand);
-        free(best);
-        free(fresh);
-        free(fresh_scores);
-        job->status = -1;
-        return NULL;
-    }
+    const int allocated = visited != NULL && qcodes != NULL && cand != NULL && best != NULL &&
+                          fresh != NULL && fresh_scores != NULL;
     uint16_t tag = 0;
-    for (int64_t i = job->first; i < job->last; ++i) {
+    for (int64_t i = job->first; allocated && i < job->last; ++i) {
         if (++tag == 0) { /* wrapped: start the tags again */
             memset(visited, 0, (size_t)g->n * sizeof(uint16_t));
             tag = 1;
@@ -1082,7 +1073,7 @@ static void *graph_worker(void *arg) {
     free(best);
     free(fresh);
     free(fresh_scores);
-    job->status = 0;
+    job->status = allocated ? 0 : -1;
     return NULL;
 }
 
