@@ -229,14 +229,11 @@ class QuantizedGraph:
         n_q = queries.shape[0]
         rows = np.full((n_q, k), -1, dtype=np.int64)
         scores = np.full((n_q, k), -np.inf, dtype=np.float32)
-        counts = np.zeros(n_q, dtype=np.int64)
+        counts = np.zeros(n_q, dtype=np.int64)  # the kernel writes only the first counts[i]
         h = self.header
         kernel.graph_search(
             self.codes, self.meta, self.links0, self.upper, self.upper_start, self.deleted,
             self.has_deleted,
             h.entry, h.max_level, queries, ef, rows, scores, counts, n_threads,
         )  # fmt: skip
-        found = np.arange(k)[None, :] < counts[:, None]
-        rows[~found] = -1
-        scores[~found] = -np.inf
         return rows, scores

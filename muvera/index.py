@@ -36,7 +36,7 @@ from ._version import __version__
 from .config import FDEConfig
 from .encoder import FDEEncoder
 from .errors import MuveraError
-from .scoring import _kernel_for, _run_kernel, maxsim_spans, native_maxsim_available
+from .scoring import compiled_maxsim, run_compiled_maxsim
 from .stores import make_store
 
 __all__ = ["Index", "SearchResult"]
@@ -714,15 +714,15 @@ class Index:
         q_all = np.concatenate(queries)  # (total query tokens, d)
         q_lengths = np.array([q.shape[0] for q in queries])
         q_starts = np.cumsum(q_lengths) - q_lengths
-        q_offsets = np.concatenate([[0], np.cumsum(q_lengths)])
+        q_offsets = np.concatenate([[0], np.cumsum(q_lengths)]).astype(np.int64)
         matrix = self._token_matrix()
-        native = native_maxsim_available(matrix)
+        kernel = compiled_maxsim(matrix)
         block_docs = max(1, _EXHAUSTIVE_SIMS // n_q)  # compiled kernel: bounds the scores
         block_tokens = max(1024, _EXHAUSTIVE_SIMS // q_all.shape[0])  # numpy: the similarities
         ends = np.cumsum(self.lengths[live])
         first = 0
         while first < live.size:
-            if native:
+            if kernel is not None:
                 stop = min(first + block_docs, live.size)
             else:
                 stop = int(
@@ -731,9 +731,8 @@ class Index:
                 stop = min(max(stop, first + 1), live.size)
             block = live[first:stop]
             offsets, counts = self.offsets[block], self.lengths[block]
-            found = maxsim_spans(matrix, offsets, counts, q_all, q_offsets) if native else None
-            if found is not None:
-                scores = found
+            if kernel is not None:  # the index's own spans
+                scores = run_compiled_maxsim(kernel, matrix, offsets, counts, q_all, q_offsets)
             else:
                 scores = self._exhaustive_numpy(matrix, offsets, counts, q_all, q_starts)
             merged_scores = np.concatenate([best_scores, scores], axis=1)
@@ -785,7 +784,7 @@ class Index:
         out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
         matrix = self._token_matrix()
         in_place = matrix.dtype == np.float32
-        kernel = _kernel_for(matrix)
+        kernel = compiled_maxsim(matrix)
         for i, query in enumerate(queries):
             cand = labels[i][labels[i] >= 0]
             if cand.size == 0:
@@ -793,7 +792,7 @@ class Index:
             cand = cand[np.argsort(self.offsets[cand], kind="stable")]  # file order
             lengths = self.lengths[cand]
             if kernel is not None:  # the index's own spans: no need to check them again
-                exact = _run_kernel(
+                exact = run_compiled_maxsim(
                     kernel, matrix, self.offsets[cand], lengths, query,
                     np.array([0, query.shape[0]], dtype=np.int64),
                 )[0]  # fmt: skip

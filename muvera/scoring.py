@@ -19,16 +19,12 @@ _NATIVE_BLOCK_TOKENS = 1 << 18  # document tokens per call of the compiled kerne
 _NATIVE_WORK_PER_THREAD = 1 << 23  # multiply-adds that pay for one more thread
 
 
-def _kernel_for(tokens: npt.NDArray[Any]) -> _native.NativeKernel | None:
-    """The compiled kernel if it is built and can read ``tokens`` in place."""
+def compiled_maxsim(tokens: npt.NDArray[Any]) -> _native.NativeKernel | None:
+    """The compiled kernel if it is built and can read ``tokens`` in place (2-D,
+    C-contiguous, float32 or float16), else None."""
     kernel = _native.load()
     readable = tokens.dtype in (np.float32, np.float16) and tokens.ndim == 2
     return kernel if readable and tokens.flags.c_contiguous else None
-
-
-def native_maxsim_available(tokens: npt.NDArray[Any]) -> bool:
-    """Whether :func:`maxsim_spans` runs the compiled kernel on this token matrix."""
-    return _kernel_for(tokens) is not None
 
 
 def maxsim_spans(
@@ -46,7 +42,7 @@ def maxsim_spans(
     Returns float32 ``(n_queries, n_documents)`` with :func:`maxsim`'s conventions.
     Spans that do not fit the arrays raise :class:`~muvera.MuveraError`.
     """
-    kernel = _kernel_for(tokens)
+    kernel = compiled_maxsim(tokens)
     if kernel is None:
         return None
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
@@ -69,10 +65,10 @@ def maxsim_spans(
         or query_offsets[-1] > queries.shape[0]
     ):
         raise MuveraError("maxsim: query_offsets must rise from 0 to at most the query rows")
-    return _run_kernel(kernel, tokens, offsets, lengths, queries, query_offsets)
+    return run_compiled_maxsim(kernel, tokens, offsets, lengths, queries, query_offsets)
 
 
-def _run_kernel(
+def run_compiled_maxsim(
     kernel: _native.NativeKernel,
     tokens: npt.NDArray[Any],
     offsets: npt.NDArray[np.int64],
@@ -80,8 +76,9 @@ def _run_kernel(
     queries: npt.NDArray[np.float32],
     query_offsets: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float32]:
-    """:func:`maxsim_spans` on arguments already checked (contiguous, of those dtypes, spans
-    inside ``tokens``): the index's re-ranking calls it once per query."""
+    """:func:`maxsim_spans` on arguments known to be valid (C-contiguous, of those dtypes,
+    spans inside ``tokens``; ``kernel`` from :func:`compiled_maxsim`): for spans this
+    package computed itself, such as an index's re-ranking, once per query."""
     out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
     work = int(lengths.sum()) * queries.shape[0] * tokens.shape[1]
     threads = max(1, min(_native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
@@ -191,16 +188,16 @@ def _maxsim_numpy(qb: Batch, db: Batch) -> npt.NDArray[np.float32]:
     if Q is None or Q.shape[0] == 0:
         return result
     q_offsets = np.concatenate([[0], np.cumsum(q_lengths)]).astype(np.int64)
-    native = native_maxsim_available(Q)  # compiled kernel: no similarity matrix in memory
-    block = _NATIVE_BLOCK_TOKENS if native else max(1, _BLOCK_ELEMENTS // max(1, Q.shape[0]))
+    kernel = compiled_maxsim(Q)  # no similarity matrix in memory
+    block = _NATIVE_BLOCK_TOKENS if kernel else max(1, _BLOCK_ELEMENTS // max(1, Q.shape[0]))
     for chunk in db.chunks(block):
         stop = chunk.start + chunk.lengths.shape[0]
-        d_offsets = np.cumsum(chunk.lengths) - chunk.lengths
-        found = (
-            maxsim_spans(chunk.tokens, d_offsets, chunk.lengths, Q, q_offsets) if native else None
-        )
-        if found is not None:
-            result[:, chunk.start : stop] = found
+        if kernel is not None:  # chunk tokens: float32 rows, concatenated by _inputs
+            tokens = np.ascontiguousarray(chunk.tokens, dtype=np.float32)
+            d_offsets = np.cumsum(chunk.lengths) - chunk.lengths
+            result[:, chunk.start : stop] = run_compiled_maxsim(
+                kernel, tokens, d_offsets, chunk.lengths, Q, q_offsets
+            )
             continue
         sims = chunk.tokens @ Q.T  # (block tokens, query tokens)
         per_token = _segment_max(sims, chunk.lengths)  # (block docs, query tokens)

@@ -286,7 +286,6 @@ class HnswStore:
         take = min(k, len(self))
         if take == 0 or n_q == 0:
             return out_labels, out_scores
-        threads = 1 if n_q == 1 else self.num_threads
         graph, kernel = self._graph, _native.load()
         if graph is not None and not self._dirty and kernel is not None:
             rows, scores = graph.search(
@@ -303,6 +302,7 @@ class HnswStore:
             out_labels[:, :take] = np.where(found, graph.labels[np.maximum(rows, 0)], -1)
             out_scores[:, :take] = scores
             return out_labels, out_scores
+        threads = 1 if n_q == 1 else self.num_threads
         return self._search_hnswlib(queries, take, out_labels, out_scores, threads)
 
     @staticmethod
