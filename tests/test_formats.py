@@ -1,0 +1,61 @@
+"""Indexes saved by earlier muvera versions open and search as they did (voyager-style saved
+files per format version: tests/data/index-v1 was written by tests/data/index-v1/make.py at
+commit 1d005a2, format version 1)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from muvera import Index
+
+DATA = Path(__file__).parent / "data" / "index-v1"
+EXPECTED = json.loads((DATA / "expected.json").read_text())
+KINDS = sorted(EXPECTED)
+
+
+def _queries() -> list[np.ndarray]:
+    with np.load(DATA / "queries.npz") as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_v1_index_searches_as_written(tmp_path, name, maxsim_kernel):
+    shutil.copytree(DATA / name, tmp_path / name)
+    expected = EXPECTED[name]
+    queries = _queries()
+    with Index.open(tmp_path / name, mode="r") as index:
+        assert len(index) == expected["len"]
+        assert index.metadata == {"made_by": "1d005a2"}
+        result = index.search(queries, k=5, candidates=20, with_payloads=True)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+        assert result.payloads == expected["payloads"]
+        fde = index.search(queries, k=5, rerank=False)
+        if name.startswith("exact") or maxsim_kernel == "native":
+            # (the fixture's hnswlib FDE hits come from the compiled int8 walk; hnswlib's
+            # own float32 walk, used without the compiled kernel, may find other ones)
+            assert fde.ids.tolist() == expected["fde_ids"]
+            np.testing.assert_allclose(fde.scores, expected["fde_scores"], rtol=1e-5, atol=1e-5)
+        exact = index.search_exact(queries, k=5)
+        assert exact.ids.tolist() == expected["exact_ids"]
+        np.testing.assert_allclose(exact.scores, expected["exact_scores"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(index.tokens("d5"), np.float32(expected["tokens_d5"]))
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_v1_index_takes_new_writes(tmp_path, name):
+    shutil.copytree(DATA / name, tmp_path / name)
+    rng = np.random.default_rng(1)
+    extra = [rng.standard_normal((4, 8)).astype(np.float32) for _ in range(3)]
+    with Index.open(tmp_path / name) as index:
+        index.add(["x0", "x1", "x2"], extra)
+        index.delete(["d0"])
+    with Index.open(tmp_path / name, mode="r") as index:
+        assert len(index) == EXPECTED[name]["len"] + 2
+        assert index.search([extra[1]], k=1, candidates=50).ids[0, 0] == "x1"
+        assert "d0" not in index
