@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 
 .PHONY: test test-all lint demo demo-fde bench clean
 
-$(VENV)/.installed: pyproject.toml hatch_build.py muvera/_kernels.c
+$(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard muvera/native/*.c muvera/native/*.h) muvera/native/variants.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")

@@ -2,4 +2,4 @@
 
 import importlib.util
 
-collect_ignore = [] if importlib.util.find_spec("torch") else ["muvera/_fde_torch.py"]
+collect_ignore = [] if importlib.util.find_spec("torch") else ["muvera/fde/torch_steps.py"]

@@ -66,13 +66,13 @@ def best_time(fn, repeats: int) -> float:
 
 def matmul_floor(encoder: FDEEncoder, tokens: np.ndarray, repeats: int) -> float:
     """Seconds for the sgemm calls of ``encoder``'s kernel alone (same operands and blocks)."""
-    from muvera._fde_numpy import _TOKEN_BLOCK
+    from muvera.fde.numpy_steps import _TOKEN_BLOCK
 
-    kernel = encoder._numpy
-    if kernel.native is not None:  # one tokens x SimHash sgemm per chunk
-        step, operand = encoder.chunk_tokens, kernel.simhash
+    steps = encoder._steps
+    if encoder.kernel == "native":  # one tokens x SimHash sgemm per chunk
+        step, operand = encoder.chunk_tokens, encoder.plan.simhash
     else:  # tokens x [AMS | SimHash] per token block
-        step, operand = _TOKEN_BLOCK, kernel.fused
+        step, operand = _TOKEN_BLOCK, steps.fused
     out = np.empty((step, operand.shape[1]), dtype=np.float32)
 
     def run() -> None:
@@ -126,7 +126,7 @@ def bench_config(name: str, config: FDEConfig, n: int, repeats: int, seed: int =
     tokens = np.concatenate(docs)
     t_mm_docs = matmul_floor(encoder, tokens, repeats)
     t_mm_fused = matmul_floor(numpy_encoder, tokens, repeats)
-    fused_width = numpy_encoder._numpy.fused.shape[1]
+    fused_width = numpy_encoder._steps.fused.shape[1]
     row = {
         "name": name,
         "config": config.to_dict(),

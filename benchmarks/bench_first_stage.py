@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from encode_beir import SHARED, load_cached, split_tokens  # noqa: E402
 
 from muvera import FDEConfig, FDEEncoder, maxsim  # noqa: E402
-from muvera._fde_numpy import gray_decode  # noqa: E402
-from muvera.evaluation import load_qrels, ndcg_at_k  # noqa: E402
+from muvera.eval import load_qrels, ndcg_at_k  # noqa: E402
+from muvera.fde.plan import gray_decode  # noqa: E402
 
 
 def carve(query: np.ndarray, tau: float) -> np.ndarray:

@@ -54,7 +54,7 @@ def main() -> None:
         return
 
     from muvera import ColBERT, FDEConfig, FDEEncoder, __version__, maxsim
-    from muvera.evaluation import document_text, load_beir, ndcg_at_k
+    from muvera.eval import document_text, load_beir, ndcg_at_k
 
     sync = torch.cuda.synchronize
     corpus, queries, qrels = load_beir(args.data)

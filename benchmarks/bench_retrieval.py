@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from encode_beir import SHARED, cache_path, encode, load_cached, split_tokens  # noqa: E402
 
 from muvera import FDEConfig, FDEEncoder, Index, __version__, maxsim  # noqa: E402
-from muvera.evaluation import load_qrels, ndcg_at_k, recall_at_k  # noqa: E402
+from muvera.eval import load_qrels, ndcg_at_k, recall_at_k  # noqa: E402
 
 
 def run_from_scores(scores: np.ndarray, qids: list[str], doc_ids: list[str], k: int = 100) -> dict:

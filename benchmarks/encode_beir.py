@@ -36,7 +36,7 @@ def split_tokens(tokens: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
 
 def encode(data: Path, model_dir: Path, batch_size: int, device: str) -> Path:
     from muvera import ColBERT
-    from muvera.evaluation import load_beir
+    from muvera.eval import load_beir
 
     corpus, queries, _ = load_beir(data)
     doc_ids = list(corpus)

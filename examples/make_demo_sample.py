@@ -1,4 +1,4 @@
-"""Rebuild ``examples/data/scifact-sample`` (the offline demo's corpus) from BEIR SciFact.
+"""Rebuild ``muvera/data/scifact-sample`` (the offline demo's corpus) from BEIR SciFact.
 
 Takes 50 test queries (a fixed random draw), every document they judge relevant, and
 random other abstracts up to 500 documents. The full set lives in ``../shared/data/scifact``
@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "examples" / "data" / "scifact-sample"
+OUT = ROOT / "muvera" / "data" / "scifact-sample"
 
 
 def main() -> None:

@@ -5,9 +5,8 @@ Google's C++ reference does, batched and vectorised.
 """
 
 from ._version import __version__
-from .config import FDEConfig
-from .encoder import FDEEncoder
 from .errors import MuveraError
+from .fde import FDEConfig, FDEEncoder
 from .index import Index, SearchResult
 from .models import ColBERT, ColBERTSettings
 from .scoring import maxsim

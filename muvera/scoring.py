@@ -7,24 +7,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _native
-from ._inputs import Batch, is_torch_tensor, prepare_batch
+from . import native
+from .batch import Batch, is_torch_tensor, prepare_batch
 from .errors import MuveraError
 
-__all__ = ["maxsim"]
+__all__ = ["maxsim", "maxsim_spans"]
 
-_BLOCK_ELEMENTS = 1 << 24  # similarity entries per block (64 MiB of float32)
+_BLOCK_ELEMENTS = 1 << 24  # similarity entries per numpy block (64 MiB of float32)
 _GPU_BLOCK_ELEMENTS = 1 << 27  # on a GPU (512 MiB): fewer, larger kernels
 _NATIVE_BLOCK_TOKENS = 1 << 18  # document tokens per call of the compiled kernel
 _NATIVE_WORK_PER_THREAD = 1 << 23  # multiply-adds that pay for one more thread
-
-
-def compiled_maxsim(tokens: npt.NDArray[Any]) -> _native.NativeKernel | None:
-    """The compiled kernel if it is built and can read ``tokens`` in place (2-D,
-    C-contiguous, float32 or float16), else None."""
-    kernel = _native.load()
-    readable = tokens.dtype in (np.float32, np.float16) and tokens.ndim == 2
-    return kernel if readable and tokens.flags.c_contiguous else None
 
 
 def maxsim_spans(
@@ -33,18 +25,52 @@ def maxsim_spans(
     lengths: npt.NDArray[np.int64],
     queries: npt.NDArray[np.float32],
     query_offsets: npt.NDArray[np.int64],
-) -> npt.NDArray[np.float32] | None:
-    """Exact MaxSim with the compiled kernel, or None when it is not available.
+    *,
+    checked: bool = False,
+) -> npt.NDArray[np.float32]:
+    """Exact MaxSim of queries against documents stored as spans of token rows.
 
     ``tokens`` float32/float16 ``(rows, d)`` is read in place (a memory map is fine):
     document ``j`` is rows ``offsets[j] .. offsets[j] + lengths[j]``. ``queries`` float32
     ``(query rows, d)``, query ``i`` being rows ``query_offsets[i] .. query_offsets[i+1]``.
     Returns float32 ``(n_queries, n_documents)`` with :func:`maxsim`'s conventions.
-    Spans that do not fit the arrays raise :class:`~muvera.MuveraError`.
+
+    Runs the compiled kernel when it is built and can read ``tokens`` in place (2-D,
+    C-contiguous, float32 or float16; no similarity matrix, float16 converted on the fly),
+    else numpy in bounded blocks. Spans that do not fit the arrays raise
+    :class:`~muvera.MuveraError`; ``checked=True`` skips those checks for spans this package
+    computed itself (an index's re-rank, :func:`maxsim`'s chunks).
+
+    >>> toks = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    >>> maxsim_spans(toks, np.array([0, 2]), np.array([2, 1]), toks[:2], np.array([0, 2]))
+    array([[2., 2.]], dtype=float32)
     """
-    kernel = compiled_maxsim(tokens)
-    if kernel is None:
-        return None
+    if not checked:
+        offsets, lengths, queries, query_offsets = _check_spans(
+            tokens, offsets, lengths, queries, query_offsets
+        )
+    kernel = native.load()
+    readable = tokens.dtype in (np.float32, np.float16) and tokens.flags.c_contiguous
+    if kernel is not None and readable:
+        out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
+        work = int(lengths.sum()) * queries.shape[0] * tokens.shape[1]
+        threads = max(1, min(native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
+        kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
+        return out
+    return _spans_numpy(tokens, offsets, lengths, queries, query_offsets)
+
+
+def _check_spans(
+    tokens: npt.NDArray[Any],
+    offsets: Any,
+    lengths: Any,
+    queries: Any,
+    query_offsets: Any,
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]
+]:
+    if tokens.ndim != 2:
+        raise MuveraError(f"maxsim: tokens must be 2-D (rows, d), got shape {tokens.shape}")
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -65,24 +91,52 @@ def maxsim_spans(
         or query_offsets[-1] > queries.shape[0]
     ):
         raise MuveraError("maxsim: query_offsets must rise from 0 to at most the query rows")
-    return run_compiled_maxsim(kernel, tokens, offsets, lengths, queries, query_offsets)
+    return offsets, lengths, queries, query_offsets
 
 
-def run_compiled_maxsim(
-    kernel: _native.NativeKernel,
+def _gather_spans(
+    tokens: npt.NDArray[Any], offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
+    """The spans' rows as one float32 array: a slice when they lie next to each other."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros((0, tokens.shape[1]), np.float32)
+    if np.array_equal(offsets[1:], offsets[:-1] + lengths[:-1]):
+        return np.asarray(tokens[int(offsets[0]) : int(offsets[0]) + total], dtype=np.float32)
+    spans = zip(offsets.tolist(), lengths.tolist(), strict=True)
+    return np.concatenate([tokens[o : o + n] for o, n in spans]).astype(np.float32, copy=False)
+
+
+def _spans_numpy(
     tokens: npt.NDArray[Any],
     offsets: npt.NDArray[np.int64],
     lengths: npt.NDArray[np.int64],
     queries: npt.NDArray[np.float32],
     query_offsets: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float32]:
-    """:func:`maxsim_spans` on arguments known to be valid (C-contiguous, of those dtypes,
-    spans inside ``tokens``; ``kernel`` from :func:`compiled_maxsim`): for spans this
-    package computed itself, such as an index's re-ranking, once per query."""
-    out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
-    work = int(lengths.sum()) * queries.shape[0] * tokens.shape[1]
-    threads = max(1, min(_native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
-    kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
+    """numpy MaxSim of spans: documents in blocks of about ``_BLOCK_ELEMENTS`` similarity
+    entries, one product per block, then a segmented max and a segmented sum."""
+    n_q, n_docs = query_offsets.shape[0] - 1, offsets.shape[0]
+    out = np.zeros((n_q, n_docs), dtype=np.float32)
+    q_lengths = np.diff(query_offsets)
+    q_nonempty = q_lengths > 0
+    Q = queries[: int(query_offsets[-1])]
+    if n_q == 0 or n_docs == 0 or Q.shape[0] == 0:
+        return out  # no query tokens: every score is 0
+    block = max(1, _BLOCK_ELEMENTS // Q.shape[0])
+    ends = np.cumsum(lengths)
+    first = 0
+    while first < n_docs:
+        stop = int(np.searchsorted(ends, ends[first] - lengths[first] + block, side="right"))
+        stop = min(max(stop, first + 1), n_docs)
+        part_lengths = lengths[first:stop]
+        sims = _gather_spans(tokens, offsets[first:stop], part_lengths) @ Q.T
+        per_token = _segment_max(sims, part_lengths)  # (docs, query tokens)
+        scores = np.zeros((stop - first, n_q), dtype=np.float32)
+        starts = query_offsets[:-1][q_nonempty]
+        scores[:, q_nonempty] = np.add.reduceat(per_token, starts, axis=1)
+        out[:, first:stop] = scores.T
+        first = stop
     return out
 
 
@@ -156,11 +210,6 @@ def maxsim(
     return _maxsim_numpy(qb, db)
 
 
-def _all_tokens(batch: Batch) -> Any:
-    chunks = list(batch.chunks(1 << 62))
-    return chunks[0].tokens if chunks else None
-
-
 def _segment_max(
     sims: npt.NDArray[np.float32], lengths: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float32]:
@@ -179,31 +228,18 @@ def _segment_max(
 def _maxsim_numpy(qb: Batch, db: Batch) -> npt.NDArray[np.float32]:
     nq, nd = len(qb), len(db)
     result = np.zeros((nq, nd), dtype=np.float32)
-    if nq == 0 or nd == 0:
+    queries = qb.whole(numpy=True)
+    if nq == 0 or nd == 0 or queries.tokens.shape[0] == 0:
         return result
-    Q = _all_tokens(qb)
-    q_lengths = qb.lengths
-    q_starts = np.concatenate([[0], np.cumsum(q_lengths)[:-1]])
-    q_nonempty = q_lengths > 0
-    if Q is None or Q.shape[0] == 0:
-        return result
-    q_offsets = np.concatenate([[0], np.cumsum(q_lengths)]).astype(np.int64)
-    kernel = compiled_maxsim(Q)  # no similarity matrix in memory
-    block = _NATIVE_BLOCK_TOKENS if kernel else max(1, _BLOCK_ELEMENTS // max(1, Q.shape[0]))
+    q_offsets = queries.offsets
+    compiled = native.load() is not None  # no similarity matrix in memory: larger chunks
+    block = _NATIVE_BLOCK_TOKENS if compiled else max(1, _BLOCK_ELEMENTS // queries.tokens.shape[0])
     for chunk in db.chunks(block):
         stop = chunk.start + chunk.lengths.shape[0]
-        if kernel is not None:  # chunk tokens: float32 rows, concatenated by _inputs
-            tokens = np.ascontiguousarray(chunk.tokens, dtype=np.float32)
-            d_offsets = np.cumsum(chunk.lengths) - chunk.lengths
-            result[:, chunk.start : stop] = run_compiled_maxsim(
-                kernel, tokens, d_offsets, chunk.lengths, Q, q_offsets
-            )
-            continue
-        sims = chunk.tokens @ Q.T  # (block tokens, query tokens)
-        per_token = _segment_max(sims, chunk.lengths)  # (block docs, query tokens)
-        scores = np.zeros((chunk.lengths.shape[0], nq), dtype=np.float32)
-        scores[:, q_nonempty] = np.add.reduceat(per_token, q_starts[q_nonempty], axis=1)
-        result[:, chunk.start : stop] = scores.T
+        tokens = np.ascontiguousarray(chunk.tokens, dtype=np.float32)
+        result[:, chunk.start : stop] = maxsim_spans(
+            tokens, chunk.offsets[:-1], chunk.lengths, queries.tokens, q_offsets, checked=True
+        )
     return result
 
 
@@ -213,8 +249,8 @@ def _maxsim_torch(qb: Batch, db: Batch) -> Any:
     device = qb.device if qb.backend == "torch" else db.device
     nq, nd = len(qb), len(db)
     result = torch.zeros((nq, nd), dtype=torch.float32, device=device)
-    Q = _all_tokens(qb)
-    if nq == 0 or nd == 0 or Q is None or Q.shape[0] == 0:
+    Q = qb.whole().tokens
+    if nq == 0 or nd == 0 or Q.shape[0] == 0:
         return result
     q_owner = torch.repeat_interleave(
         torch.arange(nq, device=device), torch.from_numpy(qb.lengths).to(device)

@@ -30,10 +30,10 @@ def kernel(request):
 @pytest.fixture(params=["numpy", "native"])
 def maxsim_kernel(request, monkeypatch):
     """Runs a test with the compiled kernels (MaxSim, FDE) or with numpy only."""
-    from muvera import _native
+    from muvera import native
 
     if request.param == "numpy":
-        monkeypatch.setattr(_native, "load", lambda: None)
+        monkeypatch.setattr(native, "load", lambda: None)
     else:
         _require_native()
     return request.param

@@ -25,6 +25,6 @@ def pad(items: list[np.ndarray], d: int, T: int | None = None, fill: float = 0.0
 
 def native_kernel_available() -> bool:
     """Whether the compiled FDE kernel is built and enabled."""
-    from muvera import _native
+    from muvera import native
 
-    return _native.load() is not None
+    return native.load() is not None

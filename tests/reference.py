@@ -13,8 +13,8 @@ import struct
 
 import numpy as np
 
-from muvera._rng import _LN2, _LOGF_INVC, _LOGF_LOGC, _LOGF_POLY
-from muvera.config import FDEConfig
+from muvera.fde.config import FDEConfig
+from muvera.fde.rng import _LN2, _LOGF_INVC, _LOGF_LOGC, _LOGF_POLY
 
 
 def _f32(x: float) -> float:

@@ -10,7 +10,7 @@ import pytest
 
 from muvera import FDEConfig, FDEEncoder, Index, MuveraError, maxsim
 from muvera.cli import main
-from muvera.evaluation import load_beir, ndcg_at_k
+from muvera.eval import load_beir, ndcg_at_k
 
 pytest.importorskip("transformers")
 pytest.importorskip("hnswlib")
@@ -75,7 +75,7 @@ def test_index_then_search_matches_the_library(capsys, tmp_path, beir, model, mo
     index = Index.open(tmp_path / "ix", mode="r")
     assert len(index) == 8 and index.encoder.config.num_repetitions == 4
     assert index.metadata["model"] == str(model_dir.resolve())
-    assert index.payloads[0] == {"title": "Cats", "text": TEXTS["d1"][1]}
+    assert index.records.payloads[0] == {"title": "Cats", "text": TEXTS["d1"][1]}
 
     queries = ["the cat on the mat", "six seven"]
     code, out, _ = run(capsys, "search", tmp_path / "ix", *queries, "-k", "3", "--json",
@@ -174,8 +174,8 @@ def test_demo_with_a_given_model_and_corpus(capsys, tmp_path, beir, model_dir):
     assert Index.open(tmp_path / "demo", mode="r").metadata["model"] == str(model_dir.resolve())
 
 
-def test_demo_default_corpus_is_in_the_repository():
-    corpus, queries, qrels = load_beir(Path(__file__).resolve().parents[1] / "examples" / "data"
+def test_demo_default_corpus_ships_in_the_package():
+    corpus, queries, qrels = load_beir(Path(__file__).resolve().parents[1] / "muvera" / "data"
                                        / "scifact-sample")  # fmt: skip
     assert len(corpus) == 500 and len(queries) == 50
     assert all(d in corpus for judged in qrels.values() for d in judged)

@@ -251,12 +251,12 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, config):
 def test_load_uses_stored_matrices_not_the_rng(tmp_path, monkeypatch):
     enc = FDEEncoder(FDEConfig(dimension=8, num_repetitions=2, num_simhash_projections=2))
     enc.save(tmp_path / "enc.npz")
-    import muvera.encoder
+    import muvera.fde.encoder
 
     def broken(_config):
         raise AssertionError("load must not redraw matrices")
 
-    monkeypatch.setattr(muvera.encoder, "draw_matrices", broken)
+    monkeypatch.setattr(muvera.fde.encoder, "draw_matrices", broken)
     items = ragged(np.random.default_rng(7), [4], 8)
     np.testing.assert_array_equal(
         FDEEncoder.load(tmp_path / "enc.npz").encode_queries(items), enc.encode_queries(items)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from muvera import MuveraError
-from muvera.evaluation import evaluate, load_beir, load_qrels, mrr_at_k, ndcg_at_k, recall_at_k
+from muvera.eval import evaluate, load_beir, load_qrels, mrr_at_k, ndcg_at_k, recall_at_k
 
 
 def test_ndcg_graded_gain_hand_worked():
@@ -74,7 +74,7 @@ def test_load_errors_name_the_file_and_line(tmp_path):
 
 
 def test_load_corpus_from_jsonl_or_folder(tmp_path):
-    from muvera.evaluation import document_text, load_corpus
+    from muvera.eval import document_text, load_corpus
 
     path = tmp_path / "docs.jsonl"
     path.write_text('{"id": 1, "title": "T", "text": "x"}\n\n{"_id": "b", "text": "y"}\n')
@@ -89,7 +89,7 @@ def test_load_corpus_from_jsonl_or_folder(tmp_path):
 
 
 def test_load_queries_rejects_duplicates(tmp_path):
-    from muvera.evaluation import load_queries
+    from muvera.eval import load_queries
 
     (tmp_path / "queries.jsonl").write_text('{"_id": "q", "text": "a"}\n{"_id": "r"}\n')
     assert load_queries(tmp_path) == {"q": "a", "r": ""}

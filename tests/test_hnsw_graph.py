@@ -3,17 +3,15 @@ hnswlib store that uses it."""
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import native_kernel_available, ragged
 
-from muvera import FDEConfig, Index, MuveraError, _native
-from muvera._hnsw_graph import HEADER, QuantizedGraph, quantize_rows, read_header
+from muvera import FDEConfig, Index, MuveraError, native
 from muvera.stores import HnswStore
+from muvera.stores.hnsw_graph import HEADER, QuantizedGraph, quantize_rows, read_header
 
 hnswlib = pytest.importorskip("hnswlib")
 needs_native = pytest.mark.skipif(not native_kernel_available(), reason="compiled kernel not built")
@@ -38,7 +36,7 @@ def _hnsw_file(tmp_path, data, M=8, deleted=(), name="g.bin"):
 
 
 def _search(graph, queries, k, ef):
-    rows, scores = graph.search(_native.load(), queries, k, ef, 1)
+    rows, scores = graph.search(native.load(), queries, k, ef, 1)
     labels = np.where(rows >= 0, graph.labels[np.maximum(rows, 0)], -1)
     return labels, scores
 
@@ -111,7 +109,7 @@ def test_one_query_with_a_helper_thread_walks_the_same(tmp_path):
     _, path = _hnsw_file(tmp_path, data, M=16, deleted=(3, 33))
     graph = QuantizedGraph.read(path, 40)
     queries = rng.standard_normal((25, 40)).astype(np.float32)
-    kernel = _native.load()
+    kernel = native.load()
     one_thread = graph.search(kernel, queries, 30, 50, 1)
     for threads in (2, 3):
         for i in range(len(queries)):
@@ -168,7 +166,7 @@ def test_rows_are_requantized_only_when_new(tmp_path, monkeypatch):
     seen = []
     real = quantize_rows
     monkeypatch.setattr(
-        "muvera._hnsw_graph.quantize_rows", lambda rows: seen.append(len(rows)) or real(rows)
+        "muvera.stores.hnsw_graph.quantize_rows", lambda rows: seen.append(len(rows)) or real(rows)
     )
     second = QuantizedGraph.read(tmp_path / "g2.bin", 20, previous=first)
     assert sum(seen) == 100 and len(second) == 300
@@ -185,32 +183,6 @@ def test_rows_are_requantized_only_when_new(tmp_path, monkeypatch):
     assert np.shares_memory(third.codes, second.codes) and sum(seen) == 150
     np.testing.assert_array_equal(third.codes[:300], fresh_codes)
     np.testing.assert_array_equal(third.codes, real(third.vectors(np.arange(350)))[0])
-
-
-@needs_native
-def test_portable_build_gives_identical_results(tmp_path, monkeypatch):
-    """The VNNI and the plain-C inner products compute the same integers."""
-    pytest.importorskip("hatchling")
-    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
-    hook = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hook)
-    monkeypatch.setenv("MUVERA_PORTABLE", "1")
-    out = tmp_path / "portable" / _native.library_filename()
-    out.parent.mkdir()
-    error = hook.compile_kernel(ROOT, out)
-    if error is not None and "no C compiler" in error:
-        pytest.skip(error)
-    assert error is None, error
-    portable = _native.NativeKernel(ctypes.CDLL(str(out)), out)
-    rng = np.random.default_rng(6)
-    data = rng.standard_normal((500, 200)).astype(np.float32)  # d % 64 != 0: masked tail
-    _, path = _hnsw_file(tmp_path, data, deleted=(3,))
-    graph = QuantizedGraph.read(path, 200)
-    queries = rng.standard_normal((20, 200)).astype(np.float32)
-    a = graph.search(_native.load(), queries, 15, 30, 2)
-    b = graph.search(portable, queries, 15, 30, 1)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
 
 
 # -- the store --------------------------------------------------------------------------
@@ -267,7 +239,7 @@ def test_store_fde_only_scores_are_float32_inner_products(tmp_path):
         fde = enc.encode_queries(queries) @ enc.encode_documents(docs).T
         want = np.take_along_axis(fde, got.ids.astype(np.int64), axis=1)
         np.testing.assert_allclose(got.scores, want, rtol=1e-5, atol=1e-5)
-        _, approx = index.store.search(enc.encode_queries(queries), 7, exact=False)
+        _, approx = index.store._candidates(enc.encode_queries(queries), 7, exact=False)
         assert not np.array_equal(approx, got.scores)  # int8 scores when asked for
 
 
@@ -287,7 +259,7 @@ def test_store_quantization_option(tmp_path):
 
 
 def test_store_without_the_kernel_uses_hnswlib(tmp_path, monkeypatch):
-    monkeypatch.setattr(_native, "load", lambda: None)
+    monkeypatch.setattr(native, "load", lambda: None)
     rng = np.random.default_rng(10)
     docs = _docs(rng, 30)
     with _index(tmp_path) as index:
@@ -302,7 +274,7 @@ def test_store_falls_back_to_hnswlib_on_an_unknown_file_layout(tmp_path, monkeyp
     docs = _docs(rng, 30)
     with _index(tmp_path) as index:
         index.add(list(range(30)), docs)
-    monkeypatch.setattr("muvera._hnsw_graph.read_header", lambda buffer, dimension: None)
+    monkeypatch.setattr("muvera.stores.hnsw_graph.read_header", lambda buffer, dimension: None)
     reader = Index.open(tmp_path / "ix", mode="r")
     assert not reader.store.quantized and reader.store._index is not None
     assert reader.search([docs[5]], k=2).ids[0, 0] == 5
@@ -311,15 +283,16 @@ def test_store_falls_back_to_hnswlib_on_an_unknown_file_layout(tmp_path, monkeyp
 @needs_native
 def test_search_between_a_write_and_its_commit_uses_hnswlib(tmp_path):
     rng = np.random.default_rng(12)
-    store = HnswStore(16, tmp_path)
+    tokens = {"file": "tokens.bin", "dtype": "float32", "bytes": 0}
+    store = HnswStore(tmp_path, 16, 16, tokens, {})
     data = rng.standard_normal((50, 16)).astype(np.float32)
-    store.add(np.arange(50), data)
+    store._add_fdes(np.arange(50), data)
     assert not store.quantized  # nothing saved yet
-    labels, _ = store.search(data[:3], 1)
+    labels, _ = store._candidates(data[:3], 1)
     np.testing.assert_array_equal(labels[:, 0], [0, 1, 2])
     store.save(tmp_path, 1)
     assert store.quantized
-    store.add(np.arange(50, 60), rng.standard_normal((10, 16)).astype(np.float32))
+    store._add_fdes(np.arange(50, 60), rng.standard_normal((10, 16)).astype(np.float32))
     assert not store.quantized
     store.save(tmp_path, 2)
     assert store.quantized and len(store._graph) == 60

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from helpers import ragged
 
-import muvera.index
+import muvera.index.manifest
+import muvera.stores.local
 from muvera import FDEConfig, Index, MuveraError, maxsim
 
 pytest.importorskip("hnswlib")
@@ -167,7 +168,7 @@ def test_persistence_reopen_append_and_versions(tmp_path, store):
         assert len(index) == 20
         np.testing.assert_array_equal(index.search([docs[3]], k=5).ids, before.ids)
         if store == "hnswlib":
-            assert index.store.ef == 77 and index.store.index.ef == 77  # restored on load
+            assert index.store.ef == 77 and index.store.hnswlib_index.ef == 77  # restored on load
         index.add([f"d{i}" for i in range(20, 40)], docs[20:])  # grows past the initial capacity
         assert len(index) == 40
         np.testing.assert_allclose(index.tokens("d5"), docs[5], atol=1e-3)
@@ -212,7 +213,7 @@ def test_crash_in_the_middle_of_add_keeps_the_previous_index(tmp_path, monkeypat
     if where == "store":
         monkeypatch.setattr(type(index.store), "add", boom)
     else:
-        monkeypatch.setattr(muvera.index, "atomic_write_json", boom)
+        monkeypatch.setattr(muvera.index.manifest, "atomic_write_json", boom)
     with pytest.raises(OSError, match="power cut"):
         index.add(list(range(20, 30)), docs[20:])
     monkeypatch.undo()
@@ -231,11 +232,11 @@ def test_delete_compacts_once_half_the_tokens_are_dead(tmp_path):
     docs = _docs(40)
     with _create(tmp_path, "exact", token_dtype="float32") as index:
         index.add(list(range(40)), docs)
-        size = index._tokens.committed
+        size = index.store._tokens.committed
         index.delete(list(range(5)))
-        assert index._tokens.committed == size  # few dead vectors: no rewrite yet
+        assert index.store._tokens.committed == size  # few dead vectors: no rewrite yet
         index.delete(list(range(5, 30)))
-        assert index._tokens.committed < size / 2  # compacted
+        assert index.store._tokens.committed < size / 2  # compacted
         np.testing.assert_array_equal(index.tokens(35), docs[35])
         assert index.search([docs[33]], k=1).ids[0, 0] == 33
 
@@ -246,9 +247,9 @@ def test_compaction(tmp_path):
         index.add(list(range(50)), docs)
         index.delete(list(range(0, 50, 3)))  # about a third: below the automatic threshold
         before = index.search([d[:3] for d in docs[1:6]], k=4)
-        size = index._tokens.committed
+        size = index.store._tokens.committed
         index.compact()
-        assert index._tokens.committed < size
+        assert index.store._tokens.committed < size
         after = index.search([d[:3] for d in docs[1:6]], k=4)
         np.testing.assert_array_equal(before.ids, after.ids)
         np.testing.assert_array_equal(index.tokens(7), docs[7])  # float32: exact
@@ -289,9 +290,9 @@ def test_text_convenience_with_a_model(tmp_path):
     exact = maxsim(model.encode_queries(queries), model.encode_documents(texts))
     assert [result.ids[i, 0] for i in range(2)] == ["abcd"[j] for j in exact.argmax(axis=1)]
     assert result.payloads[0][0]["text"] in texts
-    assert index.payloads[0] == {"k": 1, "text": texts[0]}
+    assert index.records.payloads[0] == {"k": 1, "text": texts[0]}
     index.add_texts(model, ["e"], ["no text kept"], store_text=False)
-    assert index.payloads[-1] is None
+    assert index.records.payloads[-1] is None
     with pytest.raises(MuveraError, match=r"gives 24-d token vectors; this index holds 16-d"):
         Index.create(tmp_path / "ix2", FDEConfig(dimension=16), store="exact").add_texts(
             model, ["x"], ["y"]
@@ -300,7 +301,7 @@ def test_text_convenience_with_a_model(tmp_path):
 
 @pytest.mark.parametrize("store", ["exact", "hnswlib", "qdrant"])
 def test_search_exact_is_brute_force_maxsim(tmp_path, store, monkeypatch, maxsim_kernel):
-    monkeypatch.setattr(muvera.index, "_EXHAUSTIVE_SIMS", 300)  # many small blocks
+    monkeypatch.setattr(muvera.stores.local, "EXHAUSTIVE_SIMS", 300)  # many small blocks
     rng = np.random.default_rng(3)
     docs = [rng.standard_normal((int(n), 16)).astype(np.float32) for n in rng.integers(1, 30, 120)]
     queries = [rng.standard_normal((int(n), 16)).astype(np.float32) for n in (1, 4, 9)]
@@ -370,3 +371,39 @@ def test_hnswlib_ef_can_be_raised_when_opening(tmp_path):
         MuveraError, match="cannot be changed when opening an index with the exact store"
     ):
         Index.open(tmp_path / "ex", mode="r", store_options={"ef": 10})
+
+
+@pytest.mark.parametrize("form", ["lengths", "mask", "tokenbatch"])
+def test_add_takes_a_padded_batch_with_lengths_or_mask(tmp_path, form):
+    """Padding never becomes tokens: a padded batch with lengths=/mask= (or a validated
+    TokenBatch) stores exactly the list form's tokens and searches identically."""
+    from muvera.batch import TokenBatch
+
+    rng = np.random.default_rng(5)
+    docs = [rng.standard_normal((n, 8)).astype(np.float32) for n in (3, 6, 1, 4)]
+    padded = np.full((4, 6, 8), 7.0, np.float32)  # padding that would change MaxSim
+    for i, d in enumerate(docs):
+        padded[i, : len(d)] = d
+    lengths = np.array([len(d) for d in docs])
+    config = FDEConfig(dimension=8, num_repetitions=2, num_simhash_projections=2)
+    with Index.create(tmp_path / "list", config, store="exact", token_dtype="float32") as a:
+        a.add(["a", "b", "c", "d"], docs)
+        want = a.search([docs[1][:2]], k=4, candidates=4)
+    with Index.create(tmp_path / form, config, store="exact", token_dtype="float32") as b:
+        if form == "lengths":
+            b.add(["a", "b", "c", "d"], padded, lengths=lengths)
+        elif form == "mask":
+            b.add(["a", "b", "c", "d"], padded, mask=np.arange(6)[None, :] < lengths[:, None])
+        else:
+            b.add(["a", "b", "c", "d"], TokenBatch.from_items(docs))
+        for i, d in enumerate(docs):
+            np.testing.assert_array_equal(b.tokens("abcd"[i]), d)
+        got = b.search([docs[1][:2]], k=4, candidates=4)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.scores, want.scores)
+        with pytest.raises(MuveraError, match="outside"):
+            b.add(["x"], padded[:1], lengths=np.array([7]))
+        with pytest.raises(MuveraError, match="document 0 has no tokens"):
+            b.add(["x"], padded[:1], lengths=np.array([0]))
+        with pytest.raises(MuveraError, match="only to a padded"):
+            b.add(["x"], docs[:1], lengths=np.array([3]))

@@ -12,7 +12,7 @@ import pytest
 from helpers import native_kernel_available, ragged
 
 import muvera.scoring
-from muvera import FDEConfig, FDEEncoder, MuveraError, _native, maxsim
+from muvera import FDEConfig, FDEEncoder, MuveraError, maxsim, native
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_native = pytest.mark.skipif(
@@ -158,15 +158,15 @@ def test_kernel_choice_errors(monkeypatch):
         FDEEncoder(big, kernel="native")
     # MUVERA_NATIVE=0 turns the compiled kernel off.
     monkeypatch.setenv("MUVERA_NATIVE", "0")
-    _native.load.cache_clear()
+    native.load.cache_clear()
     try:
-        assert _native.load() is None
+        assert native.load() is None
         assert FDEEncoder(FDEConfig(dimension=8)).kernel == "numpy"
         with pytest.raises(MuveraError, match="not available"):
             FDEEncoder(FDEConfig(dimension=8), kernel="native")
     finally:
         monkeypatch.delenv("MUVERA_NATIVE")
-        _native.load.cache_clear()
+        native.load.cache_clear()
 
 
 @needs_native
@@ -189,24 +189,33 @@ def _build_hook():
     return hook
 
 
-@pytest.mark.parametrize("portable", ["", "1"])
-def test_build_hook_compiles_a_loadable_kernel(tmp_path, monkeypatch, portable):
-    """hatch_build.compile_kernel (what `pip install` runs) builds a library with the
-    expected ABI, tuned for this CPU or portable; without a C compiler it reports why
-    instead of raising."""
-    monkeypatch.setenv("MUVERA_PORTABLE", portable)
+@pytest.mark.parametrize("variant", list(native.VARIANTS))
+def test_build_hook_compiles_a_loadable_kernel(tmp_path, variant):
+    """hatch_build.compile_kernel (what `pip install` runs) builds each CPU variant with the
+    expected ABI and says which level it was compiled for (without -march=native: nothing
+    is tuned for the building machine); without a C compiler it reports why instead of
+    raising."""
+    import ctypes
+    import platform
+
+    if variant != "generic" and variant not in native.variants.build_variants():
+        pytest.skip(f"{variant} is not built on {platform.machine()}")
     hook = _build_hook()
-    out = tmp_path / _native.library_filename()
-    error = hook.compile_kernel(ROOT, out)
+    assert "-march=native" not in hook.BASE_FLAGS + list(native.VARIANTS[variant])
+    out = tmp_path / native.library_filename(variant)
+    error = hook.compile_kernel(ROOT, out, variant)
     if error is not None and "no C compiler" in error:
         pytest.skip(error)
     assert error is None, error
-    import ctypes
-
-    lib = ctypes.CDLL(str(out))
-    lib.muvera_abi_version.restype = ctypes.c_int64
-    assert lib.muvera_abi_version() == _native.ABI_VERSION
     assert not out.with_name(out.name + ".tmp").exists()
+    if native.LEVELS[variant] > native.cpu_level():
+        return  # built, but this CPU cannot run it
+    lib = ctypes.CDLL(str(out))
+    for name in ("muvera_abi_version", "muvera_compiled_level", "muvera_cpu_level"):
+        getattr(lib, name).restype = ctypes.c_int64
+    assert lib.muvera_abi_version() == native.ABI_VERSION
+    assert lib.muvera_compiled_level() == native.LEVELS[variant]
+    assert lib.muvera_cpu_level() == native.cpu_level()
 
 
 @needs_native
@@ -219,7 +228,7 @@ def test_native_maxsim_equals_numpy(monkeypatch, d):
     rng = np.random.default_rng(d)
     queries = ragged(rng, [1, 31, 32, 0, 33, 70], d, unit=False)
     docs = ragged(rng, [0, 1, 7, 8, 9, 17, 250, 3], d, unit=False)
-    monkeypatch.setattr(_native, "load", lambda: None)
+    monkeypatch.setattr(native, "load", lambda: None)
     want = maxsim(queries, docs)  # numpy
     monkeypatch.undo()
     got = maxsim(queries, docs)  # compiled
@@ -279,7 +288,7 @@ def test_native_float16_conversion_handles_every_class_of_value():
 def test_build_hook_reports_a_missing_or_failing_compiler(tmp_path, monkeypatch):
     """No compiler, or one that fails: a reason to print, no exception, no library left."""
     hook = _build_hook()
-    out = tmp_path / _native.library_filename()
+    out = tmp_path / native.library_filename("generic")
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     assert hook.compile_kernel(ROOT, out).startswith("no C compiler")
     fake = tmp_path / "failing-cc"

@@ -16,9 +16,9 @@ from reference import (
     simhash_matrix,
 )
 
-from muvera._matrices import draw_matrices
-from muvera._rng import MT19937, glibc_logf, normal_float, uniform_index_and_sign
-from muvera.config import FDEConfig
+from muvera.fde.config import FDEConfig
+from muvera.fde.matrices import draw_matrices
+from muvera.fde.rng import MT19937, glibc_logf, normal_float, uniform_index_and_sign
 
 
 def test_mt19937_10000th_output_is_the_standard_value():

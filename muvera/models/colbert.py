@@ -21,34 +21,30 @@ vectors are L2-normalised unless ``normalize=False``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import os
-import string
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import MuveraError
+from ..errors import MuveraError
+from .checkpoint import (
+    INSTALL_HINT,
+    import_torch,
+    load_dense,
+    quiet_transformers,
+    read_json,
+    resolve_directory,
+)
+from .plain import plain_defaults
+from .pylate import PYLATE_FIELDS, pylate_defaults, read_modules
+from .stanford import stanford_layout
 
 __all__ = ["ColBERT", "ColBERTSettings"]
 
-_PYLATE_DEFAULTS: dict[str, Any] = {
-    "query_prefix": "[Q] ",
-    "document_prefix": "[D] ",
-    "query_length": 32,
-    "document_length": 180,
-    "do_query_expansion": True,
-    "attend_to_expansion_tokens": False,
-    "skiplist_words": list(string.punctuation),
-}
-_PYLATE_FIELDS = tuple(_PYLATE_DEFAULTS)
 _TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-_INSTALL_HINT = "install the 'models' extra: pip install 'muvera-toolkit[models]'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,120 +65,6 @@ class ColBERTSettings:
     skiplist_words: tuple[str, ...]
     query_prompt: str = ""
     document_prompt: str = ""
-
-
-@dataclasses.dataclass
-class _DenseLayer:
-    weight: Any  # torch (out, in)
-    bias: Any
-    activation: Any
-    residual: Any  # None, "identity" or a (out, in) weight
-
-
-def _import_torch() -> Any:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise MuveraError(f"muvera.ColBERT needs torch and transformers: {_INSTALL_HINT}") from None
-    return torch
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MuveraError(f"{path} is not valid JSON ({exc})") from None
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load-time progress bars and warnings (no import-time effect)."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    level = hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _resolve_directory(name_or_path: str | os.PathLike[str], revision: str | None) -> Path:
-    """A local model directory: the path itself, or a Hugging Face Hub snapshot."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    text = str(name_or_path)
-    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or path.suffix
-    if looks_like_path or (os.sep != "/" and os.sep in text):
-        raise MuveraError(f"model directory {text!r} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - comes with transformers
-        raise MuveraError(
-            f"{text!r} is not a local directory, and huggingface_hub is missing"
-        ) from None
-    try:
-        return Path(snapshot_download(repo_id=text, revision=revision))
-    except Exception as exc:  # offline, unknown id, gated repository, ...
-        reason = (str(exc).splitlines() or [""])[0]
-        raise MuveraError(
-            f"model {text!r} is not a local directory and could not be fetched from the Hugging "
-            f"Face Hub ({type(exc).__name__}: {reason}). Where the Hub is reachable, run "
-            f"`huggingface-cli download {text} --local-dir DIR`, then pass the directory: "
-            f"ColBERT('DIR')."
-        ) from None
-
-
-def _activation(name: str | None, trust_remote_code: bool) -> Any:
-    if not name or name in ("torch.nn.modules.linear.Identity", "torch.nn.Identity"):
-        return None
-    if not name.startswith("torch.") and not trust_remote_code:
-        raise MuveraError(
-            f"Dense activation {name!r} is not a torch module; load with trust_remote_code=True"
-        )
-    module_name, _, attr = name.rpartition(".")
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module_name), attr)()
-    except (ImportError, AttributeError) as exc:
-        raise MuveraError(f"cannot build Dense activation {name!r} ({exc})") from None
-
-
-def _load_state(directory: Path, what: str) -> dict[str, Any]:
-    torch = _import_torch()
-    safetensors_file = directory / "model.safetensors"
-    if safetensors_file.is_file():
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(safetensors_file)))
-    bin_file = directory / "pytorch_model.bin"
-    if bin_file.is_file():
-        state = torch.load(str(bin_file), map_location="cpu", weights_only=True)
-        return dict(state)
-    raise MuveraError(f"{what}: no model.safetensors or pytorch_model.bin in {directory}")
-
-
-def _load_dense(directory: Path, trust_remote_code: bool) -> _DenseLayer:
-    config = _read_json(directory / "config.json") if (directory / "config.json").is_file() else {}
-    state = _load_state(directory, f"Dense module {directory.name}")
-    if "linear.weight" not in state:
-        raise MuveraError(f"Dense module {directory} has no linear.weight")
-    weight = state["linear.weight"].float()
-    residual: Any = None
-    if config.get("use_residual"):
-        residual = state["residual.weight"].float() if "residual.weight" in state else "identity"
-    return _DenseLayer(
-        weight=weight,
-        bias=state["linear.bias"].float() if "linear.bias" in state else None,
-        activation=_activation(config.get("activation_function"), trust_remote_code),
-        residual=residual,
-    )
 
 
 class ColBERT:
@@ -235,11 +117,11 @@ class ColBERT:
         attend_to_expansion_tokens: bool | None = None,
         skiplist_words: Sequence[str] | None = None,
     ) -> None:
-        torch = _import_torch()
+        torch = import_torch()
         try:
             import transformers
         except ImportError:  # pragma: no cover - depends on the environment
-            raise MuveraError(f"muvera.ColBERT needs transformers: {_INSTALL_HINT}") from None
+            raise MuveraError(f"muvera.ColBERT needs transformers: {INSTALL_HINT}") from None
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MuveraError(f"batch_size must be a positive int, got {batch_size!r}")
         dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -252,24 +134,24 @@ class ColBERT:
             )
         self.normalize = bool(normalize)
         self.batch_size = batch_size
-        self.directory = _resolve_directory(name_or_path, revision)
+        self.directory = resolve_directory(name_or_path, revision)
         self.name = str(name_or_path)
 
-        modules = self._read_modules()
+        modules = read_modules(self.directory)
         transformer_dir = self.directory / modules["transformer"]
         st_config_path = self.directory / "config_sentence_transformers.json"
-        st_config = _read_json(st_config_path) if st_config_path.is_file() else {}
+        st_config = read_json(st_config_path) if st_config_path.is_file() else {}
         sbert_path = transformer_dir / "sentence_bert_config.json"
-        sbert = _read_json(sbert_path) if sbert_path.is_file() else {}
+        sbert = read_json(sbert_path) if sbert_path.is_file() else {}
         config_path = transformer_dir / "config.json"
         if not config_path.is_file():
             raise MuveraError(f"{transformer_dir} has no config.json: not a transformers model")
-        hf_config = _read_json(config_path)
+        hf_config = read_json(config_path)
         architectures = hf_config.get("architectures") or []
         stanford = bool(architectures) and architectures[0] == "HF_ColBERT"
 
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                     str(transformer_dir), trust_remote_code=trust_remote_code
                 )
@@ -287,25 +169,16 @@ class ColBERT:
                 f"({type(exc).__name__}: {reason}).{hint}"
             ) from None
         self.do_lower_case = bool(sbert.get("do_lower_case", False))
-        self.dense = [_load_dense(self.directory / p, trust_remote_code) for p in modules["dense"]]
+        self.dense = [load_dense(self.directory / p, trust_remote_code) for p in modules["dense"]]
         if stanford:
             layout = "stanford"
-            defaults = self._stanford_defaults(transformer_dir)
-        elif self.dense or any(f in st_config for f in _PYLATE_FIELDS):
+            self.dense, defaults = stanford_layout(self.directory, transformer_dir)
+        elif self.dense or any(f in st_config for f in PYLATE_FIELDS):
             layout = "pylate"
-            defaults = {f: st_config.get(f, _PYLATE_DEFAULTS[f]) for f in _PYLATE_FIELDS}
+            defaults = pylate_defaults(st_config)
         else:
             layout = "plain"
-            max_len = int(sbert.get("max_seq_length") or self._max_positions())
-            defaults = {
-                "query_prefix": "",
-                "document_prefix": "",
-                "query_length": max_len,
-                "document_length": max_len,
-                "do_query_expansion": False,
-                "attend_to_expansion_tokens": False,
-                "skiplist_words": [],
-            }
+            defaults = plain_defaults(int(sbert.get("max_seq_length") or self._max_positions()))
         overrides = {
             "query_prefix": query_prefix,
             "document_prefix": document_prefix,
@@ -351,47 +224,6 @@ class ColBERT:
                 layer.activation.to(self.device)
 
     # -- loading helpers -----------------------------------------------------------------
-    def _read_modules(self) -> dict[str, Any]:
-        path = self.directory / "modules.json"
-        if not path.is_file():
-            return {"transformer": "", "dense": []}
-        modules = _read_json(path)
-        if not isinstance(modules, list):
-            raise MuveraError(f"{path} must hold a list of modules")
-        transformer = None
-        dense: list[str] = []
-        for module in sorted(modules, key=lambda m: m.get("idx", 0)):
-            kind = str(module.get("type", ""))
-            if kind.endswith("Transformer") and transformer is None:
-                transformer = module.get("path", "")
-            elif kind.endswith("Dense"):
-                dense.append(module.get("path", ""))
-        if transformer is None:
-            raise MuveraError(f"{path} lists no Transformer module")
-        return {"transformer": transformer, "dense": dense}
-
-    def _stanford_defaults(self, transformer_dir: Path) -> dict[str, Any]:
-        state = _load_state(transformer_dir, "Stanford ColBERT checkpoint")
-        if "linear.weight" not in state:
-            raise MuveraError(
-                f"Stanford ColBERT checkpoint in {transformer_dir} has no linear.weight"
-            )
-        self.dense = [_DenseLayer(state["linear.weight"].float(), None, None, None)]
-        defaults = dict(_PYLATE_DEFAULTS, query_prefix="[unused0]", document_prefix="[unused1]")
-        meta_path = self.directory / "artifact.metadata"
-        if meta_path.is_file():
-            meta = _read_json(meta_path)
-            for src, dst in (
-                ("query_token_id", "query_prefix"),
-                ("doc_token_id", "document_prefix"),
-                ("query_maxlen", "query_length"),
-                ("doc_maxlen", "document_length"),
-                ("attend_to_mask_tokens", "attend_to_expansion_tokens"),
-            ):
-                if meta.get(src) is not None:
-                    defaults[dst] = meta[src]
-        return defaults
-
     def _max_positions(self) -> int:
         config = self.model.config
         limits = [getattr(config, "max_position_embeddings", None), self.tokenizer.model_max_length]
@@ -482,7 +314,7 @@ class ColBERT:
 
     def tokenize(self, texts: Sequence[str], is_query: bool) -> dict[str, Any]:
         """Input ids, attention mask (and token types) exactly as PyLate builds them."""
-        torch = _import_torch()
+        torch = import_torch()
         s = self.settings
         length = s.query_length if is_query else s.document_length
         prefix_id = self.query_prefix_id if is_query else self.document_prefix_id
@@ -523,7 +355,7 @@ class ColBERT:
         transformers configures it: transformers' own Python conversion of the encodings
         costs several times the tokenization itself (3 of 3.8 s for SciFact on a GPU).
         """
-        torch = _import_torch()
+        torch = import_torch()
         backend = self._backends.get((max_length, pad_to_max)) if self._backends else None
         if backend is None and getattr(self.tokenizer, "is_fast", False):
             tok = self.tokenizer
@@ -556,7 +388,7 @@ class ColBERT:
         return {k: torch.from_numpy(np.array(v, dtype=np.int64)) for k, v in out.items()}
 
     def _forward(self, features: dict[str, Any]) -> Any:
-        torch = _import_torch()
+        torch = import_torch()
         inputs = {k: v.to(self.device) for k, v in features.items()}
         hidden = self.model(**inputs).last_hidden_state
         for layer in self.dense:
@@ -578,7 +410,7 @@ class ColBERT:
         show_progress: bool,
         as_tensors: bool,
     ) -> list[Any]:
-        torch = _import_torch()
+        torch = import_torch()
         what = "encode_queries" if is_query else "encode_documents"
         items = self._check_texts(texts, what)
         size = batch_size if batch_size is not None else self.batch_size

@@ -16,10 +16,7 @@ projected token whose sign bits are nearest in Hamming distance (lowest token in
 ties), found with a distance transform over the hypercube of sign-bit patterns. An
 optional final Count-Sketch is one sparse matmul.
 
-When the optional compiled kernel (``_kernels.c``, see ``_native.py``) is built, steps 1-3
-and the filling run there instead: one sgemm gives the sign bits, then per item the raw
-tokens are summed per (repetition, partition) and each non-empty partition is projected
-once (the projection is linear), which is about half the arithmetic for documents.
+The compiled steps (:mod:`muvera.fde.compiled_steps`) compute the same FDEs in C.
 """
 
 from __future__ import annotations
@@ -31,46 +28,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _native
-from ._matrices import FDEMatrices
-from .config import FDEConfig
+from .plan import FDEPlan, gray_decode, popcount
 
-__all__ = ["NumpyKernel", "gray_decode", "popcount"]
+__all__ = ["NumpyFDE"]
 
 _TOKEN_BLOCK = 1024  # tokens per sgemm + scatter step: the block's output stays in cache
 _FILL_TRANSFORM_MAX_PARTITIONS = 4096  # above this, filling scans tokens per (item, repetition)
 _INF = np.int64(1) << np.int64(62)
-_NATIVE_MAX_SCRATCH_BYTES = 1 << 28  # the compiled kernel's per-repetition bucket buffer
-_NATIVE_WORK_PER_THREAD = 1 << 22  # bucket additions that pay for one more thread
-
-
-def popcount(x: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
-    """Number of set bits of each non-negative integer (< 2**32), any shape."""
-    x = np.asarray(x).astype(np.uint32)
-    if hasattr(np, "bitwise_count"):
-        counts: npt.NDArray[np.uint8] = np.bitwise_count(x).astype(np.uint8)
-        return counts
-    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-    b = x.view(np.uint8).reshape(*x.shape, 4)
-    summed: npt.NDArray[np.uint8] = table[b].sum(axis=-1, dtype=np.uint8)
-    return summed
-
-
-def gray_decode(code: npt.NDArray[np.int64], num_bits: int) -> npt.NDArray[np.int64]:
-    """Partition index of sign-bit pattern ``code`` (first hyperplane in the top bit).
-
-    The reference appends bits as ``g = (g << 1) + (b XOR (g & 1))``, i.e. a prefix XOR;
-    the sign bits of partition ``g`` are ``g ^ (g >> 1)``.
-
-    >>> gray_decode(np.array([0b10, 0b11]), 2).tolist()
-    [3, 2]
-    """
-    g = code.copy()
-    shift = 1
-    while shift < num_bits:
-        g ^= g >> shift
-        shift <<= 1
-    return g
 
 
 def _csc_matvecs() -> Any:
@@ -87,34 +51,24 @@ def _csc_matvecs() -> Any:
         return None
 
 
-class NumpyKernel:
-    """Encodes token chunks with numpy/scipy (and the compiled kernel when it is built and
-    ``native`` allows it: None = when available); built once per encoder."""
+class NumpyFDE:
+    """FDE steps in numpy/scipy, built once per encoder from its :class:`FDEPlan`."""
 
-    def __init__(
-        self, config: FDEConfig, matrices: FDEMatrices, native: bool | None = None
-    ) -> None:
+    name = "numpy"
+
+    def __init__(self, plan: FDEPlan) -> None:
         import scipy.sparse as sp
 
         self._sp = sp
         self._matvecs = _csc_matvecs()
         self._local = threading.local()
-        self.config = config
-        R, d, k = config.num_repetitions, config.dimension, config.num_simhash_projections
-        p, B = config.block_dimension, config.num_partitions
+        self.plan = plan
+        self.config = plan.config
+        R, d, k, p, B = plan.R, plan.d, plan.k, plan.p, plan.B
         self.R, self.d, self.k, self.p, self.B = R, d, k, p, B
-        # (d, k*R): column j*R + r is hyperplane j of repetition r, so that the j-th sign
-        # bits of all repetitions are one contiguous column block.
-        self.simhash = np.ascontiguousarray(
-            matrices.simhash.transpose(1, 2, 0).reshape(d, k * R), dtype=np.float32
-        )
-        self.ams: npt.NDArray[np.float32] | None = None
-        if config.projection_type == "ams_sketch":
-            ams = np.zeros((d, R, p), dtype=np.float32)
-            rows = np.broadcast_to(np.arange(d)[None, :], (R, d))
-            reps = np.broadcast_to(np.arange(R)[:, None], (R, d))
-            ams[rows, reps, matrices.ams_indices] = matrices.ams_signs
-            self.ams = ams.reshape(d, R * p)
+        self.simhash = plan.simhash
+        self.ams = plan.ams
+        if self.ams is not None:
             # Fused sgemm operand [AMS | SimHash | zero pad]: each output row is R + extra
             # "virtual rows" of p floats, the first R being the projected repetitions.
             pad = -(k * R) % p
@@ -127,21 +81,11 @@ class NumpyKernel:
             self.fused = self.simhash
             self.sketch_offset = 0
             self.virtual_rows = 0
-        self.count_sketch_t: Any = None
-        if config.final_projection_dimension is not None:
-            D, f = config.raw_dimension, config.final_projection_dimension
-            self.count_sketch_t = sp.csr_matrix(
-                (
-                    matrices.count_sketch_signs.astype(np.float32),
-                    (matrices.count_sketch_indices, np.arange(D)),
-                ),
-                shape=(f, D),
-            )
+        self.count_sketch_t = plan.count_sketch()
         self.code_dtype = np.uint8 if k <= 8 else np.uint16 if k <= 16 else np.uint32
         self.gray_table = gray_decode(np.arange(256), k) if k <= 8 else None
         self.rep_base = np.arange(0, R * B, B, dtype=np.int64)
-        g = np.arange(B, dtype=np.int64)
-        self.partition_bits = g ^ (g >> 1)  # sign bits of each partition
+        self.partition_bits = plan.partition_bits
         self.fill_by_transform = B <= _FILL_TRANSFORM_MAX_PARTITIONS
         # CSC column pointers of one token block: one nonzero per (token, repetition)
         # column; the sign-bit virtual rows of the fused layout are empty columns.
@@ -151,26 +95,6 @@ class NumpyKernel:
         else:
             self.indptr = np.arange(0, _TOKEN_BLOCK * R + 1, R, dtype=np.int64)
         self.ones = np.ones(_TOKEN_BLOCK * R, dtype=np.float32)
-        loaded = _native.load() if native is not False else None
-        fits = B * d * 4 <= _NATIVE_MAX_SCRATCH_BYTES
-        if native and loaded is None:
-            raise RuntimeError(
-                "the compiled FDE kernel is not available (not built, or MUVERA_NATIVE=0)"
-            )
-        if native and not fits:
-            raise RuntimeError(
-                f"the compiled FDE kernel does not take 2**{k} partitions x {d} dims"
-            )
-        self.native = loaded if fits else None
-        # (R, d, p) dense inner projection per repetition for the compiled kernel.
-        self.projection: npt.NDArray[np.float32] | None = None
-        if self.native is not None and self.ams is not None:
-            self.projection = np.ascontiguousarray(self.ams.reshape(d, R, p).transpose(1, 0, 2))
-
-    @property
-    def name(self) -> str:
-        """``"native"`` when the compiled kernel encodes, else ``"numpy"``."""
-        return "native" if self.native is not None else "numpy"
 
     # -- helpers -------------------------------------------------------------------------
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
@@ -219,8 +143,6 @@ class NumpyKernel:
 
         The result may be a scratch buffer: copy it out before encoding the next chunk.
         """
-        if self.native is not None:
-            return self._encode_native(self.native, X, lengths, document)
         n_items, N = lengths.shape[0], X.shape[0]
         R, B, p, k = self.R, self.B, self.p, self.k
         rows = n_items * R * B
@@ -260,39 +182,6 @@ class NumpyKernel:
         if self.count_sketch_t is not None:
             return np.asarray((self.count_sketch_t @ fde.T).T, dtype=np.float32)
         return fde
-
-    def _encode_native(
-        self,
-        native: _native.NativeKernel,
-        X: npt.NDArray[np.float32],
-        lengths: npt.NDArray[np.int64],
-        document: bool,
-    ) -> npt.NDArray[np.float32]:
-        n_items = lengths.shape[0]
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        sketch = np.matmul(X, self.simhash)  # (N, k*R): column j*R + r
-        offsets = np.zeros(n_items + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        raw = self._buffer("native_out", (n_items, self.R * self.B * self.p), np.float32)
-        fill = document and self.config.fill_empty_partitions and self.k > 0
-        work = X.shape[0] * self.R * self.d  # bucket additions
-        threads = max(1, min(_native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
-        native.fde_encode(
-            X,
-            sketch,
-            offsets,
-            self.R,
-            self.k,
-            self.projection,
-            self.p,
-            document,
-            fill,
-            raw,
-            threads,
-        )
-        if self.count_sketch_t is not None:
-            return np.asarray((self.count_sketch_t @ raw.T).T, dtype=np.float32)
-        return raw
 
     def _fill(
         self,

@@ -1,64 +1,24 @@
-"""Loader of the optional compiled FDE kernel (``muvera/_kernels.c``, plain C via ctypes).
+"""ctypes bindings of the compiled kernels: one typed method per C entry point.
 
-The library is built when the package is installed (``hatch_build.py``) if a C compiler is
-available; without it everything runs on the numpy kernel, with the same results up to
-float32 rounding. Set ``MUVERA_NATIVE=0`` to force the numpy kernel.
-
-This module imports only the standard library: the build hook loads it by path to learn
-the library's file name.
+Standard library only. Callers pass C-contiguous numpy arrays of the documented dtypes
+(checked by them); the GIL is released while C runs.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ABI_VERSION", "NativeKernel", "default_threads", "library_filename", "load"]
-
-ABI_VERSION = 4  # must equal MUVERA_ABI_VERSION in _kernels.c
-
-
-def library_filename(platform: str | None = None) -> str:
-    """File name of the compiled kernel next to this module, e.g. ``libmuvera_kernels.so``.
-
-    >>> library_filename("linux")
-    'libmuvera_kernels.so'
-    """
-    platform = sys.platform if platform is None else platform
-    if platform.startswith("win"):
-        return "muvera_kernels.dll"
-    if platform == "darwin":
-        return "libmuvera_kernels.dylib"
-    return "libmuvera_kernels.so"
-
-
-def default_threads() -> int:
-    """Threads for the compiled kernels: ``MUVERA_NUM_THREADS``, else the CPUs this process
-    may run on (asked once per process: a search calls this several times)."""
-    value = os.environ.get("MUVERA_NUM_THREADS", "").strip()
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    return _usable_cpus(os.getpid())
-
-
-@functools.lru_cache(maxsize=4)
-def _usable_cpus(pid: int) -> int:
-    del pid  # the cache key: a forked child asks again
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+__all__ = ["NativeKernel"]
 
 
 class NativeKernel:
-    """Typed wrapper of the compiled library's entry points."""
+    """Typed wrapper of one compiled library's entry points (one CPU variant)."""
 
-    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+    def __init__(self, lib: ctypes.CDLL, path: Path, variant: str) -> None:
         self.path = path
+        self.variant = variant  # "generic", "avx2" or "avx512"
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
         self._encode = lib.muvera_fde_encode
         self._encode.restype = i64
@@ -89,7 +49,7 @@ class NativeKernel:
         out: Any,
         n_threads: int = 1,
     ) -> None:
-        """FDEs of the items ``offsets`` delimits (see ``muvera_fde_encode`` in _kernels.c).
+        """FDEs of the items ``offsets`` delimits (see ``muvera_fde_encode`` in fde.c).
 
         ``X`` float32 ``(N, d)``, ``sketch`` float32 ``(N, k*R)``, ``offsets`` int64
         ``(n+1,)``, ``projection`` float32 ``(R, d, p)`` or None (identity), ``out`` float32
@@ -126,7 +86,7 @@ class NativeKernel:
         out: Any,
         n_threads: int,
     ) -> None:
-        """Exact MaxSim of every query against every document span (see ``muvera_maxsim``).
+        """Exact MaxSim of every query against every document span (``muvera_maxsim``).
 
         ``tokens`` float32 or float16 ``(rows, d)`` (a memory map is read in place);
         document ``j`` is rows ``offsets[j] .. offsets[j] + lengths[j]`` (int64);
@@ -168,7 +128,7 @@ class NativeKernel:
         out_counts: Any,
         n_threads: int,
     ) -> None:
-        """HNSW search over int8 codes (see ``muvera_graph_search``).
+        """HNSW search over int8 codes (see ``muvera_graph_search`` in graph.c).
 
         ``codes`` int8 ``(n, d)``, ``meta`` float32 ``(n, 2)`` (scale, code sum),
         ``links0`` uint32 ``(n, max_m0 + 1)``, ``upper`` uint32 ``(lists, max_m + 1)``,
@@ -204,24 +164,3 @@ class NativeKernel:
         )
         if status != 0:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")
-
-
-@functools.lru_cache(maxsize=1)
-def load() -> NativeKernel | None:
-    """The compiled kernel, or None when it is not built, not loadable, of another ABI
-    version, or disabled with ``MUVERA_NATIVE=0``. Loaded once, on first use."""
-    if os.environ.get("MUVERA_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    path = Path(__file__).with_name(library_filename())
-    if not path.is_file():
-        return None
-    try:
-        lib = ctypes.CDLL(str(path))
-        version = lib.muvera_abi_version
-        version.restype = ctypes.c_int64
-        version.argtypes = []
-        if int(version()) != ABI_VERSION:
-            return None
-        return NativeKernel(lib, path)
-    except (OSError, AttributeError):
-        return None

@@ -10,20 +10,23 @@ from typing import Any
 
 import numpy as np
 
-from ._fde_numpy import NumpyKernel
-from ._inputs import Batch, prepare_batch
-from ._matrices import FDEMatrices, draw_matrices
-from ._storage import atomic_write_bytes, check_format
-from ._version import __version__
+from .. import native
+from .._version import __version__
+from ..batch import Batch, prepare_batch
+from ..errors import MuveraError
+from ..files import atomic_write_bytes, check_format
+from .compiled_steps import CompiledFDE
 from .config import FDEConfig
-from .errors import MuveraError
+from .matrices import FDEMatrices, draw_matrices
+from .numpy_steps import NumpyFDE
+from .plan import FDEPlan
 
 __all__ = ["FDEEncoder"]
 
 _FORMAT = "muvera.FDEEncoder"
 _FORMAT_VERSION = 1
 _DEFAULT_CHUNK_TOKENS = 16384
-_KERNELS: dict[str, bool | None] = {"auto": None, "native": True, "numpy": False}
+_KERNELS = ("auto", "native", "numpy")
 
 
 class FDEEncoder:
@@ -75,13 +78,29 @@ class FDEEncoder:
         self.chunk_tokens = chunk_tokens
         self.matrices = _matrices if _matrices is not None else draw_matrices(config)
         self.matrices.check(config)
-        try:
-            self._numpy = NumpyKernel(config, self.matrices, native=_KERNELS[kernel])
-        except RuntimeError as exc:
-            raise MuveraError(
-                f"kernel='native': {exc}; reinstall muvera with a C compiler (cc) on PATH"
-            ) from None
+        self.plan = FDEPlan.build(config, self.matrices)
+        self._steps = self._cpu_steps(kernel)
         self._torch: dict[str, Any] = {}
+
+    def _cpu_steps(self, kernel: str) -> NumpyFDE | CompiledFDE:
+        """The compiled steps when built and fitting (``kernel`` "auto"/"native"), else numpy."""
+        if kernel == "numpy":
+            return NumpyFDE(self.plan)
+        library = native.load()
+        fits = CompiledFDE.fits(self.plan)
+        if kernel == "native" and library is None:
+            raise MuveraError(
+                "kernel='native': the compiled FDE kernel is not available (not built, or "
+                "MUVERA_NATIVE=0); reinstall muvera with a C compiler (cc) on PATH"
+            )
+        if kernel == "native" and not fits:
+            raise MuveraError(
+                f"kernel='native': the compiled FDE kernel does not take "
+                f"2**{self.plan.k} partitions x {self.plan.d} dims"
+            )
+        if library is not None and fits:
+            return CompiledFDE(self.plan, library)
+        return NumpyFDE(self.plan)
 
     def __repr__(self) -> str:
         return f"FDEEncoder({self.config!r})"
@@ -89,7 +108,7 @@ class FDEEncoder:
     @property
     def kernel(self) -> str:
         """The CPU kernel in use: ``"native"`` (compiled) or ``"numpy"``."""
-        return self._numpy.name
+        return self._steps.name
 
     @property
     def output_dimension(self) -> int:
@@ -104,7 +123,8 @@ class FDEEncoder:
 
         Parameters
         ----------
-        batch : sequence of array_like ``(n_i, dimension)``, or array ``(n, T, dimension)``
+        batch : sequence of array_like ``(n_i, dimension)``, array ``(n, T, dimension)``, or
+            :class:`~muvera.batch.TokenBatch` (validated already: not checked again)
             Float tokens (float16/32/64; computed in float32). numpy arrays and torch
             tensors are accepted; an item with zero tokens gives a zero row.
         lengths : int array ``(n,)``, optional
@@ -146,18 +166,18 @@ class FDEEncoder:
             raise MuveraError(f"{what}: out must be a float32 numpy array of shape {(n, D)}")
         for chunk in prepared.chunks(self.chunk_tokens):
             stop = chunk.start + chunk.lengths.shape[0]
-            out[chunk.start : stop] = self._numpy.encode(chunk.tokens, chunk.lengths, document)
+            out[chunk.start : stop] = self._steps.encode(chunk.tokens, chunk.lengths, document)
         return out
 
     def _encode_torch(self, prepared: Batch, out: Any, document: bool, what: str) -> Any:
         import torch
 
-        from ._fde_torch import TorchKernel
+        from .torch_steps import TorchFDE
 
         key = str(prepared.device) if prepared.device is not None else "cpu"
-        kernel = self._torch.get(key)
-        if kernel is None:
-            kernel = self._torch[key] = TorchKernel(self.config, self.matrices, key)
+        steps = self._torch.get(key)
+        if steps is None:
+            steps = self._torch[key] = TorchFDE(self.plan, key)
         n, D = len(prepared), self.output_dimension
         device = prepared.device if prepared.device is not None else torch.device("cpu")
         if out is None:
@@ -171,7 +191,7 @@ class FDEEncoder:
             raise MuveraError(f"{what}: out must be a float32 tensor of shape {(n, D)} on {device}")
         for chunk in prepared.chunks(self.chunk_tokens):
             stop = chunk.start + chunk.lengths.shape[0]
-            out[chunk.start : stop] = kernel.encode(chunk.tokens, chunk.lengths, document)
+            out[chunk.start : stop] = steps.encode(chunk.tokens, chunk.lengths, document)
         return out
 
     # -- persistence ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any, Literal
 
-from .errors import MuveraError
+from ..errors import MuveraError
 
 __all__ = ["FDEConfig"]
 

@@ -1,9 +1,12 @@
-"""Turn the batch forms users pass (ragged list or padded array) into validated token chunks.
+"""Multi-vector batches: the forms users pass, checked once, then one validated type.
 
-A batch is either a sequence of ``(n_i, d)`` arrays or a padded ``(n, T, d)`` array with
-``lengths=`` or ``mask=``. Both numpy and torch are accepted; torch is only touched when
-the user passes tensors. Items are checked lazily per chunk, so a huge batch never exists
-as one float32 copy.
+A batch is a sequence of ``(n_i, d)`` arrays, a padded ``(n, T, d)`` array with
+``lengths=`` or ``mask=``, or a :class:`TokenBatch` (already validated: taken as it is).
+numpy and torch are accepted; torch is only touched when the user passes tensors.
+:func:`prepare_batch` checks shapes and dtypes at once and returns a :class:`Batch`, whose
+:meth:`Batch.chunks` yield :class:`TokenBatch` es (tokens concatenated, finiteness
+checked), so a huge batch never exists as one float32 copy; the encoder, the token store
+and the re-rank all take a :class:`TokenBatch` without splitting it again.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy.typing as npt
 
 from .errors import MuveraError
 
-__all__ = ["Batch", "TokenChunk", "is_torch_tensor", "prepare_batch"]
+__all__ = ["Batch", "TokenBatch", "is_torch_tensor", "prepare_batch"]
 
 
 def is_torch_tensor(obj: object) -> bool:
@@ -25,17 +28,58 @@ def is_torch_tensor(obj: object) -> bool:
     return type(obj).__module__.startswith("torch") and hasattr(obj, "device")
 
 
-@dataclasses.dataclass
-class TokenChunk:
-    """Items ``start .. start + len(lengths)`` of a batch, tokens concatenated.
+@dataclasses.dataclass(frozen=True)
+class TokenBatch:
+    """Validated items, tokens concatenated: item ``i`` is rows ``offsets[i] ..
+    offsets[i+1]`` of ``tokens``.
 
-    ``tokens`` is float32 ``(sum(lengths), d)`` (numpy array or torch tensor) and
-    ``lengths`` int64 ``(n_items,)`` numpy.
+    ``tokens`` is float32 ``(sum(lengths), d)`` (a numpy array or a torch tensor), finite;
+    ``lengths`` int64 ``(n_items,)`` numpy. ``start`` is the first item's position in the
+    batch it came from. Make one with :meth:`Batch.chunks` / :meth:`Batch.whole` (or
+    :meth:`from_items`), never by hand: it is trusted without further checks.
+
+    >>> b = TokenBatch.from_items([np.ones((2, 3)), np.zeros((1, 3))])
+    >>> b.offsets.tolist(), b.item(1).shape, len(b)
+    ([0, 2, 3], (1, 3), 2)
     """
 
     start: int
     tokens: Any
     lengths: npt.NDArray[np.int64]
+
+    @classmethod
+    def from_items(
+        cls, items: Any, dimension: int | None = None, what: str = "batch"
+    ) -> TokenBatch:
+        """Check a list of ``(n_i, d)`` arrays (or a padded array) and concatenate it."""
+        if dimension is None:
+            dimension = int(np.shape(items[0])[-1]) if len(items) else 1
+        return prepare_batch(items, dimension, what=what).whole()
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def dimension(self) -> int:
+        return int(self.tokens.shape[1])
+
+    @property
+    def offsets(self) -> npt.NDArray[np.int64]:
+        """int64 ``(n_items + 1,)``: item ``i`` is rows ``offsets[i] .. offsets[i+1]``."""
+        out = np.zeros(self.lengths.shape[0] + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=out[1:])
+        return out
+
+    def item(self, i: int) -> Any:
+        """Item ``i``'s tokens ``(n_i, d)`` (a view)."""
+        offsets = self.offsets
+        return self.tokens[int(offsets[i]) : int(offsets[i + 1])]
+
+    def slice(self, start: int, stop: int) -> TokenBatch:
+        """Items ``start .. stop`` (views of the tokens)."""
+        offsets = self.offsets
+        tokens = self.tokens[int(offsets[start]) : int(offsets[stop])]
+        return TokenBatch(self.start + start, tokens, self.lengths[start:stop])
 
 
 @dataclasses.dataclass
@@ -49,23 +93,36 @@ class Batch:
     _padded: Any
     _mask: Any
     what: str
+    dimension: int = 0
+    _whole: TokenBatch | None = None
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
 
-    def items(self) -> list[npt.NDArray[np.float32]]:
-        """Every item as a validated float32 numpy array ``(n_i, d)`` (torch moved to CPU)."""
-        out: list[npt.NDArray[np.float32]] = []
-        for chunk in self.chunks(1 << 62):
+    def whole(self, *, numpy: bool = False) -> TokenBatch:
+        """All items as one :class:`TokenBatch` (``numpy=True``: torch moved to the CPU,
+        tokens C-contiguous float32)."""
+        chunk = next(iter(self.chunks(1 << 62)), None)
+        if chunk is None:
+            width = self._width()
+            empty: Any = np.zeros((0, width), np.float32)
+            return TokenBatch(0, empty, np.zeros(0, np.int64))
+        if numpy:
             tokens = chunk.tokens
             if self.backend == "torch":
                 tokens = tokens.detach().cpu().numpy()
-            out.extend(
-                np.split(np.asarray(tokens, dtype=np.float32), np.cumsum(chunk.lengths)[:-1])
-            )
-        return out
+            tokens = np.ascontiguousarray(tokens, dtype=np.float32)
+            chunk = TokenBatch(chunk.start, tokens, chunk.lengths)
+        return chunk
 
-    def chunks(self, max_tokens: int) -> Iterator[TokenChunk]:
+    def _width(self) -> int:
+        if self._whole is not None:
+            return self._whole.dimension
+        if self._padded is not None:
+            return int(self._padded.shape[-1])
+        return self.dimension
+
+    def chunks(self, max_tokens: int) -> Iterator[TokenBatch]:
         """Yield consecutive chunks of whole items holding about ``max_tokens`` tokens."""
         n = len(self)
         start = 0
@@ -76,9 +133,12 @@ class Batch:
             yield self._gather(start, stop)
             start = stop
 
-    def _gather(self, start: int, stop: int) -> TokenChunk:
+    def _gather(self, start: int, stop: int) -> TokenBatch:
         lengths = self.lengths[start:stop]
         tokens: Any
+        if self._whole is not None:  # validated already
+            part = self._whole.slice(start, stop)
+            return TokenBatch(start, part.tokens, part.lengths)
         if self._items is not None:
             parts = [self._items[i] for i in range(start, stop)]
             if self.backend == "torch":
@@ -93,7 +153,7 @@ class Batch:
             tokens = padded[mask]
             tokens = tokens.float() if self.backend == "torch" else tokens.astype(np.float32)
         self._check_finite(tokens, start, lengths)
-        return TokenChunk(start, tokens, lengths)
+        return TokenBatch(start, tokens, lengths)
 
     def _check_finite(self, tokens: Any, start: int, lengths: npt.NDArray[np.int64]) -> None:
         if self.backend == "torch":
@@ -128,7 +188,16 @@ def prepare_batch(
 
     Raises :class:`~muvera.MuveraError` naming the item index for a wrong token dimension,
     a non-float dtype, a bad ``lengths``/``mask``; NaN/inf are reported when chunks are read.
+    A :class:`TokenBatch` is taken as it is (only its dimension is checked).
     """
+    if isinstance(batch, TokenBatch):
+        if lengths is not None or mask is not None:
+            raise MuveraError(f"{what}: lengths= and mask= do not apply to a TokenBatch")
+        if batch.dimension != dimension:
+            raise MuveraError(f"{what}: token dimension is {batch.dimension}, expected {dimension}")
+        backend = "torch" if is_torch_tensor(batch.tokens) else "numpy"
+        device = batch.tokens.device if backend == "torch" else None
+        return Batch(backend, device, batch.lengths, None, None, None, what, dimension, batch)
     if is_torch_tensor(batch) or isinstance(batch, np.ndarray):
         return _prepare_padded(batch, dimension, lengths, mask, what)
     if lengths is not None or mask is not None:
@@ -168,7 +237,7 @@ def prepare_batch(
         if not _float_dtype_ok(item, backend):
             raise MuveraError(f"{what}: item {i} has dtype {item.dtype}, expected a float dtype")
         lens[i] = item.shape[0]
-    return Batch(backend, device, lens, items, None, None, what)
+    return Batch(backend, device, lens, items, None, None, what, dimension)
 
 
 def _prepare_padded(batch: Any, dimension: int, lengths: Any, mask: Any, what: str) -> Batch:
@@ -224,4 +293,4 @@ def _prepare_padded(batch: Any, dimension: int, lengths: Any, mask: Any, what: s
         device = batch.device
     else:
         mask_obj, device = mask_np, None
-    return Batch(backend, device, lens, None, batch, mask_obj, what)
+    return Batch(backend, device, lens, None, batch, mask_obj, what, dimension)

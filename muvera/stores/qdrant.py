@@ -10,15 +10,20 @@ qdrant-client's local mode (``path=`` or ``location=":memory:"``).
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import MuveraError
+from ..batch import TokenBatch
+from ..errors import MuveraError
+from .base import Hits, Labels, Payload, StoreRecord
+from .local import check_float16_range
 
 __all__ = ["QdrantStore", "upsert_batches"]
 
@@ -74,11 +79,14 @@ class QdrantStore:
     """
 
     kind: ClassVar[str] = "qdrant"
+    TOKENS: ClassVar[dict[str, Any]] = {"dtype": "float16", "bytes": 0}  # kept by Qdrant
 
     def __init__(self, client: Any, collection: str, options: dict[str, Any]) -> None:
         self.client = client
         self.collection = collection
-        self.options = options
+        self.connection = options
+        self.options: dict[str, Any] = {}  # the connection lives in the entry, minus secrets
+        self._tokens_section: dict[str, Any] = dict(self.TOKENS)
         self.request_bytes = int(options.get("request_bytes", MAX_REQUEST_BYTES // 4))
         if not 0 < self.request_bytes <= MAX_REQUEST_BYTES:
             raise MuveraError(f"request_bytes must be in (0, {MAX_REQUEST_BYTES}]")
@@ -106,7 +114,12 @@ class QdrantStore:
         return _LOCAL_CLIENTS[key]
 
     @classmethod
-    def create(cls, encoder: Any, options: dict[str, Any]) -> QdrantStore:
+    def create(
+        cls, directory: Path, encoder: Any, options: dict[str, Any], token_dtype: str
+    ) -> QdrantStore:
+        """A new collection for ``encoder``'s FDEs and tokens (Qdrant keeps tokens as
+        float16 whatever ``token_dtype`` says)."""
+        del directory, token_dtype
         qdrant_client = _import_qdrant()
         models = qdrant_client.models
         options = dict(options)
@@ -146,6 +159,26 @@ class QdrantStore:
         )
         return cls(client, collection, options)
 
+    @staticmethod
+    def session_options(options: dict[str, Any]) -> dict[str, Any]:
+        """The client object and API key given to :meth:`create`: never recorded, passed
+        again when the index reopens the collection in this session."""
+        return {k: options[k] for k in ("client", "api_key") if options.get(k) is not None}
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        manifest: dict[str, Any],
+        arrays: dict[str, npt.NDArray[Any]],
+        overrides: dict[str, Any],
+    ) -> QdrantStore:
+        """Reconnect to the collection the manifest names (``overrides``: connection)."""
+        del directory, arrays
+        store = cls.connect(manifest["store"]["entry"], overrides)
+        store._tokens_section = dict(manifest.get("tokens") or cls.TOKENS)
+        return store
+
     @classmethod
     def connect(cls, entry: dict[str, Any], options: dict[str, Any]) -> QdrantStore:
         merged = {**entry.get("connection", {}), **options}
@@ -160,9 +193,9 @@ class QdrantStore:
 
     def entry(self) -> dict[str, Any]:
         connection = {
-            k: self.options[k]
+            k: self.connection[k]
             for k in _CONNECTION_KEYS
-            if k != "api_key" and self.options.get(k) is not None
+            if k != "api_key" and self.connection.get(k) is not None
         }
         return {
             "collection": self.collection,
@@ -170,43 +203,61 @@ class QdrantStore:
             "request_bytes": self.request_bytes,
         }
 
-    # -- protocol ------------------------------------------------------------------------
+    # -- the Store protocol ---------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
 
-    def params(self) -> dict[str, Any]:
-        return {}
+    def check_documents(self, docs: TokenBatch) -> None:
+        check_float16_range(docs)  # Qdrant keeps float16 tokens
 
-    def save(self, directory: Any, generation: int) -> dict[str, Any]:
-        return self.entry()  # Qdrant persists the points itself
+    def check_filter(self, query_filter: Any) -> None:
+        del query_filter  # Qdrant applies (and checks) its own filters
+
+    def compact(self, alive: npt.NDArray[np.bool_], generation: int, force: bool) -> bool:
+        return False  # Qdrant reclaims deleted points itself
+
+    def save(self, directory: Path, generation: int) -> StoreRecord:
+        return StoreRecord(self.entry(), dict(self._tokens_section), {})
+
+    def tokens(self, label: int) -> npt.NDArray[np.float32]:
+        points = self.client.retrieve(
+            collection_name=self.collection, ids=[int(label)], with_vectors=["tokens"]
+        )
+        if not points:
+            raise MuveraError(f"Qdrant collection {self.collection!r} has no point {label}")
+        vector = points[0].vector
+        tokens = vector.get("tokens") if isinstance(vector, dict) else vector
+        return np.asarray(tokens, dtype=np.float32)
 
     def add(
         self,
-        labels: npt.NDArray[np.int64],
+        labels: Labels,
         fdes: npt.NDArray[np.float32],
-        tokens: Sequence[npt.NDArray[np.float32]],
-        ids: Sequence[Any],
-        payloads: Sequence[dict[str, Any] | None],
+        docs: TokenBatch,
+        ids: list[Any],
+        payloads: list[Payload],
     ) -> None:
         models = _import_qdrant().models
-        import json
-
+        offsets = docs.offsets
         sizes = [
-            point_bytes(fdes.shape[1], t.shape[0], t.shape[1], len(json.dumps(p or {})))
-            for t, p in zip(tokens, payloads, strict=True)
+            point_bytes(fdes.shape[1], int(n), docs.dimension, len(json.dumps(p or {})))
+            for n, p in zip(docs.lengths.tolist(), payloads, strict=True)
         ]
         for start, stop in upsert_batches(sizes, self.request_bytes):
             points = [
                 models.PointStruct(
                     id=int(labels[i]),
-                    vector={"fde": fdes[i].tolist(), "tokens": tokens[i].tolist()},
+                    vector={
+                        "fde": fdes[i].tolist(),
+                        "tokens": docs.tokens[offsets[i] : offsets[i + 1]].tolist(),
+                    },
                     payload={**(payloads[i] or {}), ID_KEY: ids[i]},
                 )
                 for i in range(start, stop)
             ]
             self.client.upsert(collection_name=self.collection, points=points, wait=True)
 
-    def delete(self, labels: npt.NDArray[np.int64]) -> None:
+    def delete(self, labels: Labels) -> None:
         models = _import_qdrant().models
         self.client.delete(
             collection_name=self.collection,
@@ -217,19 +268,24 @@ class QdrantStore:
     def search(
         self,
         q_fdes: npt.NDArray[np.float32] | None,
-        queries: Sequence[npt.NDArray[np.float32]],
+        queries: TokenBatch,
         k: int,
         candidates: int | None,
         *,
         rerank: bool,
+        alive: npt.NDArray[np.bool_],
         query_filter: Any = None,
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], list[list[dict[str, Any] | None]]]:
+    ) -> Hits:
         """Both stages in one request per query; ``candidates=None`` (with ``q_fdes=None``)
         skips the FDE stage: a full MaxSim scan of the ``tokens`` vectors (exact search)."""
+        del alive  # Qdrant holds only live points
         models = _import_qdrant().models
         requests = []
-        fdes: Sequence[Any] = [None] * len(queries) if q_fdes is None else list(q_fdes)
-        for fde, query in zip(fdes, queries, strict=True):
+        n_q = len(queries)
+        fdes: Sequence[Any] = [None] * n_q if q_fdes is None else list(q_fdes)
+        q_offsets = queries.offsets
+        for i, fde in enumerate(fdes):
+            query = queries.tokens[q_offsets[i] : q_offsets[i + 1]]
             prefetch = None
             if candidates is not None and rerank:  # both stages: FDE prefetch, MaxSim
                 prefetch = models.Prefetch(
@@ -249,15 +305,13 @@ class QdrantStore:
         responses = self.client.query_batch_points(
             collection_name=self.collection, requests=requests
         )
-        n_q = len(requests)
-        labels = np.full((n_q, k), -1, dtype=np.int64)
-        scores = np.full((n_q, k), -np.inf, dtype=np.float32)
-        payloads: list[list[dict[str, Any] | None]] = [[None] * k for _ in range(n_q)]
+        hits = Hits.empty(n_q, k)
+        payloads: list[list[Payload]] = [[None] * k for _ in range(n_q)]
         for i, response in enumerate(responses):
             for j, point in enumerate(response.points[:k]):
-                labels[i, j] = int(point.id)
-                scores[i, j] = float(point.score)
+                hits.labels[i, j] = int(point.id)
+                hits.scores[i, j] = float(point.score)
                 payload = dict(point.payload or {})
                 payload.pop(ID_KEY, None)
                 payloads[i][j] = payload or None
-        return labels, scores, payloads
+        return Hits(hits.labels, hits.scores, payloads)

@@ -1,140 +1,25 @@
-"""FDE stores behind one small protocol: they index FDE rows under integer labels and
-return candidate labels for query FDEs.
-
-* :class:`ExactStore`: numpy brute force (ground truth, small corpora).
-* :class:`HnswStore`: hnswlib HNSW graph in inner-product space (the default).
-
-Qdrant, which also runs the MaxSim re-ranking itself, lives in :mod:`muvera.qdrant`.
-"""
+"""The hnswlib store (the default): an HNSW graph over the FDEs, built and saved by hnswlib,
+searched over int8 codes by the compiled graph walk (:mod:`muvera.stores.hnsw_graph`)."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _native
-from ._hnsw_graph import QuantizedGraph
-from ._storage import AppendOnlyFile, atomic_write_bytes
-from .errors import MuveraError
+from .. import native
+from ..errors import MuveraError
+from .base import Labels
+from .hnsw_graph import QuantizedGraph
+from .local import LocalStore
 
-__all__ = ["ExactStore", "HnswStore", "VectorStore", "make_store"]
-
-Labels = npt.NDArray[np.int64]
-
-
-class VectorStore(Protocol):
-    """What :class:`muvera.Index` needs from an FDE store."""
-
-    kind: ClassVar[str]
-
-    def add(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
-        """Index ``fdes[i]`` under ``labels[i]`` (new labels only)."""
-
-    def delete(self, labels: Labels) -> None:
-        """Stop returning ``labels``."""
-
-    def search(
-        self, queries: npt.NDArray[np.float32], k: int, *, exact: bool = True
-    ) -> tuple[Labels, npt.NDArray[np.float32]]:
-        """Top ``k`` labels and inner products per query, padded with -1 / -inf; with
-        ``exact=False`` the scores may be approximate (candidates to be re-ranked)."""
-
-    def save(self, directory: Path, generation: int) -> dict[str, Any]:
-        """Persist; returns the manifest entry that :meth:`load` takes back."""
-
-    def params(self) -> dict[str, Any]:
-        """Construction parameters, for the manifest."""
+__all__ = ["HnswStore"]
 
 
-def _pad_topk(
-    scores: npt.NDArray[np.float32], labels: Labels, k: int
-) -> tuple[Labels, npt.NDArray[np.float32]]:
-    """Top ``k`` of each row of ``scores`` (columns are ``labels``), padded."""
-    n_q, n = scores.shape
-    out_labels = np.full((n_q, k), -1, dtype=np.int64)
-    out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
-    take = min(k, n)
-    if take == 0:
-        return out_labels, out_scores
-    part = (
-        np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        if take < n
-        else np.tile(np.arange(n), (n_q, 1))
-    )
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1)
-    out_labels[:, :take] = labels[best]
-    out_scores[:, :take] = np.take_along_axis(scores, best, axis=1)
-    return out_labels, out_scores
-
-
-class ExactStore:
-    """Brute-force inner products over all FDEs (an append-only float32 file of rows)."""
-
-    kind: ClassVar[str] = "exact"
-
-    def __init__(
-        self, dimension: int, directory: Path, entry: dict[str, Any] | None = None
-    ) -> None:
-        self.dimension = dimension
-        entry = entry or {}
-        self.file = AppendOnlyFile(
-            directory / entry.get("file", "fdes.f32"), int(entry.get("bytes", 0))
-        )
-        rows = self.file.committed // (4 * dimension)
-        self.labels = np.zeros(0, dtype=np.int64)
-        self.alive = np.zeros(0, dtype=bool)
-        if entry.get("state"):
-            with np.load(directory / entry["state"], allow_pickle=False) as state:
-                self.labels, self.alive = (
-                    state["labels"].astype(np.int64),
-                    state["alive"].astype(bool),
-                )
-        if self.labels.size != rows:
-            raise MuveraError(f"exact store: {rows} FDE rows but {self.labels.size} labels")
-
-    def __len__(self) -> int:
-        return int(self.alive.sum())
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    def add(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
-        if self.labels.size and labels.size and labels.min() <= self.labels[-1]:
-            raise MuveraError("exact store: labels must increase")
-        start = self.file.append(np.ascontiguousarray(fdes, dtype=np.float32).tobytes())
-        self.file.committed = start + fdes.size * 4
-        self.labels = np.concatenate([self.labels, labels.astype(np.int64)])
-        self.alive = np.concatenate([self.alive, np.ones(labels.size, dtype=bool)])
-
-    def delete(self, labels: Labels) -> None:
-        pos = np.searchsorted(self.labels, labels)
-        self.alive[pos] = False
-
-    def search(
-        self, queries: npt.NDArray[np.float32], k: int, *, exact: bool = True
-    ) -> tuple[Labels, npt.NDArray[np.float32]]:
-        del exact  # always exact
-        matrix = self.file.view(np.float32).reshape(-1, self.dimension)
-        live = np.flatnonzero(self.alive)
-        scores = queries @ (matrix if live.size == self.alive.size else matrix[live]).T
-        return _pad_topk(np.asarray(scores, dtype=np.float32), self.labels[live], k)
-
-    def save(self, directory: Path, generation: int) -> dict[str, Any]:
-        name = f"exact-{generation:06d}.npz"
-        buffer = io.BytesIO()
-        np.savez(buffer, labels=self.labels, alive=self.alive)
-        atomic_write_bytes(directory / name, buffer.getvalue())
-        return {"file": self.file.path.name, "bytes": self.file.committed, "state": name}
-
-
-class HnswStore:
+class HnswStore(LocalStore):
     """hnswlib HNSW graph over FDEs, inner-product space.
 
     Defaults (``M=12``, ``ef_construction=200``, ``ef=100``) come from the SciFact sweeps in
@@ -162,8 +47,11 @@ class HnswStore:
 
     def __init__(
         self,
-        dimension: int,
         directory: Path,
+        fde_dimension: int,
+        token_dimension: int,
+        tokens: dict[str, Any],
+        arrays: dict[str, npt.NDArray[Any]],
         entry: dict[str, Any] | None = None,
         *,
         M: int = 12,
@@ -172,6 +60,7 @@ class HnswStore:
         num_threads: int = -1,
         quantization: str = "int8",
     ) -> None:
+        super().__init__(directory, fde_dimension, token_dimension, tokens, arrays)
         try:
             import hnswlib  # noqa: F401
         except ImportError:
@@ -179,7 +68,7 @@ class HnswStore:
                 "the hnswlib store needs hnswlib: pip install 'muvera-toolkit[hnswlib]'"
             ) from None
         entry = entry or {}
-        self.dimension = dimension
+        self.dimension = fde_dimension
         self.M = int(entry.get("M", M))
         self.ef_construction = int(entry.get("ef_construction", ef_construction))
         self.ef = int(entry.get("ef", ef))
@@ -211,7 +100,7 @@ class HnswStore:
             self._load_hnswlib()
 
     def _read_graph(self, path: Path, previous: QuantizedGraph | None) -> QuantizedGraph | None:
-        if self.quantization != "int8" or _native.load() is None:
+        if self.quantization != "int8" or native.load() is None:
             return None
         return QuantizedGraph.read(path, self.dimension, previous)
 
@@ -228,7 +117,7 @@ class HnswStore:
         return index
 
     @property
-    def index(self) -> Any:
+    def hnswlib_index(self) -> Any:
         """The ``hnswlib.Index`` (loaded from the saved file on first use)."""
         return self._index if self._index is not None else self._load_hnswlib()
 
@@ -248,6 +137,16 @@ class HnswStore:
         if self._index is not None:
             self._index.set_ef(self.ef)
 
+    def apply_overrides(self, overrides: dict[str, Any]) -> None:
+        """``{"ef": N}`` may change when opening (kept if this writer commits)."""
+        if overrides and set(overrides) != {"ef"}:
+            raise MuveraError(
+                f"store_options {sorted(overrides)} cannot be changed when opening an "
+                "index with the hnswlib store (hnswlib takes 'ef')"
+            )
+        if overrides:
+            self.set_ef(overrides["ef"])
+
     def params(self) -> dict[str, Any]:
         return {
             "M": self.M,
@@ -256,8 +155,8 @@ class HnswStore:
             "quantization": self.quantization,
         }
 
-    def add(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
-        index = self.index
+    def _add_fdes(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
+        index = self.hnswlib_index
         self._dirty = True
         needed = index.get_current_count() + labels.size
         capacity = index.get_max_elements()
@@ -268,15 +167,15 @@ class HnswStore:
         )
         self.count += labels.size
 
-    def delete(self, labels: Labels) -> None:
-        index = self.index
+    def _delete_fdes(self, labels: Labels) -> None:
+        index = self.hnswlib_index
         self._dirty = True
         for label in labels.tolist():
             index.mark_deleted(int(label))
         self.deleted += labels.size
 
-    def search(
-        self, queries: npt.NDArray[np.float32], k: int, *, exact: bool = True
+    def _candidates(
+        self, queries: npt.NDArray[np.float32], k: int, exact: bool = True
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
         """Top ``k`` labels per query, padded with -1 / -inf. Scores are FDE inner products:
         on the int8 codes when searching them and ``exact`` is False, else float32."""
@@ -286,7 +185,7 @@ class HnswStore:
         take = min(k, len(self))
         if take == 0 or n_q == 0:
             return out_labels, out_scores
-        graph, kernel = self._graph, _native.load()
+        graph, kernel = self._graph, native.load()
         if graph is not None and not self._dirty and kernel is not None:
             rows, scores = graph.search(
                 kernel,
@@ -294,7 +193,7 @@ class HnswStore:
                 take,
                 max(self.ef, take),
                 # one query: a helper thread scores half of each step's neighbours
-                _native.default_threads() if self.num_threads < 1 else self.num_threads,
+                native.default_threads() if self.num_threads < 1 else self.num_threads,
             )
             if exact:
                 scores = self._rescore(graph, queries, rows, scores)
@@ -331,7 +230,7 @@ class HnswStore:
         out_scores: npt.NDArray[np.float32],
         threads: int,
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
-        index = self.index
+        index = self.hnswlib_index
         index.set_ef(max(self.ef, take))
         try:
             labels, distances = index.knn_query(queries, k=take, num_threads=threads)
@@ -353,12 +252,12 @@ class HnswStore:
             index.set_ef(self.ef)
         return out_labels, out_scores
 
-    def save(self, directory: Path, generation: int) -> dict[str, Any]:
+    def _save_fdes(self, directory: Path, generation: int) -> dict[str, Any]:
         if self._index is None and self._file is not None and self._file.parent == directory:
             # never loaded, so unchanged since it was read: the saved file stays as it is
             return {**self._entry, **self.params()}
         name = f"hnsw-{generation:06d}.bin"
-        index = self.index
+        index = self.hnswlib_index
         index.save_index(str(directory / name))
         with (directory / name).open("rb+") as fh:
             os.fsync(fh.fileno())
@@ -375,22 +274,3 @@ class HnswStore:
             self._graph = self._read_graph(self._file, self._graph)
         self._dirty = False
         return dict(self._entry)
-
-
-STORES: dict[str, Any] = {"exact": ExactStore, "hnswlib": HnswStore}
-
-
-def make_store(
-    kind: str,
-    dimension: int,
-    directory: Path,
-    entry: dict[str, Any] | None,
-    options: dict[str, Any],
-) -> Any:
-    """Build or load the store ``kind`` (``options`` are constructor keywords)."""
-    if kind not in STORES:
-        raise MuveraError(f"unknown store {kind!r}; choose one of {[*sorted(STORES), 'qdrant']}")
-    try:
-        return STORES[kind](dimension, directory, entry, **options)
-    except TypeError as exc:
-        raise MuveraError(f"bad options for the {kind} store: {exc}") from None

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
-from ._rng import MT19937, normal_float, uniform_index_and_sign
 from .config import FDEConfig
+from .rng import MT19937, normal_float, uniform_index_and_sign
 
 __all__ = ["FDEMatrices", "draw_matrices"]
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import MuveraError
-from .evaluation import ndcg_at_k, recall_at_k
+from ..errors import MuveraError
+from .metrics import ndcg_at_k, recall_at_k
 
 __all__ = ["StageComparison", "StageRow", "compare_stages"]
 

@@ -1,4 +1,4 @@
-"""Torch kernel of the FDE: the numpy kernel's steps with torch ops, on any device.
+"""FDE steps in torch: the numpy steps' maths with torch ops, on any device.
 
 Imported only when a user passes torch tensors.
 """
@@ -11,23 +11,26 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from ._fde_numpy import NumpyKernel
-from ._matrices import FDEMatrices
-from .config import FDEConfig
+from .numpy_steps import _FILL_TRANSFORM_MAX_PARTITIONS, NumpyFDE
+from .plan import FDEPlan
 
-__all__ = ["TorchKernel"]
+__all__ = ["TorchFDE"]
 
 
-class TorchKernel:
-    """Same maths as :class:`~muvera._fde_numpy.NumpyKernel`, as torch ops on ``device``."""
+class TorchFDE:
+    """Same maths as :class:`~muvera.fde.numpy_steps.NumpyFDE`, as torch ops on ``device``."""
 
-    def __init__(self, config: FDEConfig, matrices: FDEMatrices, device: Any) -> None:
-        reference = NumpyKernel(config, matrices, native=False)
-        self._numpy = reference
+    name = "torch"
+
+    def __init__(self, plan: FDEPlan, device: Any) -> None:
+        reference = plan
+        config, matrices = plan.config, plan.matrices
+        self.plan = plan
+        self._numpy: NumpyFDE | None = None  # for very many partitions only (see _fill)
         self.config = config
         self.device = torch.device(device)
-        self.R, self.d, self.k = reference.R, reference.d, reference.k
-        self.p, self.B = reference.p, reference.B
+        self.R, self.d, self.k = plan.R, plan.d, plan.k
+        self.p, self.B = plan.p, plan.B
 
         def tensor(a: npt.NDArray[Any] | None) -> torch.Tensor | None:
             return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
@@ -103,7 +106,9 @@ class TorchKernel:
         need = torch.nonzero(empty.any(dim=1) & has_tokens).flatten()
         if need.numel() == 0:
             return
-        if not self._numpy.fill_by_transform:
+        if self.B > _FILL_TRANSFORM_MAX_PARTITIONS:
+            if self._numpy is None:
+                self._numpy = NumpyFDE(self.plan)
             nearest_np = self._numpy._nearest_by_token(
                 need.cpu().numpy(), empty.cpu().numpy(), code.cpu().numpy(), lengths
             )

@@ -1,0 +1,174 @@
+"""Helpers shared by the subcommands: status lines, models, index building, evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import MuveraError
+from ..fde import FDEConfig
+
+
+class _Status:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = not quiet and sys.stderr.isatty()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+
+_FDE_FIELDS = (
+    "num_repetitions",
+    "num_simhash_projections",
+    "projection_type",
+    "projection_dimension",
+    "fill_empty_partitions",
+    "final_projection_dimension",
+    "seed",
+)
+
+
+def _fde_config(args: argparse.Namespace, dimension: int) -> FDEConfig:
+    """The FDE options given on the command line (FDEConfig's defaults where none)."""
+    given = {f: getattr(args, f) for f in _FDE_FIELDS if hasattr(args, f)}
+    return FDEConfig(dimension=dimension, **given)
+
+
+def _load_model(name: str, args: argparse.Namespace, recorded: dict[str, Any] | None = None) -> Any:
+    """A ColBERT from ``name``; ``recorded`` options (from an index) unless flags override."""
+    from ..models import ColBERT
+
+    options = dict(recorded or {})
+    if args.trust_remote_code:
+        options["trust_remote_code"] = True
+    if args.dtype:
+        options["dtype"] = args.dtype
+    return ColBERT(name, device=args.device, batch_size=args.batch_size, **options)
+
+
+def _model_name(name: str) -> str:
+    """An absolute path for a local directory (so the index works from anywhere), else the id."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def _store_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    quantization = getattr(args, "hnsw_quantization", None)
+    for flag, value in (("--ef", args.ef), ("--hnsw-quantization", quantization)):
+        if value is not None and args.store != "hnswlib":
+            raise MuveraError(f"{flag} needs --store hnswlib")
+    if args.store != "qdrant":
+        if args.qdrant_url or args.qdrant_path:
+            raise MuveraError("--qdrant-url/--qdrant-path need --store qdrant")
+        hnsw = {"ef": args.ef, "quantization": quantization}
+        return {k: v for k, v in hnsw.items() if v is not None} or None
+    if bool(args.qdrant_url) == bool(args.qdrant_path):
+        raise MuveraError("--store qdrant needs exactly one of --qdrant-url or --qdrant-path")
+    options: dict[str, Any] = {"collection": args.collection}
+    if args.qdrant_url:
+        options["url"] = args.qdrant_url
+    else:
+        options["path"] = str(Path(args.qdrant_path).resolve())
+    return options
+
+
+def _build_index(
+    args: argparse.Namespace,
+    model: Any,
+    corpus: dict[str, dict[str, str]],
+    out: Path,
+    status: _Status,
+    *,
+    keep_text: bool = True,
+) -> Any:
+    """Encode ``corpus`` with ``model`` into a new index at ``out`` (store options from
+    ``args`` where it has them: the demo's namespace has none and gets the defaults)."""
+    from ..eval import document_text
+    from ..index import Index
+
+    if not corpus:
+        raise MuveraError("the corpus has no documents")
+    store = getattr(args, "store", "hnswlib")
+    created = not out.exists()
+    index = Index.create(
+        out,
+        _fde_config(args, model.dimension),
+        store=store,
+        store_options=_store_options(args) if hasattr(args, "qdrant_url") else None,
+        token_dtype=getattr(args, "token_dtype", "float16"),
+        metadata={
+            "model": _model_name(args.model),
+            "model_options": {"trust_remote_code": bool(args.trust_remote_code)},
+        },
+    )
+    ids = list(corpus)
+    texts = [document_text(corpus[d]) for d in ids]
+    payloads = [dict(corpus[d]) for d in ids] if keep_text else None
+    try:
+        status(f"encoding {len(ids):,} documents ...")
+        t0 = time.perf_counter()
+        tokens = model.encode_documents(texts, show_progress=status.progress)
+        encode_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        index.add(ids, tokens, payloads)
+        status(
+            f"encoded in {encode_s:.1f} s ({len(ids) / encode_s:.1f} documents/s); "
+            f"FDEs + {store} index in {time.perf_counter() - t0:.1f} s -> {out}"
+        )
+    except BaseException:
+        index.close()
+        if created:  # a half-built index would only block the next attempt
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return index
+
+
+def _payloads(hits: Any) -> list[list[dict[str, Any] | None]]:
+    return hits.payloads or [[None] * hits.ids.shape[1] for _ in range(hits.ids.shape[0])]
+
+
+def _read_texts(path: Path, queries: bool) -> tuple[list[str], list[str]]:
+    """(ids, texts) from a .txt file (one text a line, ids are line numbers from 0), a JSONL
+    file, or a BEIR folder (its corpus, or its queries with ``queries``)."""
+    from ..eval import document_text, load_corpus, load_queries
+
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise MuveraError(f"no such file: {path}")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [str(i) for i in range(len(lines))], lines
+    if queries:
+        found = load_queries(path)
+        return list(found), list(found.values())
+    corpus = load_corpus(path)
+    return list(corpus), [document_text(d) for d in corpus.values()]
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _evaluate(
+    args: argparse.Namespace,
+    model: Any,
+    index: Any,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    candidates: Sequence[int],
+    status: _Status,
+) -> Any:
+    from ..eval import compare_stages
+
+    qids = list(queries)
+    status(f"encoding {len(qids):,} queries ...")
+    tokens = model.encode_queries([queries[q] for q in qids])
+    status("running exact MaxSim, FDE-only and FDE + re-rank, one query at a time ...")
+    return compare_stages(index, tokens, qids, qrels, candidates)

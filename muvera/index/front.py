@@ -1,0 +1,526 @@
+"""The :class:`Index` front: two-stage multi-vector search over a store, persisted in a folder.
+
+It checks every input once, assigns labels, keeps ids and payloads (:mod:`.records`) and
+commits (:mod:`.manifest`); FDEs come from its :class:`~muvera.FDEEncoder`; where FDEs and
+token vectors live and how both search stages run is the store's business
+(:class:`muvera.stores.Store`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._version import __version__
+from ..batch import TokenBatch, prepare_batch
+from ..errors import MuveraError
+from ..fde import FDEConfig, FDEEncoder
+from ..stores import TOKEN_DTYPES, Hits, Store, store_class
+from . import manifest as mf
+from .records import Records, json_payload
+
+__all__ = ["Index", "SearchResult"]
+
+_ADD_BATCH = 2048  # documents per FDE batch inside one add()
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise MuveraError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """Results of :meth:`Index.search`, row ``i`` for query ``i``, best first.
+
+    ``ids`` is ``(n_queries, k)`` (int64 for integer ids, object for string ids) padded with
+    -1; ``scores`` is float32 ``(n_queries, k)`` padded with ``-inf``: exact MaxSim when
+    re-ranked, FDE inner products otherwise. ``payloads`` (when asked for) holds each hit's
+    payload dict (None for padding).
+    """
+
+    ids: npt.NDArray[Any]
+    scores: npt.NDArray[np.float32]
+    payloads: list[list[dict[str, Any] | None]] | None = None
+
+
+class Index:
+    """FDE index + token store + exact MaxSim re-ranking, persisted in a directory.
+
+    Create with :meth:`create`, reopen with :meth:`open`. Ids are unique ints or strings
+    (one kind per index). Use as a context manager, or call :meth:`close`, to release the
+    writer lock.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> docs = [rng.standard_normal((n, 8)).astype(np.float32) for n in (5, 3, 7)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with Index.create(tmp + "/ix", FDEConfig(dimension=8), store="exact") as index:
+    ...         index.add(["a", "b", "c"], docs)
+    ...         result = index.search([docs[1]], k=2)
+    >>> result.ids[0, 0]
+    'b'
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        mode: str,
+        lock: mf.Lock | None,
+        store_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = path
+        self.mode = mode
+        self._lock = lock
+        self._store_overrides = dict(store_overrides or {})
+        self._load()
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        encoder: FDEEncoder | FDEConfig,
+        store: str = "hnswlib",
+        *,
+        store_options: dict[str, Any] | None = None,
+        token_dtype: str = "float16",
+        metadata: dict[str, Any] | None = None,
+    ) -> Index:
+        """Create an empty index in ``path`` (a new or empty directory) and open it for writing.
+
+        ``store`` is "hnswlib" (default), "exact" or "qdrant"; ``store_options`` are passed
+        to it (hnswlib: ``M``, ``ef_construction``, ``ef``, ``quantization``; qdrant: see
+        :class:`muvera.stores.QdrantStore`). ``token_dtype`` is "float16" (default: half
+        the disk of "float32", and re-ranking reads half the bytes; scores within float16
+        rounding of float32's) or "float32". Without the compiled kernel, numpy's float16
+        conversion makes float16 searches slower than float32 ones (measured in
+        ``benchmarks/bench_retrieval.py``).
+        """
+        path = Path(path)
+        if isinstance(encoder, FDEConfig):
+            encoder = FDEEncoder(encoder)
+        if not isinstance(encoder, FDEEncoder):
+            raise MuveraError(
+                f"encoder must be an FDEEncoder or FDEConfig, got {type(encoder).__name__}"
+            )
+        if token_dtype not in TOKEN_DTYPES:
+            raise MuveraError(
+                f"token_dtype must be one of {sorted(TOKEN_DTYPES)}, got {token_dtype!r}"
+            )
+        kind = store_class(store)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise MuveraError(
+                f"cannot create an index in {path}: it exists and is not an empty directory"
+            )
+        options = dict(store_options or {})
+        metadata = json_payload(metadata, 0, what="metadata") or {}
+        path.mkdir(parents=True, exist_ok=True)
+        lock = mf.Lock(path)
+        try:
+            encoder.save(path / "encoder.npz")
+            created = kind.create(path, encoder, options, token_dtype)
+            manifest = mf.new_manifest(encoder, store, created.options, metadata)
+            record = created.save(path, 0)
+            state = mf.write_state(path, 0, {"alive": np.zeros(0, bool), **record.arrays})
+            manifest.update(state=state, tokens=record.tokens)
+            manifest["store"]["entry"] = record.entry
+            mf.write_manifest(path, manifest)
+            return cls(path, "a", lock, kind.session_options(options))
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        mode: str = "a",
+        *,
+        store_options: dict[str, Any] | None = None,
+    ) -> Index:
+        """Open an existing index: ``mode="a"`` to read and write (takes the writer lock),
+        ``mode="r"`` to read only (any number of readers). ``store_options`` override the
+        stored connection of a qdrant index (``url``, ``api_key``, ``client``), or the
+        search breadth of an hnswlib index (``{"ef": 400}``: kept if this writer commits)."""
+        path = Path(path)
+        if mode not in ("a", "r"):
+            raise MuveraError(f"mode must be 'a' or 'r', got {mode!r}")
+        if not (path / mf.MANIFEST).is_file():
+            raise MuveraError(f"no muvera index at {path} (manifest.json is missing)")
+        lock = mf.Lock(path) if mode == "a" else None
+        try:
+            return cls(path, mode, lock, store_options)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    def _load(self) -> None:
+        """(Re)read the committed state: manifest, encoder, store, records."""
+        manifest = mf.read_manifest(self.path)
+        self.manifest = manifest
+        self.encoder = FDEEncoder.load(self.path / manifest["encoder"])
+        self.token_dimension = int(manifest["token_dimension"])
+        arrays = mf.read_state(self.path, manifest)
+        kind = store_class(manifest["store"]["kind"])
+        self.store: Store = kind.open(self.path, manifest, arrays, self._store_overrides)
+        alive = np.asarray(arrays.get("alive", np.zeros(0)), dtype=bool)
+        self.records = Records(
+            self.path, manifest["records"], manifest["next_label"], manifest["id_type"], alive
+        )
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.records.id_to_label
+
+    def __repr__(self) -> str:
+        kind = self.manifest["store"]["kind"]
+        return f"Index({str(self.path)!r}, store={kind!r}, documents={len(self)})"
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the writer lock (the index stays readable on disk)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self.mode == "a":
+            self.mode = "closed"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The JSON dict given to :meth:`create` or :meth:`update_metadata` (a copy)."""
+        import json
+
+        copy: dict[str, Any] = json.loads(json.dumps(self.manifest.get("metadata") or {}))
+        return copy
+
+    def update_metadata(self, values: dict[str, Any]) -> None:
+        """Merge ``values`` (a JSON dict) into :attr:`metadata` and commit atomically."""
+        self._check_writable()
+        values = json_payload(values, 0, what="metadata") or {}
+        with self._mutation():
+            self.manifest = dict(self.manifest, metadata={**self.metadata, **values})
+            self._commit()
+
+    @property
+    def ids(self) -> list[Any]:
+        """Ids of the live documents, in insertion order."""
+        return self.records.ids
+
+    @property
+    def token_dtype(self) -> Any:
+        """numpy dtype of the stored token vectors (Qdrant: float16)."""
+        return TOKEN_DTYPES[(self.manifest.get("tokens") or {}).get("dtype", "float16")]
+
+    def _check_writable(self) -> None:
+        if self.mode != "a":
+            raise MuveraError(f"index {self.path} is open read-only (mode={self.mode!r})")
+
+    @contextmanager
+    def _mutation(self) -> Iterator[None]:
+        """On any failure, drop in-memory changes by reloading the last committed state."""
+        try:
+            yield
+        except BaseException:
+            self._load()
+            raise
+
+    def _commit(self) -> None:
+        old_files = mf.generation_files(self.manifest)
+        generation = int(self.manifest["generation"]) + 1
+        record = self.store.save(self.path, generation)
+        state = mf.write_state(
+            self.path, generation, {"alive": self.records.alive, **record.arrays}
+        )
+        manifest = dict(self.manifest)
+        manifest.update(
+            generation=generation,
+            library_version=__version__,
+            state=state,
+            tokens=record.tokens,
+            records=self.records.section(),
+            next_label=self.records.next_label,
+            id_type=self.records.id_type,
+        )
+        manifest["store"] = dict(manifest["store"], entry=record.entry)
+        mf.write_manifest(self.path, manifest)
+        self.manifest = manifest
+        for name in old_files - mf.generation_files(manifest):
+            (self.path / name).unlink(missing_ok=True)
+
+    # -- writing -------------------------------------------------------------------------
+    def _check_new(
+        self, ids: Any, multivectors: Any, payloads: Any, lengths: Any, mask: Any, *, new: bool
+    ) -> tuple[list[Any], TokenBatch, list[dict[str, Any] | None]]:
+        """Everything :meth:`add` / :meth:`upsert` check before writing anything."""
+        self._check_writable()
+        batch = prepare_batch(
+            multivectors, self.token_dimension, lengths=lengths, mask=mask, what="add"
+        )
+        docs = batch.whole(numpy=True)
+        empty = np.flatnonzero(docs.lengths == 0)
+        if empty.size:
+            raise MuveraError(
+                f"add: document {int(empty[0])} has no tokens (an empty document cannot be "
+                "retrieved)"
+            )
+        self.store.check_documents(docs)
+        doc_ids = self.records.check_ids(ids, len(docs), new=new)
+        return doc_ids, docs, self.records.check_payloads(payloads, len(docs))
+
+    def add(
+        self,
+        ids: Sequence[int] | Sequence[str],
+        multivectors: Any,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        lengths: Any = None,
+        mask: Any = None,
+    ) -> None:
+        """Add documents: ``ids[i]`` gets the tokens of item ``i`` of ``multivectors`` and
+        ``payloads[i]`` (a JSON dict).
+
+        ``multivectors`` takes the encoder's batch forms: a list of ``(n_i, d)`` arrays, or
+        a padded ``(n, T, d)`` array with ``lengths=`` (valid tokens per document) or
+        ``mask=`` (as for :meth:`FDEEncoder.encode_documents`; without them every position
+        of a padded array is a token). Ids must be new (see :meth:`upsert`). Everything is
+        validated before anything is written; the change is committed atomically.
+        """
+        doc_ids, docs, checked = self._check_new(
+            ids, multivectors, payloads, lengths, mask, new=True
+        )
+        if not len(docs):
+            return
+        with self._mutation():
+            self._append(doc_ids, docs, checked)
+            self._commit()
+
+    def upsert(
+        self,
+        ids: Sequence[int] | Sequence[str],
+        multivectors: Any,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        lengths: Any = None,
+        mask: Any = None,
+    ) -> None:
+        """Add documents, replacing those whose ids already exist (one atomic commit)."""
+        doc_ids, docs, checked = self._check_new(
+            ids, multivectors, payloads, lengths, mask, new=False
+        )
+        if not len(docs):
+            return
+        with self._mutation():
+            known = self.records.id_to_label
+            self._remove(np.array([known[d] for d in doc_ids if d in known], dtype=np.int64))
+            self._append(doc_ids, docs, checked)
+            self._commit()
+
+    def delete(self, ids: Sequence[int] | Sequence[str]) -> None:
+        """Delete documents by id; an unknown id raises (nothing is deleted then).
+
+        Once half of the stored token vectors belong to deleted documents, the token file
+        is compacted (see :meth:`compact`).
+        """
+        self._check_writable()
+        doc_ids = self.records.check_ids(ids, len(list(ids)), new=False)
+        known = self.records.id_to_label
+        missing = [d for d in doc_ids if d not in known]
+        if missing:
+            raise MuveraError(
+                f"cannot delete unknown ids {missing[:5]}{'...' if len(missing) > 5 else ''}"
+            )
+        if not doc_ids:
+            return
+        with self._mutation():
+            self._remove(np.array([known[d] for d in doc_ids], dtype=np.int64))
+            self._commit()
+        self._compact(force=False)
+
+    def compact(self) -> None:
+        """Rewrite the token file without deleted documents' vectors (atomic)."""
+        self._check_writable()
+        self._compact(force=True)
+
+    def _compact(self, force: bool) -> None:
+        with self._mutation():
+            generation = int(self.manifest["generation"]) + 1
+            if self.store.compact(self.records.alive, generation, force):
+                self._commit()
+
+    def _remove(self, labels: npt.NDArray[np.int64]) -> None:
+        if labels.size:
+            self.store.delete(labels)
+            self.records.remove(labels)
+
+    def _append(
+        self, doc_ids: list[Any], docs: TokenBatch, payloads: list[dict[str, Any] | None]
+    ) -> None:
+        for start in range(0, len(docs), _ADD_BATCH):
+            stop = min(start + _ADD_BATCH, len(docs))
+            part = docs.slice(start, stop)
+            labels = self.records.new_labels(stop - start)
+            fdes = self.encoder.encode_documents(part)
+            part_ids, part_payloads = doc_ids[start:stop], payloads[start:stop]
+            self.store.add(labels, fdes, part, part_ids, part_payloads)
+            self.records.append(labels, part_ids, part_payloads)
+
+    # -- reading -------------------------------------------------------------------------
+    def tokens(self, doc_id: int | str) -> npt.NDArray[np.float32]:
+        """The stored token vectors of one document, float32 ``(n_tokens, d)``."""
+        if doc_id not in self.records.id_to_label:
+            raise MuveraError(f"unknown id {doc_id!r}")
+        return self.store.tokens(self.records.id_to_label[doc_id])
+
+    def search(
+        self,
+        query_multivectors: Any,
+        k: int = 10,
+        candidates: int = 100,
+        *,
+        rerank: bool = True,
+        lengths: Any = None,
+        mask: Any = None,
+        with_payloads: bool = False,
+        query_filter: Any = None,
+    ) -> SearchResult:
+        """Two-stage search: FDE top-``candidates`` from the store, then exact MaxSim on
+        the stored token vectors of those candidates, keeping the top ``k``.
+
+        ``query_multivectors`` takes the encoder's batch forms (a list of ``(n_i, d)`` arrays,
+        or a padded array with ``lengths``/``mask``). ``rerank=False`` returns the FDE top
+        ``k`` with FDE scores. ``query_filter`` is passed to Qdrant (qdrant store only).
+        """
+        for name, value in (("k", k), ("candidates", candidates)):
+            _check_positive(name, value)
+        if candidates < k:
+            raise MuveraError(f"candidates ({candidates}) must be >= k ({k})")
+        queries = self._check_queries(query_multivectors, lengths, mask, query_filter)
+        q_fdes = self.encoder.encode_queries(queries)
+        hits = self.store.search(
+            q_fdes, queries, k, candidates, rerank=rerank, alive=self.records.alive,
+            query_filter=query_filter,
+        )  # fmt: skip
+        return self._result(hits, with_payloads)
+
+    def search_exact(
+        self,
+        query_multivectors: Any,
+        k: int = 10,
+        *,
+        lengths: Any = None,
+        mask: Any = None,
+        with_payloads: bool = False,
+        query_filter: Any = None,
+    ) -> SearchResult:
+        """Brute-force exact MaxSim against every stored document: the ranking that
+        :meth:`search` approximates (ground truth for evaluation, or small corpora).
+
+        Takes the same query forms as :meth:`search` and returns the same
+        :class:`SearchResult`. Cost grows with the corpus: every stored token vector is
+        read once per call, in blocks, for all queries of the call together. The qdrant
+        store runs it on the server as a full MaxSim scan of the ``tokens`` vectors.
+        """
+        _check_positive("k", k)
+        queries = self._check_queries(query_multivectors, lengths, mask, query_filter)
+        hits = self.store.search(
+            None, queries, k, None, rerank=True, alive=self.records.alive,
+            query_filter=query_filter,
+        )  # fmt: skip
+        return self._result(hits, with_payloads)
+
+    def _check_queries(
+        self, query_multivectors: Any, lengths: Any, mask: Any, query_filter: Any
+    ) -> TokenBatch:
+        self.store.check_filter(query_filter)
+        batch = prepare_batch(
+            query_multivectors, self.token_dimension, lengths=lengths, mask=mask, what="search"
+        )
+        queries = batch.whole(numpy=True)
+        empty = np.flatnonzero(queries.lengths == 0)
+        if empty.size:
+            raise MuveraError(f"search: query {int(empty[0])} has no tokens")
+        return queries
+
+    def _result(self, hits: Hits, with_payloads: bool) -> SearchResult:
+        labels = hits.labels
+        if self.records.id_type == "str":
+            ids: npt.NDArray[Any] = np.full(labels.shape, -1, dtype=object)
+        else:
+            ids = np.full(labels.shape, -1, dtype=np.int64)
+        found = labels >= 0
+        label_ids = self.records.label_ids
+        ids[found] = [label_ids[label] for label in labels[found].tolist()]
+        payloads = None
+        if with_payloads:
+            stored = self.records.payloads
+            payloads = hits.payloads or [
+                [stored[label] if label >= 0 else None for label in row.tolist()] for row in labels
+            ]
+        return SearchResult(ids=ids, scores=hits.scores.astype(np.float32), payloads=payloads)
+
+    # -- text convenience ----------------------------------------------------------------
+    def add_texts(
+        self,
+        model: Any,
+        ids: Sequence[int] | Sequence[str],
+        texts: Sequence[str],
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        store_text: bool = True,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        """Encode ``texts`` with a :class:`muvera.ColBERT` model and :meth:`add` them; the
+        text is kept in each payload under ``"text"`` unless ``store_text=False``."""
+        self._check_model(model)
+        if payloads is not None and len(payloads) != len(texts):
+            raise MuveraError(f"got {len(payloads)} payloads for {len(texts)} texts")
+        tokens = model.encode_documents(texts, batch_size=batch_size, show_progress=show_progress)
+        merged: list[dict[str, Any] | None] = []
+        for i, text in enumerate(texts):
+            base = json_payload(payloads[i], i) if payloads is not None else None
+            merged.append({**(base or {}), "text": text} if store_text else base)
+        self.add(ids, tokens, merged)
+
+    def search_texts(
+        self,
+        model: Any,
+        texts: Sequence[str],
+        k: int = 10,
+        candidates: int = 100,
+        *,
+        rerank: bool = True,
+        query_filter: Any = None,
+    ) -> SearchResult:
+        """Encode query ``texts`` with ``model`` and :meth:`search`; payloads included."""
+        self._check_model(model)
+        queries = model.encode_queries(texts)
+        return self.search(
+            queries, k, candidates, rerank=rerank, with_payloads=True, query_filter=query_filter
+        )
+
+    def _check_model(self, model: Any) -> None:
+        dim = getattr(model, "dimension", None)
+        if dim != self.token_dimension:
+            raise MuveraError(
+                f"the model gives {dim}-d token vectors; this index holds {self.token_dimension}-d"
+            )

@@ -1,0 +1,53 @@
+"""The PyLate (sentence-transformers) layout: ``modules.json`` lists a Transformer, then
+Dense projections (``1_Dense/``, ``2_Dense/``, ...); ``config_sentence_transformers.json``
+holds the query/document prefixes, lengths, [MASK] query expansion, attention to the
+expansion tokens, the skiplist and prompts. Missing fields take PyLate's defaults."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+from ..errors import MuveraError
+from .checkpoint import read_json
+
+__all__ = ["PYLATE_DEFAULTS", "PYLATE_FIELDS", "pylate_defaults", "read_modules"]
+
+PYLATE_DEFAULTS: dict[str, Any] = {
+    "query_prefix": "[Q] ",
+    "document_prefix": "[D] ",
+    "query_length": 32,
+    "document_length": 180,
+    "do_query_expansion": True,
+    "attend_to_expansion_tokens": False,
+    "skiplist_words": list(string.punctuation),
+}
+PYLATE_FIELDS = tuple(PYLATE_DEFAULTS)
+
+
+def pylate_defaults(st_config: dict[str, Any]) -> dict[str, Any]:
+    """The settings a PyLate checkpoint's config gives (PyLate's defaults for the rest)."""
+    return {f: st_config.get(f, PYLATE_DEFAULTS[f]) for f in PYLATE_FIELDS}
+
+
+def read_modules(directory: Path) -> dict[str, Any]:
+    """The Transformer folder and the Dense folders, in order, from ``modules.json``
+    (none: the folder itself is the transformer)."""
+    path = directory / "modules.json"
+    if not path.is_file():
+        return {"transformer": "", "dense": []}
+    modules = read_json(path)
+    if not isinstance(modules, list):
+        raise MuveraError(f"{path} must hold a list of modules")
+    transformer = None
+    dense: list[str] = []
+    for module in sorted(modules, key=lambda m: m.get("idx", 0)):
+        kind = str(module.get("type", ""))
+        if kind.endswith("Transformer") and transformer is None:
+            transformer = module.get("path", "")
+        elif kind.endswith("Dense"):
+            dense.append(module.get("path", ""))
+    if transformer is None:
+        raise MuveraError(f"{path} lists no Transformer module")
+    return {"transformer": transformer, "dense": dense}

@@ -1,0 +1,306 @@
+#include "muvera.h"
+
+/* ---------------------------------------------------------------------------------------
+ * Exact MaxSim of one query against documents stored as spans of token rows.
+ *
+ * For each document: for each query token, the best inner product with any of the
+ * document's tokens, summed over query tokens. The query is transposed into groups of 32
+ * query tokens, its last group 24, 16 or 8 wide (zero-padded: at most 7 idle lanes);
+ * document tokens are processed in tiles of 8 (16 for the narrow groups), each tile
+ * giving 8 x 32 (8 x 24, 16 x 16, 16 x 8) inner products held in registers, folded into
+ * running maxima. No
+ * similarity matrix is ever written to memory. float16 tokens are converted to float32
+ * one document at a time (F16C instructions where available).
+ * ------------------------------------------------------------------------------------- */
+#define QGROUP 32
+
+static float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while ((mant & 0x400u) == 0) {
+                mant <<= 1;
+                --exp;
+            }
+            bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static void halfs_to_floats(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(src + i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+#endif
+    for (; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
+#ifdef MUVERA_HAVE_VECTOR_EXT
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+static inline vf16 vmax16(vf16 a, vf16 b) {
+    const vi16 take_a = a > b;
+    return (vf16)(((vi16)a & take_a) | ((vi16)b & ~take_a));
+}
+static inline vf8 vmax8(vf8 a, vf8 b) {
+    const vi8 take_a = a > b;
+    return (vf8)(((vi8)a & take_a) | ((vi8)b & ~take_a));
+}
+
+/* Keeps a value in a register: without it GCC re-reads the query vectors from memory as
+ * an operand of every multiply-add, and the loads, not the arithmetic, set the pace. */
+#if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
+#define IN_REGISTER(v) __asm__("" : "+v"(v)) /* one 16-float vector = one zmm register */
+#else
+#define IN_REGISTER(v) ((void)0)
+#endif
+
+/* NAME: running maxima m[0 .. W) (W = 16*N16 + 8*N8 query lanes) over tokens x (n, d)
+ * against qt (d, W): tiles of TILE tokens x W lanes of multiply-adds held in registers
+ * (N16 vectors of 16 floats and N8 of 8 per token; N16 + N8 >= 1, each at most 2). */
+#define DEFINE_MAXSIM_GROUP(NAME, N16, N8, TILE)                                            \
+    static void NAME(const float *restrict x, int64_t n, int64_t d,                        \
+                     const float *restrict qt, float *restrict m) {                        \
+        enum { W = 16 * (N16) + 8 * (N8), A16 = (N16) ? (N16) : 1, A8 = (N8) ? (N8) : 1 };  \
+        vf16 m16[A16], q16[A16];                                                           \
+        vf8 m8[A8], q8[A8];                                                                \
+        for (int w = 0; w < (N16); ++w) memcpy(&m16[w], m + 16 * w, sizeof(vf16));        \
+        for (int w = 0; w < (N8); ++w) memcpy(&m8[w], m + 16 * (N16) + 8 * w, sizeof(vf8)); \
+        int64_t t = 0;                                                                     \
+        for (; t + (TILE) <= n; t += (TILE)) {                                             \
+            const float *xt = x + t * d;                                                   \
+            vf16 a16[TILE][A16];                                                           \
+            vf8 a8[TILE][A8];                                                              \
+            for (int u = 0; u < (TILE); ++u) {                                             \
+                for (int w = 0; w < (N16); ++w) a16[u][w] = (vf16){0};                     \
+                for (int w = 0; w < (N8); ++w) a8[u][w] = (vf8){0};                        \
+            }                                                                              \
+            for (int64_t i = 0; i < d; ++i) {                                              \
+                for (int w = 0; w < (N16); ++w) {                                          \
+                    memcpy(&q16[w], qt + i * W + 16 * w, sizeof(vf16));                    \
+                    IN_REGISTER(q16[w]);                                                   \
+                }                                                                          \
+                for (int w = 0; w < (N8); ++w) {                                           \
+                    memcpy(&q8[w], qt + i * W + 16 * (N16) + 8 * w, sizeof(vf8));          \
+                    IN_REGISTER(q8[w]);                                                    \
+                }                                                                          \
+                for (int u = 0; u < (TILE); ++u) {                                         \
+                    const float xu = xt[u * d + i];                                        \
+                    for (int w = 0; w < (N16); ++w) a16[u][w] += xu * q16[w];              \
+                    for (int w = 0; w < (N8); ++w) a8[u][w] += xu * q8[w];                 \
+                }                                                                          \
+            }                                                                              \
+            for (int u = 0; u < (TILE); ++u) {                                             \
+                for (int w = 0; w < (N16); ++w) m16[w] = vmax16(m16[w], a16[u][w]);        \
+                for (int w = 0; w < (N8); ++w) m8[w] = vmax8(m8[w], a8[u][w]);             \
+            }                                                                              \
+        }                                                                                  \
+        for (; t < n; ++t) {                                                               \
+            const float *x0 = x + t * d;                                                   \
+            vf16 a16[A16];                                                                 \
+            vf8 a8[A8];                                                                    \
+            for (int w = 0; w < (N16); ++w) a16[w] = (vf16){0};                            \
+            for (int w = 0; w < (N8); ++w) a8[w] = (vf8){0};                               \
+            for (int64_t i = 0; i < d; ++i) {                                              \
+                for (int w = 0; w < (N16); ++w) {                                          \
+                    memcpy(&q16[w], qt + i * W + 16 * w, sizeof(vf16));                    \
+                    a16[w] += x0[i] * q16[w];                                              \
+                }                                                                          \
+                for (int w = 0; w < (N8); ++w) {                                           \
+                    memcpy(&q8[w], qt + i * W + 16 * (N16) + 8 * w, sizeof(vf8));          \
+                    a8[w] += x0[i] * q8[w];                                                \
+                }                                                                          \
+            }                                                                              \
+            for (int w = 0; w < (N16); ++w) m16[w] = vmax16(m16[w], a16[w]);               \
+            for (int w = 0; w < (N8); ++w) m8[w] = vmax8(m8[w], a8[w]);                    \
+        }                                                                                  \
+        for (int w = 0; w < (N16); ++w) memcpy(m + 16 * w, &m16[w], sizeof(vf16));        \
+        for (int w = 0; w < (N8); ++w) memcpy(m + 16 * (N16) + 8 * w, &m8[w], sizeof(vf8)); \
+    }
+
+DEFINE_MAXSIM_GROUP(maxsim_group32, 2, 0, 8)
+DEFINE_MAXSIM_GROUP(maxsim_group24, 1, 1, 8)
+DEFINE_MAXSIM_GROUP(maxsim_group16, 1, 0, 16)
+DEFINE_MAXSIM_GROUP(maxsim_group8, 0, 1, 16)
+
+/* running maxima m[0 .. width) of a group of width 32, 24, 16 or 8 */
+static void maxsim_group(const float *restrict x, int64_t n, int64_t d, const float *restrict qt,
+                         int64_t width, float *restrict m) {
+    switch (width) {
+    case 32: maxsim_group32(x, n, d, qt, m); break;
+    case 24: maxsim_group24(x, n, d, qt, m); break;
+    case 16: maxsim_group16(x, n, d, qt, m); break;
+    default: maxsim_group8(x, n, d, qt, m); break;
+    }
+}
+#else
+static void maxsim_group(const float *restrict x, int64_t n, int64_t d, const float *restrict qt,
+                         int64_t width, float *restrict m) {
+    for (int64_t t = 0; t < n; ++t) {
+        float a[QGROUP] = {0};
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t l = 0; l < width; ++l) a[l] += x[t * d + i] * qt[i * width + l];
+        for (int64_t l = 0; l < width; ++l) m[l] = a[l] > m[l] ? a[l] : m[l];
+    }
+}
+#endif
+
+/* Lanes of the group that starts with `remaining` query tokens left: 32 while more than 24
+ * remain, else the narrowest of 24, 16, 8 that holds them (at most 7 idle lanes). */
+static int64_t group_width(int64_t remaining) {
+    if (remaining > 24) return 32;
+    if (remaining > 16) return 24;
+    return remaining > 8 ? 16 : 8;
+}
+
+/* One query-token group: `width` lanes of one query (`lanes` of them used), transposed to
+ * (d, width), zero-padded. */
+typedef struct {
+    int64_t query;
+    int64_t lanes, width;
+    const float *qt;
+} qgroup;
+
+typedef struct {
+    const void *tokens;
+    int64_t half, d;
+    const int64_t *offsets, *lengths;
+    int64_t n_docs;
+    const qgroup *groups;
+    const int64_t *q_offsets;
+    int64_t n_groups, n_queries;
+    float *scores; /* (n_queries, n_docs) */
+    int64_t *next_doc; /* shared by the workers: the next document nobody has claimed */
+    int64_t status;
+} maxsim_job;
+
+static void *maxsim_worker(void *arg) {
+    maxsim_job *job = (maxsim_job *)arg;
+    const int64_t d = job->d;
+    int64_t max_len = 0;
+    for (int64_t j = 0; j < job->n_docs; ++j)
+        if (job->lengths[j] > max_len) max_len = job->lengths[j];
+    float *buf = NULL;
+    if (job->half && max_len > 0) {
+        buf = (float *)malloc((size_t)(max_len * d) * sizeof(float));
+        if (buf == NULL) {
+            job->status = -1;
+            return NULL;
+        }
+    }
+    /* documents are claimed one at a time, so a thread that starts late does fewer */
+    for (int64_t j; (j = CLAIM_NEXT(job->next_doc)) < job->n_docs;) {
+        const int64_t n = job->lengths[j];
+        for (int64_t q = 0; q < job->n_queries; ++q) {
+            const int has_tokens = job->q_offsets[q + 1] > job->q_offsets[q];
+            job->scores[q * job->n_docs + j] = (n > 0 || !has_tokens) ? 0.0f : -INFINITY;
+        }
+        if (n <= 0) continue;
+        if (j + 1 < job->n_docs && job->lengths[j + 1] > 0) { /* the next document: in cache
+                                                               * by the time its turn comes */
+            const int64_t size = job->half ? 2 : 4;
+            const char *next = (const char *)job->tokens + job->offsets[j + 1] * d * size;
+            for (int64_t b = 0; b < job->lengths[j + 1] * d * size; b += 64) PREFETCH(next + b);
+        }
+        const float *x;
+        if (job->half) {
+            halfs_to_floats((const uint16_t *)job->tokens + job->offsets[j] * d, buf, n * d);
+            x = buf;
+        } else {
+            x = (const float *)job->tokens + job->offsets[j] * d;
+        }
+        for (int64_t g = 0; g < job->n_groups; ++g) {
+            const qgroup *grp = job->groups + g;
+            float m[QGROUP], total = 0.0f;
+            for (int l = 0; l < QGROUP; ++l) m[l] = -INFINITY;
+            maxsim_group(x, n, d, grp->qt, grp->width, m);
+            for (int64_t l = 0; l < grp->lanes; ++l) total += m[l];
+            job->scores[grp->query * job->n_docs + j] += total;
+        }
+    }
+    free(buf);
+    job->status = 0;
+    return NULL;
+}
+
+/*
+ * Exact MaxSim of every query against every document.
+ *
+ * tokens      float32, or float16 when half != 0: token rows of width d.
+ * offsets, lengths  (n_docs,) int64: document j is rows offsets[j] .. + lengths[j].
+ * queries     (sum of query lengths, d) float32 row-major, queries concatenated.
+ * q_offsets   (n_queries + 1,) int64: query i is rows q_offsets[i] .. q_offsets[i+1].
+ * scores      (n_queries, n_docs) float32 out: MaxSim; -inf for a document with no
+ *             tokens, 0 for a query with none.
+ * n_threads   threads that claim documents one at a time (a late starter does fewer).
+ * Returns 0, or -1 when memory cannot be allocated.
+ */
+MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
+                                    const int64_t *offsets, const int64_t *lengths,
+                                    int64_t n_docs, const float *queries,
+                                    const int64_t *q_offsets, int64_t n_queries,
+                                    float *scores, int64_t n_threads) {
+    int64_t n_groups = 0, n_lanes = 0;
+    for (int64_t q = 0; q < n_queries; ++q) {
+        for (int64_t left = q_offsets[q + 1] - q_offsets[q]; left > 0;) {
+            const int64_t width = group_width(left);
+            ++n_groups;
+            n_lanes += width;
+            left -= width;
+        }
+    }
+    qgroup *groups = (qgroup *)malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(qgroup));
+    float *qt = (float *)malloc((size_t)((n_lanes > 0 ? n_lanes : 1) * d) * sizeof(float));
+    if (groups == NULL || qt == NULL) {
+        free(groups);
+        free(qt);
+        return -1;
+    }
+    int64_t g = 0;
+    float *dst = qt;
+    for (int64_t q = 0; q < n_queries; ++q) {
+        const int64_t hi = q_offsets[q + 1];
+        for (int64_t start = q_offsets[q]; start < hi; ++g) {
+            const int64_t width = group_width(hi - start);
+            const int64_t lanes = (hi - start) < width ? (hi - start) : width;
+            for (int64_t i = 0; i < d; ++i)
+                for (int64_t l = 0; l < width; ++l)
+                    dst[i * width + l] = l < lanes ? queries[(start + l) * d + i] : 0.0f;
+            groups[g].query = q;
+            groups[g].lanes = lanes;
+            groups[g].width = width;
+            groups[g].qt = dst;
+            dst += width * d;
+            start += lanes;
+        }
+    }
+    n_threads = clamp_threads(n_threads, n_docs);
+    int64_t next_doc = 0;
+    maxsim_job jobs[MAX_THREADS];
+    for (int64_t t = 0; t < n_threads; ++t) {
+        maxsim_job job = {tokens, half, d, offsets, lengths, n_docs, groups, q_offsets,
+                          n_groups, n_queries, scores, &next_doc, 0};
+        jobs[t] = job;
+    }
+    int64_t status = 0;
+    run_jobs(maxsim_worker, jobs, sizeof(maxsim_job), n_threads);
+    for (int64_t t = 0; t < n_threads; ++t)
+        if (jobs[t].status != 0) status = -1;
+    free(groups);
+    free(qt);
+    return status;
+}

@@ -1,0 +1,59 @@
+/*
+ * Shared declarations of muvera's compiled kernels (plain C99 + GCC/Clang extensions, no
+ * Python API; loaded with ctypes by muvera/native/loader.py).
+ *
+ * One file per kernel: fde.c (FDE encoding), maxsim.c (exact MaxSim), graph.c (int8 HNSW
+ * walk); pool.c holds the worker threads they share and the CPU checks of the dispatcher.
+ * The same sources are compiled once per CPU variant (muvera/native/variants.py: generic,
+ * avx2, avx512); the loader picks the best one the running CPU supports.
+ */
+#ifndef MUVERA_H
+#define MUVERA_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#if !defined(_WIN32) && (defined(__GNUC__) || defined(__clang__))
+#include <pthread.h>
+#define MUVERA_HAVE_THREADS 1 /* pthreads, and GCC's __atomic builtins */
+#define CLAIM_NEXT(counter) __atomic_fetch_add((counter), 1, __ATOMIC_RELAXED)
+#else
+#define CLAIM_NEXT(counter) ((*(counter))++) /* one thread only */
+#endif
+
+#if defined(_WIN32)
+#define MUVERA_EXPORT __declspec(dllexport)
+#define MUVERA_INTERNAL
+#else
+#define MUVERA_EXPORT __attribute__((visibility("default")))
+#define MUVERA_INTERNAL __attribute__((visibility("hidden")))
+#endif
+
+#define MUVERA_ABI_VERSION 5
+#define MAX_THREADS 64
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+typedef float vf4 __attribute__((vector_size(16)));
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf16 __attribute__((vector_size(64)));
+#define MUVERA_HAVE_VECTOR_EXT 1
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
+/* pool.c: runs fn on jobs[0 .. n) (each job_size bytes): job 0 on the caller, the others on
+ * pool threads (or on the caller, whichever gets to them first); returns when all are done. */
+MUVERA_INTERNAL void run_jobs(void *(*fn)(void *), void *jobs, size_t job_size, int64_t n);
+/* Splits items 0 .. n (item i weighing sizes[i]) into `parts` consecutive ranges of about
+ * equal weight: range t is bounds[t] .. bounds[t+1]. */
+MUVERA_INTERNAL void split_ranges(const int64_t *sizes, int64_t n, int64_t parts,
+                                  int64_t *bounds);
+/* n_threads clamped to 1 .. min(n_items, MAX_THREADS) */
+MUVERA_INTERNAL int64_t clamp_threads(int64_t n_threads, int64_t n_items);
+
+#endif

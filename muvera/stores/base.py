@@ -1,0 +1,125 @@
+"""The one protocol every store implements, and what it hands back.
+
+A store keeps, under integer labels, each document's FDE and its token vectors, and answers
+both stages of a search. :class:`muvera.Index` owns the manifest, the ids and payloads and
+the commit; it calls a store only through :class:`Store`. Local stores
+(:class:`~muvera.stores.local.LocalStore`: exact, hnswlib) keep the tokens in the index
+folder and re-rank with :func:`muvera.scoring.maxsim_spans`; Qdrant keeps both on the
+server and runs both stages there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ..batch import TokenBatch
+
+__all__ = ["Hits", "Labels", "Store", "StoreRecord", "pad_topk"]
+
+Labels = npt.NDArray[np.int64]
+Payload = dict[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hits:
+    """Per query, best first: labels int64 (n_q, k) padded with -1, scores
+    float32 padded with -inf; payloads when the store keeps them itself (Qdrant)."""
+
+    labels: Labels
+    scores: npt.NDArray[np.float32]
+    payloads: list[list[Payload]] | None = None
+
+    @classmethod
+    def empty(cls, n_q: int, k: int) -> Hits:
+        return cls(np.full((n_q, k), -1, np.int64), np.full((n_q, k), -np.inf, np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreRecord:
+    """What a store commits: its manifest entry (``manifest["store"]["entry"]``), the
+    manifest's ``tokens`` section, and arrays for the generation's state file."""
+
+    entry: dict[str, Any] | None
+    tokens: dict[str, Any]
+    arrays: dict[str, npt.NDArray[Any]]
+
+
+class Store(Protocol):
+    """What :class:`muvera.Index` needs from a store (labels are assigned by the index:
+    new ones always exceed every earlier one)."""
+
+    kind: ClassVar[str]
+    options: dict[str, Any]  # recorded in the manifest (no secrets)
+
+    def add(
+        self,
+        labels: Labels,
+        fdes: npt.NDArray[np.float32],
+        docs: TokenBatch,
+        ids: list[Any],
+        payloads: list[Payload],
+    ) -> None:
+        """Keep ``fdes[i]`` and the tokens of item ``i`` of ``docs`` under ``labels[i]``."""
+
+    def delete(self, labels: Labels) -> None:
+        """Stop returning ``labels``."""
+
+    def search(
+        self,
+        q_fdes: npt.NDArray[np.float32] | None,
+        queries: TokenBatch,
+        k: int,
+        candidates: int | None,
+        *,
+        rerank: bool,
+        alive: npt.NDArray[np.bool_],
+        query_filter: Any = None,
+    ) -> Hits:
+        """Top ``k`` per query: the FDE top-``candidates`` re-ranked by exact MaxSim
+        (``rerank=False``: the FDE top ``k`` with FDE scores); ``candidates=None``
+        (``q_fdes`` None): exact MaxSim against every live document."""
+
+    def check_documents(self, docs: TokenBatch) -> None:
+        """Raise :class:`~muvera.MuveraError` when ``docs`` cannot be stored as they are
+        (e.g. values beyond float16's range in a float16 store)."""
+
+    def check_filter(self, query_filter: Any) -> None:
+        """Raise :class:`~muvera.MuveraError` when this store cannot apply ``query_filter``."""
+
+    def tokens(self, label: int) -> npt.NDArray[np.float32]:
+        """The stored token vectors of ``label``, float32 ``(n, d)``."""
+
+    def compact(self, alive: npt.NDArray[np.bool_], generation: int, force: bool) -> bool:
+        """Drop the tokens of dead labels (always with ``force``, else when worth it);
+        True when something changed (the index then commits)."""
+
+    def save(self, directory: Path, generation: int) -> StoreRecord:
+        """Persist what changed since the last save; return what the manifest records."""
+
+
+def pad_topk(
+    scores: npt.NDArray[np.float32], labels: Labels, k: int
+) -> tuple[Labels, npt.NDArray[np.float32]]:
+    """Top ``k`` of each row of ``scores`` (columns are ``labels``), padded."""
+    n_q, n = scores.shape
+    out_labels = np.full((n_q, k), -1, dtype=np.int64)
+    out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+    take = min(k, n)
+    if take == 0:
+        return out_labels, out_scores
+    part = (
+        np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        if take < n
+        else np.tile(np.arange(n), (n_q, 1))
+    )
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    out_labels[:, :take] = labels[best]
+    out_scores[:, :take] = np.take_along_axis(scores, best, axis=1)
+    return out_labels, out_scores

@@ -1,0 +1,284 @@
+"""Local stores: FDEs in an index structure in the index folder (exact or hnswlib), token
+vectors in one append-only file beside them, re-ranked by :mod:`muvera.scoring`.
+
+:class:`LocalStore` implements :class:`~muvera.stores.base.Store` once for both; a subclass
+says only how it keeps FDEs (``_add_fdes``, ``_delete_fdes``, ``_candidates``,
+``_save_fdes``). Token vectors: ``tokens.bin`` (float16 or float32 rows of the token
+dimension, documents one after another); each label's span (offset, length) lives in the
+generation's state file. Compaction writes ``tokens-<generation>.bin`` without dead
+documents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from ..batch import TokenBatch
+from ..errors import MuveraError
+from ..files import AppendOnlyFile
+from ..scoring import maxsim_spans
+from .base import Hits, Labels, Payload, StoreRecord
+
+__all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
+
+TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32}
+COMPACT_AT = 0.5  # compact the token file once half of its vectors are dead
+EXHAUSTIVE_SIMS = 1 << 22  # scores per block of an exact search over every document
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def check_float16_range(docs: TokenBatch, what: str = "add") -> None:
+    """Raise when a document has token values that float16 cannot hold (+-65504)."""
+    if docs.tokens.shape[0] == 0:
+        return
+    top = np.abs(docs.tokens).max(axis=1)
+    if float(top.max()) <= _FLOAT16_MAX:
+        return
+    row = int(np.argmax(top > _FLOAT16_MAX))
+    item = int(np.searchsorted(docs.offsets, row, side="right")) - 1
+    raise MuveraError(
+        f"{what}: document {item} has token values beyond float16's range (+-65504); "
+        'scale the vectors or create the index with token_dtype="float32"'
+    )
+
+
+class LocalStore:
+    """Token file + spans + exact re-rank shared by the exact and hnswlib stores."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        directory: Path,
+        fde_dimension: int,
+        token_dimension: int,
+        tokens: dict[str, Any],
+        arrays: dict[str, npt.NDArray[Any]],
+    ) -> None:
+        self.directory = directory
+        self.fde_dimension = fde_dimension
+        self.token_dimension = token_dimension
+        self.options: dict[str, Any] = {}
+        dtype = tokens.get("dtype")
+        if dtype not in TOKEN_DTYPES:
+            raise MuveraError(f"token dtype must be one of {sorted(TOKEN_DTYPES)}, got {dtype!r}")
+        self.token_dtype = TOKEN_DTYPES[dtype]
+        self._token_section = dict(tokens)
+        self._tokens = AppendOnlyFile(directory / tokens["file"], int(tokens["bytes"]))
+        self.offsets = np.asarray(arrays.get("offsets", np.zeros(0)), dtype=np.int64)
+        self.lengths = np.asarray(arrays.get("lengths", np.zeros(0)), dtype=np.int64)
+
+    # -- construction (shared by the subclasses) -------------------------------------------
+    @classmethod
+    def create(
+        cls, directory: Path, encoder: Any, options: dict[str, Any], token_dtype: str
+    ) -> LocalStore:
+        tokens = {"file": "tokens.bin", "dtype": token_dtype, "bytes": 0}
+        return cls._build(directory, encoder.output_dimension, encoder.config.dimension,
+                          tokens, {}, None, options)  # fmt: skip
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path,
+        manifest: dict[str, Any],
+        arrays: dict[str, npt.NDArray[Any]],
+        overrides: dict[str, Any],
+    ) -> LocalStore:
+        store = manifest["store"]
+        self = cls._build(
+            directory, int(manifest["fde_dimension"]), int(manifest["token_dimension"]),
+            manifest["tokens"], arrays, store.get("entry"), dict(store.get("options") or {}),
+        )  # fmt: skip
+        self.apply_overrides(overrides)
+        return self
+
+    @classmethod
+    def _build(
+        cls,
+        directory: Path,
+        fde_dimension: int,
+        token_dimension: int,
+        tokens: dict[str, Any],
+        arrays: dict[str, npt.NDArray[Any]],
+        entry: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> LocalStore:
+        try:
+            store = cls(directory, fde_dimension, token_dimension, tokens, arrays, entry, **options)  # type: ignore[call-arg]
+        except TypeError as exc:
+            raise MuveraError(f"bad options for the {cls.kind} store: {exc}") from None
+        store.options = dict(options)
+        return store
+
+    @staticmethod
+    def session_options(options: dict[str, Any]) -> dict[str, Any]:
+        """Options given to :meth:`create` that are not recorded but must be passed again
+        to :meth:`open` in this session (none for local stores)."""
+        del options
+        return {}
+
+    def apply_overrides(self, overrides: dict[str, Any]) -> None:
+        """Options changed when opening (none by default)."""
+        if overrides:
+            raise MuveraError(
+                f"store_options {sorted(overrides)} cannot be changed when opening an index "
+                f"with the {self.kind} store"
+            )
+
+    # -- what subclasses provide ----------------------------------------------------------
+    def _add_fdes(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
+        raise NotImplementedError
+
+    def _delete_fdes(self, labels: Labels) -> None:
+        raise NotImplementedError
+
+    def _candidates(
+        self, q_fdes: npt.NDArray[np.float32], n: int, exact: bool
+    ) -> tuple[Labels, npt.NDArray[np.float32]]:
+        raise NotImplementedError
+
+    def _save_fdes(self, directory: Path, generation: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- the Store protocol ---------------------------------------------------------------
+    def check_documents(self, docs: TokenBatch) -> None:
+        if self.token_dtype == np.float16:
+            check_float16_range(docs)
+
+    def check_filter(self, query_filter: Any) -> None:
+        if query_filter is not None:
+            raise MuveraError("query_filter needs the qdrant store")
+
+    def add(
+        self,
+        labels: Labels,
+        fdes: npt.NDArray[np.float32],
+        docs: TokenBatch,
+        ids: list[Any],
+        payloads: list[Payload],
+    ) -> None:
+        del ids, payloads  # kept by the index
+        itemsize = np.dtype(self.token_dtype).itemsize * self.token_dimension
+        first = self._tokens.committed // itemsize
+        values = np.ascontiguousarray(docs.tokens, dtype=self.token_dtype)
+        start = self._tokens.append(values.tobytes())
+        self._tokens.committed = start + values.nbytes
+        self._add_fdes(labels, fdes)
+        self.offsets = np.concatenate([self.offsets, first + docs.offsets[:-1]])
+        self.lengths = np.concatenate([self.lengths, docs.lengths])
+
+    def delete(self, labels: Labels) -> None:
+        self._delete_fdes(labels)
+
+    def token_matrix(self) -> npt.NDArray[Any]:
+        """Every committed token row, ``(rows, d)`` float16/float32, memory-mapped."""
+        return self._tokens.view(self.token_dtype).reshape(-1, self.token_dimension)
+
+    def tokens(self, label: int) -> npt.NDArray[np.float32]:
+        off, n = int(self.offsets[label]), int(self.lengths[label])
+        return np.asarray(self.token_matrix()[off : off + n], dtype=np.float32)
+
+    def search(
+        self,
+        q_fdes: npt.NDArray[np.float32] | None,
+        queries: TokenBatch,
+        k: int,
+        candidates: int | None,
+        *,
+        rerank: bool,
+        alive: npt.NDArray[np.bool_],
+        query_filter: Any = None,
+    ) -> Hits:
+        self.check_filter(query_filter)
+        if candidates is None or q_fdes is None:
+            return self._exhaustive(queries, k, alive)
+        labels, scores = self._candidates(q_fdes, candidates if rerank else k, not rerank)
+        if not rerank:
+            return Hits(labels, scores)
+        return self._rerank(queries, labels, k)
+
+    def _rerank(self, queries: TokenBatch, labels: Labels, k: int) -> Hits:
+        """Exact MaxSim of each query against its candidates, read in token-file order in
+        place from the memory map; best ``k`` kept (ties keep the file order)."""
+        hits = Hits.empty(len(queries), k)
+        matrix = self.token_matrix()
+        q_offsets = queries.offsets
+        for i in range(len(queries)):
+            cand = labels[i][labels[i] >= 0]
+            if cand.size == 0:
+                continue
+            cand = cand[np.argsort(self.offsets[cand], kind="stable")]  # file order
+            query = queries.tokens[q_offsets[i] : q_offsets[i + 1]]
+            exact = maxsim_spans(
+                matrix, self.offsets[cand], self.lengths[cand], query,
+                np.array([0, query.shape[0]], dtype=np.int64), checked=True,
+            )[0]  # fmt: skip
+            order = np.argsort(-exact, kind="stable")[:k]
+            hits.labels[i, : order.size] = cand[order]
+            hits.scores[i, : order.size] = exact[order]
+        return hits
+
+    def _exhaustive(self, queries: TokenBatch, k: int, alive: npt.NDArray[np.bool_]) -> Hits:
+        """Exact MaxSim of every query against every live document, best ``k`` kept: live
+        documents in token-file order, in blocks of about ``EXHAUSTIVE_SIMS`` scores."""
+        n_q = len(queries)
+        best_labels = np.full((n_q, k), -1, dtype=np.int64)
+        best_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+        live = np.flatnonzero(alive)
+        if live.size == 0:
+            return Hits(best_labels, best_scores)
+        live = live[np.argsort(self.offsets[live], kind="stable")]
+        matrix, q_offsets = self.token_matrix(), queries.offsets
+        block_docs = max(1, EXHAUSTIVE_SIMS // n_q)
+        for first in range(0, live.size, block_docs):
+            block = live[first : first + block_docs]
+            scores = maxsim_spans(
+                matrix, self.offsets[block], self.lengths[block], queries.tokens, q_offsets,
+                checked=True,
+            )  # fmt: skip
+            merged_scores = np.concatenate([best_scores, scores], axis=1)
+            merged_labels = np.concatenate([best_labels, np.broadcast_to(block, scores.shape)], 1)
+            take = min(k, merged_scores.shape[1])
+            top = np.argpartition(-merged_scores, take - 1, axis=1)[:, :take]
+            best_scores = np.take_along_axis(merged_scores, top, axis=1)
+            best_labels = np.take_along_axis(merged_labels, top, axis=1)
+        order = np.argsort(-best_scores, axis=1, kind="stable")
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        best_labels = np.take_along_axis(best_labels, order, axis=1)
+        best_labels[~np.isfinite(best_scores)] = -1
+        return Hits(best_labels, best_scores.astype(np.float32))
+
+    def dead_token_fraction(self, alive: npt.NDArray[np.bool_]) -> float:
+        total = int(self.lengths.sum())
+        return 0.0 if total == 0 else float(self.lengths[~alive].sum()) / total
+
+    def compact(self, alive: npt.NDArray[np.bool_], generation: int, force: bool) -> bool:
+        dead = self.dead_token_fraction(alive)
+        if dead == 0.0 or (not force and dead <= COMPACT_AT):
+            return False
+        live = np.flatnonzero(alive)
+        view = self.token_matrix()
+        new_offsets = np.zeros_like(self.offsets)
+        new_offsets[live] = np.cumsum(self.lengths[live]) - self.lengths[live]
+        spans = zip(self.offsets[live].tolist(), self.lengths[live].tolist(), strict=True)
+        parts = [view[o : o + n] for o, n in spans]
+        data = np.concatenate(parts).astype(self.token_dtype).tobytes() if parts else b""
+        target = AppendOnlyFile(self.directory / f"tokens-{generation:06d}.bin", 0)
+        target.append(data)
+        target.committed = len(data)
+        self._tokens = target
+        self.offsets = new_offsets
+        return True
+
+    def save(self, directory: Path, generation: int) -> StoreRecord:
+        entry = self._save_fdes(directory, generation)
+        tokens = dict(
+            self._token_section, file=self._tokens.path.name, bytes=self._tokens.committed
+        )
+        arrays = {"offsets": self.offsets, "lengths": self.lengths}
+        return StoreRecord(entry, tokens, arrays)
