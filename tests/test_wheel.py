@@ -68,7 +68,9 @@ def test_built_wheel_installs_in_a_fresh_venv_and_loads_its_kernels(tmp_path):
     # site-packages, so that `import muvera` finds the installed wheel, not the checkout.
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     (Path(purelib) / "deps.pth").write_text(str(Path(np.__file__).parents[1]) + "\n")
     out = subprocess.run(
