@@ -8,7 +8,6 @@ token vectors live and how both search stages run is the store's business
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from ..fde import FDEConfig, FDEEncoder
 from ..stores import TOKEN_DTYPES, Hits, Store, store_class
 from . import manifest as mf
 from .records import Records, json_payload
+from .results import SearchResult
+from .texts import TextMethods
 
 __all__ = ["Index", "SearchResult"]
 
@@ -36,22 +37,7 @@ def _check_positive(name: str, value: Any) -> None:
         raise MuveraError(f"{name} must be a positive int, got {value!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchResult:
-    """Results of :meth:`Index.search`, row ``i`` for query ``i``, best first.
-
-    ``ids`` is ``(n_queries, k)`` (int64 for integer ids, object for string ids) padded with
-    -1; ``scores`` is float32 ``(n_queries, k)`` padded with ``-inf``: exact MaxSim when
-    re-ranked, FDE inner products otherwise. ``payloads`` (when asked for) holds each hit's
-    payload dict (None for padding).
-    """
-
-    ids: npt.NDArray[Any]
-    scores: npt.NDArray[np.float32]
-    payloads: list[list[dict[str, Any] | None]] | None = None
-
-
-class Index:
+class Index(TextMethods):
     """FDE index + token store + exact MaxSim re-ranking, persisted in a directory.
 
     Create with :meth:`create`, reopen with :meth:`open`. Ids are unique ints or strings
@@ -476,51 +462,3 @@ class Index:
                 [stored[label] if label >= 0 else None for label in row.tolist()] for row in labels
             ]
         return SearchResult(ids=ids, scores=hits.scores.astype(np.float32), payloads=payloads)
-
-    # -- text convenience ----------------------------------------------------------------
-    def add_texts(
-        self,
-        model: Any,
-        ids: Sequence[int] | Sequence[str],
-        texts: Sequence[str],
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-        *,
-        store_text: bool = True,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> None:
-        """Encode ``texts`` with a :class:`muvera.ColBERT` model and :meth:`add` them; the
-        text is kept in each payload under ``"text"`` unless ``store_text=False``."""
-        self._check_model(model)
-        if payloads is not None and len(payloads) != len(texts):
-            raise MuveraError(f"got {len(payloads)} payloads for {len(texts)} texts")
-        tokens = model.encode_documents(texts, batch_size=batch_size, show_progress=show_progress)
-        merged: list[dict[str, Any] | None] = []
-        for i, text in enumerate(texts):
-            base = json_payload(payloads[i], i) if payloads is not None else None
-            merged.append({**(base or {}), "text": text} if store_text else base)
-        self.add(ids, tokens, merged)
-
-    def search_texts(
-        self,
-        model: Any,
-        texts: Sequence[str],
-        k: int = 10,
-        candidates: int = 100,
-        *,
-        rerank: bool = True,
-        query_filter: Any = None,
-    ) -> SearchResult:
-        """Encode query ``texts`` with ``model`` and :meth:`search`; payloads included."""
-        self._check_model(model)
-        queries = model.encode_queries(texts)
-        return self.search(
-            queries, k, candidates, rerank=rerank, with_payloads=True, query_filter=query_filter
-        )
-
-    def _check_model(self, model: Any) -> None:
-        dim = getattr(model, "dimension", None)
-        if dim != self.token_dimension:
-            raise MuveraError(
-                f"the model gives {dim}-d token vectors; this index holds {self.token_dimension}-d"
-            )
