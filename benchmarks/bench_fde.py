@@ -342,6 +342,15 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+    refresh_docs(args.out)  # the docs/ tables built from this file
+
+
+def refresh_docs(results_file: Path) -> None:
+    """Re-render the docs/ tables built from ``results_file`` (benchmarks/render_docs.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from render_docs import refresh
+
+    refresh(results_file)
 
 
 if __name__ == "__main__":

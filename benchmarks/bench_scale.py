@@ -164,6 +164,7 @@ def main() -> None:
         + "\n"
     )
     print(f"wrote {args.out}")
+    refresh_docs(args.out)  # the docs/ tables built from this file
 
 
 def markdown(result: dict) -> str:
@@ -195,6 +196,14 @@ def markdown(result: dict) -> str:
                 f"| {e['matches_exact_top1']:.0%} |"
             )
     return "\n".join(lines)
+
+
+def refresh_docs(results_file: Path) -> None:
+    """Re-render the docs/ tables built from ``results_file`` (benchmarks/render_docs.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from render_docs import refresh
+
+    refresh(results_file)
 
 
 if __name__ == "__main__":
