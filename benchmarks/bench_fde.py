@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -40,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import reference  # noqa: E402  (the literal reference lives with the tests)
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import describe, machine  # noqa: E402
 
 from muvera import FDEConfig, FDEEncoder, __version__  # noqa: E402
 
@@ -261,6 +263,8 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "fde_encode.json"
     )
     args = parser.parse_args()
+    if not args.markdown:
+        print(describe(machine()))
     if args.markdown:
         print(markdown_table(json.loads(args.markdown.read_text())))
         return
@@ -328,7 +332,7 @@ def main() -> None:
     result = {
         "muvera_version": __version__,
         "machine": {
-            "cpus": os.cpu_count(),
+            **machine(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "numpy": np.__version__,

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from encode_beir import SHARED, cache_path, encode, load_cached, split_tokens  # noqa: E402
+from machine import describe, machine  # noqa: E402
 
 from muvera import FDEConfig, FDEEncoder, Index, __version__, maxsim  # noqa: E402
 from muvera.eval import load_qrels, ndcg_at_k, recall_at_k  # noqa: E402
@@ -312,6 +313,7 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
         return
+    print(describe(machine()))
     if not cache_path(args.data, args.model).is_file():
         encode(args.data, args.model, batch_size=16, device="cpu")
     z = load_cached(args.data, args.model)
@@ -339,6 +341,7 @@ def main() -> None:
     result = {
         "muvera_version": __version__,
         "kernel": FDEEncoder(FDEConfig(dimension=docs[0].shape[1])).kernel,
+        "machine": machine(),
         "dataset": args.data.name,
         "model": args.model.name,
         "documents": len(docs),

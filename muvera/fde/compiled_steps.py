@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..native import NativeKernel, default_threads
+from ..native import NativeLibrary, default_threads
 from .plan import FDEPlan
 
 __all__ = ["MAX_SCRATCH_BYTES", "CompiledFDE"]
@@ -26,7 +26,7 @@ class CompiledFDE:
 
     name = "native"
 
-    def __init__(self, plan: FDEPlan, library: NativeKernel) -> None:
+    def __init__(self, plan: FDEPlan, library: NativeLibrary) -> None:
         self.plan = plan
         self.library = library
         self.projection = plan.projection()

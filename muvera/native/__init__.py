@@ -1,7 +1,7 @@
 """The compiled kernels (C via ctypes): FDE encoding, exact MaxSim and the int8 graph walk,
 built per CPU variant and picked at run time. See :mod:`muvera.native.loader`."""
 
-from .bindings import NativeKernel
+from .bindings import NativeLibrary
 from .loader import built_variants, cpu_level, default_threads, load, load_variant
 from .variants import ABI_VERSION, LEVELS, VARIANTS, library_filename
 
@@ -9,7 +9,7 @@ __all__ = [
     "ABI_VERSION",
     "LEVELS",
     "VARIANTS",
-    "NativeKernel",
+    "NativeLibrary",
     "built_variants",
     "cpu_level",
     "default_threads",

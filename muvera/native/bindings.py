@@ -10,10 +10,10 @@ import ctypes
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NativeKernel"]
+__all__ = ["NativeLibrary"]
 
 
-class NativeKernel:
+class NativeLibrary:
     """Typed wrapper of one compiled library's entry points (one CPU variant)."""
 
     def __init__(self, lib: ctypes.CDLL, path: Path, variant: str) -> None:

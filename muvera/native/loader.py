@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from .bindings import NativeKernel
+from .bindings import NativeLibrary
 from .variants import ABI_VERSION, LEVELS, library_filename
 
 __all__ = ["built_variants", "cpu_level", "default_threads", "load", "load_variant"]
@@ -82,17 +82,17 @@ def cpu_level() -> int:
 
 
 @functools.cache
-def load_variant(variant: str) -> NativeKernel | None:
+def load_variant(variant: str) -> NativeLibrary | None:
     """One variant's kernels, or None when it is not built, not loadable, of another ABI
     version, or beyond what this CPU runs (loading it could crash the process)."""
     if variant not in LEVELS or LEVELS[variant] > cpu_level():
         return None
     opened = _open(variant)
-    return NativeKernel(opened[0], opened[1], variant) if opened is not None else None
+    return NativeLibrary(opened[0], opened[1], variant) if opened is not None else None
 
 
 @functools.lru_cache(maxsize=1)
-def load() -> NativeKernel | None:
+def load() -> NativeLibrary | None:
     """The best compiled kernels for this CPU (see the module docstring), loaded once, on
     first use; None means numpy."""
     if os.environ.get("MUVERA_NATIVE", "1").strip().lower() in _DISABLED:
