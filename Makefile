@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # another build; set TORCH= to skip it and the model extra (their tests then skip).
 TORCH ?= torch==2.13.0
 
-.PHONY: test test-all lint demo demo-fde bench clean
+.PHONY: test test-all test-wheel lint demo demo-fde bench clean
 
 $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard muvera/native/*.c muvera/native/*.h) muvera/native/variants.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(VENV)/.installed
 ## The test command: lint, types, then the fast offline suite.
 test: lint
 	$(BIN)/python -m pytest -m "not slow"
+
+## The wheel: `python -m build`, installed in a fresh venv, the test suite run against it.
+test-wheel: $(VENV)/.installed
+	$(BIN)/python .ci/test_wheel.py
 
 ## Everything, slow tests included.
 test-all: lint

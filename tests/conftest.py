@@ -8,6 +8,12 @@ import pytest
 from helpers import native_kernel_available
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+if os.environ.get("MUVERA_EXPECT_INSTALLED"):  # .ci/test_wheel.py: test the installed wheel
+    import muvera
+
+    if not muvera.__file__.startswith(os.environ["MUVERA_EXPECT_INSTALLED"]):
+        raise RuntimeError(f"muvera imported from {muvera.__file__}, not the installed wheel")
 GOLDEN = SHARED / "golden" / "fde_reference.npz"
 
 
