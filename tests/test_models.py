@@ -373,11 +373,13 @@ def test_broken_checkpoint_gets_a_clear_error(tmp_path):
 
 def test_backend_tokenization_equals_transformers(tmp_path):
     """The Rust-backend fast path gives exactly what the transformers call gives."""
+    from muvera.models.tokenizer import batch_encode
+
     pylate_model(tmp_path, n_dense=1)
     model = ColBERT(tmp_path, device="cpu")
     texts = ["the cat sat on the mat " * 9, "", "Hello, WORLD!", "one two", "ünïcödé dog"]
     for max_length, pad_to_max in ((11, False), (11, True), (64, False), (5, True)):
-        fast = model._tokenize_batch(texts, max_length, pad_to_max)
+        fast = batch_encode(model.tokenizer, {}, texts, max_length, pad_to_max)
         slow = model.tokenizer(
             texts,
             padding="max_length" if pad_to_max else True,
@@ -390,7 +392,7 @@ def test_backend_tokenization_equals_transformers(tmp_path):
             assert torch.equal(value, slow[key]), key
     if MODEL.is_dir():
         shared = ColBERT(MODEL, device="cpu")
-        fast = shared._tokenize_batch(texts, 31, False)
+        fast = batch_encode(shared.tokenizer, {}, texts, 31, False)
         slow = shared.tokenizer(texts, padding=True, truncation="longest_first", max_length=31,
                                 return_tensors="pt")  # fmt: skip
         assert all(torch.equal(fast[k], slow[k]) for k in fast)

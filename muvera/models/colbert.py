@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,10 +40,9 @@ from .checkpoint import (
 from .plain import plain_defaults
 from .pylate import PYLATE_FIELDS, pylate_defaults, read_modules
 from .stanford import stanford_layout
+from .tokenizer import batch_encode, progress_callback
 
 __all__ = ["ColBERT", "ColBERTSettings"]
-
-_TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +322,7 @@ class ColBERT:
             prepared = [t.lower() for t in prepared]
         max_length = length - 1 if prefix_id is not None else length
         expand = is_query and s.do_query_expansion
-        encoded = self._tokenize_batch(prepared, max_length, pad_to_max=expand)
+        encoded = batch_encode(self.tokenizer, self._backends, prepared, max_length, expand)
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         if expand:
             ids = torch.where(mask.bool(), ids, torch.full_like(ids, self.expansion_id))
@@ -344,48 +342,6 @@ class ColBERT:
         if expand and s.attend_to_expansion_tokens:
             features["attention_mask"] = torch.ones_like(features["attention_mask"])
         return features
-
-    def _tokenize_batch(
-        self, texts: list[str], max_length: int, pad_to_max: bool
-    ) -> dict[str, Any]:
-        """``tokenizer(texts, padding, truncation="longest_first", max_length)`` as int64
-        torch tensors.
-
-        With a fast tokenizer this calls its Rust backend directly, configured exactly as
-        transformers configures it: transformers' own Python conversion of the encodings
-        costs several times the tokenization itself (3 of 3.8 s for SciFact on a GPU).
-        """
-        torch = import_torch()
-        backend = self._backends.get((max_length, pad_to_max)) if self._backends else None
-        if backend is None and getattr(self.tokenizer, "is_fast", False):
-            tok = self.tokenizer
-            backend = type(tok.backend_tokenizer).from_str(tok.backend_tokenizer.to_str())
-            backend.enable_truncation(max_length=max_length, strategy="longest_first")
-            backend.enable_padding(
-                direction=tok.padding_side,
-                pad_id=tok.pad_token_id,
-                pad_type_id=tok.pad_token_type_id,
-                pad_token=tok.pad_token,
-                length=max_length if pad_to_max else None,
-            )
-            self._backends[(max_length, pad_to_max)] = backend
-        if backend is None:  # a slow (pure Python) tokenizer
-            encoded = self.tokenizer(
-                texts,
-                padding="max_length" if pad_to_max else True,
-                truncation="longest_first",
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            return {k: v for k, v in encoded.items() if k in _TOKENIZER_KEYS}
-        encodings = backend.encode_batch(texts)
-        out = {
-            "input_ids": [e.ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-        }
-        if "token_type_ids" in self.tokenizer.model_input_names:
-            out["token_type_ids"] = [e.type_ids for e in encodings]
-        return {k: torch.from_numpy(np.array(v, dtype=np.int64)) for k, v in out.items()}
 
     def _forward(self, features: dict[str, Any]) -> Any:
         torch = import_torch()
@@ -420,7 +376,7 @@ class ColBERT:
         results: list[Any] = [None] * len(items)
         skip = torch.tensor(self.skiplist_ids, dtype=torch.long) if self.skiplist_ids else None
         batches = range(0, len(items), size)
-        progress = _progress(len(items), what) if show_progress else None
+        progress = progress_callback(len(items), what) if show_progress else None
         with torch.inference_mode():
             for start in batches:
                 idx = order[start : start + size]
@@ -448,27 +404,3 @@ class ColBERT:
                 if progress is not None:
                     progress(len(idx))
         return results
-
-
-def _progress(total: int, what: str) -> Any:
-    """An opt-in progress callback: tqdm when installed, else a line on stderr."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with transformers
-        done = [0]
-
-        def update(n: int) -> None:
-            done[0] += n
-            print(
-                f"\r{what}: {done[0]}/{total}", end="" if done[0] < total else "\n", file=sys.stderr
-            )
-
-        return update
-    bar = tqdm(total=total, desc=what, unit="text")
-
-    def update_bar(n: int) -> None:
-        bar.update(n)
-        if bar.n >= total:
-            bar.close()
-
-    return update_bar
