@@ -30,6 +30,7 @@ WORKER = ROOT / "benchmarks" / "ab_worker.py"
 
 def export(commit: str, where: Path) -> Path:
     """The tree of ``commit`` in ``where`` with its compiled kernels."""
+    where.mkdir(parents=True, exist_ok=True)
     archive = where / "tree.tar"
     subprocess.run(["git", "archive", "-o", str(archive), commit], cwd=ROOT, check=True)
     tree = where / "tree"

@@ -11,7 +11,7 @@ from . import native
 from .batch import Batch, is_torch_tensor, prepare_batch
 from .errors import MuveraError
 
-__all__ = ["maxsim", "maxsim_spans"]
+__all__ = ["compiled_maxsim", "maxsim", "maxsim_spans"]
 
 _BLOCK_ELEMENTS = 1 << 24  # similarity entries per numpy block (64 MiB of float32)
 _GPU_BLOCK_ELEMENTS = 1 << 27  # on a GPU (512 MiB): fewer, larger kernels
@@ -49,7 +49,7 @@ def maxsim_spans(
         offsets, lengths, queries, query_offsets = _check_spans(
             tokens, offsets, lengths, queries, query_offsets
         )
-    kernel = native.load()
+    kernel = compiled_maxsim()
     readable = tokens.dtype in (np.float32, np.float16) and tokens.flags.c_contiguous
     if kernel is not None and readable:
         out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
@@ -58,6 +58,13 @@ def maxsim_spans(
         kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
         return out
     return _spans_numpy(tokens, offsets, lengths, queries, query_offsets)
+
+
+def compiled_maxsim() -> native.NativeLibrary | None:
+    """The compiled kernels when they should compute MaxSim (a SIMD variant is loaded),
+    else None: numpy computes it."""
+    kernel = native.load()
+    return kernel if kernel is not None and kernel.maxsim_preferred else None
 
 
 def _check_spans(
@@ -232,7 +239,7 @@ def _maxsim_numpy(qb: Batch, db: Batch) -> npt.NDArray[np.float32]:
     if nq == 0 or nd == 0 or queries.tokens.shape[0] == 0:
         return result
     q_offsets = queries.offsets
-    compiled = native.load() is not None  # no similarity matrix in memory: larger chunks
+    compiled = compiled_maxsim() is not None  # no similarity matrix in memory: larger chunks
     block = _NATIVE_BLOCK_TOKENS if compiled else max(1, _BLOCK_ELEMENTS // queries.tokens.shape[0])
     for chunk in db.chunks(block):
         stop = chunk.start + chunk.lengths.shape[0]

@@ -145,3 +145,28 @@ def test_every_variant_walks_the_graph_to_the_same_integers(tmp_path):
             got = graph.search(native.load_variant(variant), queries, 15, 30, threads)
             np.testing.assert_array_equal(got[0], first[0], err_msg=variant)
             np.testing.assert_array_equal(got[1], first[1], err_msg=variant)
+
+
+def test_the_generic_variant_leaves_maxsim_to_numpy(fresh_loader):
+    """The generic build's MaxSim is slower than numpy's BLAS path: with it, numpy scores
+    (same results), while FDEs still run compiled."""
+    import muvera.scoring as scoring
+
+    if "generic" not in RUNNABLE:
+        pytest.skip("no compiled kernels built")
+    fresh_loader.setenv("MUVERA_CPU", "generic")
+    assert native.load().variant == "generic" and scoring.compiled_maxsim() is None
+    calls = []
+    real = scoring._spans_numpy
+    fresh_loader.setattr(scoring, "_spans_numpy", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(3)
+    docs, queries = ragged(rng, [3, 9], 16), ragged(rng, [2], 16)
+    got = scoring.maxsim(queries, docs)
+    assert calls
+    np.testing.assert_allclose(got, [[(q @ d.T).max(1).sum() for d in docs] for q in queries],
+                               rtol=1e-5)  # fmt: skip
+    assert FDEEncoder(FDEConfig(dimension=16)).kernel == "native"
+    if len(RUNNABLE) > 1:
+        loader.load.cache_clear()
+        fresh_loader.delenv("MUVERA_CPU")
+        assert scoring.compiled_maxsim() is not None

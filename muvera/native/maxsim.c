@@ -62,11 +62,18 @@ static inline vf8 vmax8(vf8 a, vf8 b) {
 }
 
 /* Keeps a value in a register: without it GCC re-reads the query vectors from memory as
- * an operand of every multiply-add, and the loads, not the arithmetic, set the pace. */
+ * an operand of every multiply-add, and the loads, not the arithmetic, set the pace
+ * (on AVX2 too). Only where the vector is one register: 16 floats with AVX-512, 8 with
+ * AVX. */
 #if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
-#define IN_REGISTER(v) __asm__("" : "+v"(v)) /* one 16-float vector = one zmm register */
+#define IN_REGISTER16(v) __asm__("" : "+v"(v)) /* one zmm register */
 #else
-#define IN_REGISTER(v) ((void)0)
+#define IN_REGISTER16(v) ((void)0)
+#endif
+#if defined(__AVX__) && (defined(__GNUC__) || defined(__clang__))
+#define IN_REGISTER8(v) __asm__("" : "+x"(v)) /* one ymm register */
+#else
+#define IN_REGISTER8(v) ((void)0)
 #endif
 
 /* NAME: running maxima m[0 .. W) (W = 16*N16 + 8*N8 query lanes) over tokens x (n, d)
@@ -92,11 +99,11 @@ static inline vf8 vmax8(vf8 a, vf8 b) {
             for (int64_t i = 0; i < d; ++i) {                                              \
                 for (int w = 0; w < (N16); ++w) {                                          \
                     memcpy(&q16[w], qt + i * W + 16 * w, sizeof(vf16));                    \
-                    IN_REGISTER(q16[w]);                                                   \
+                    IN_REGISTER16(q16[w]);                                                 \
                 }                                                                          \
                 for (int w = 0; w < (N8); ++w) {                                           \
                     memcpy(&q8[w], qt + i * W + 16 * (N16) + 8 * w, sizeof(vf8));          \
-                    IN_REGISTER(q8[w]);                                                    \
+                    IN_REGISTER8(q8[w]);                                                   \
                 }                                                                          \
                 for (int u = 0; u < (TILE); ++u) {                                         \
                     const float xu = xt[u * d + i];                                        \
@@ -132,17 +139,27 @@ static inline vf8 vmax8(vf8 a, vf8 b) {
         for (int w = 0; w < (N8); ++w) memcpy(m + 16 * (N16) + 8 * w, &m8[w], sizeof(vf8)); \
     }
 
+#if defined(__AVX512F__) || !defined(__AVX__) /* AVX-512: 32 registers of 16 floats (and
+                                              * the shapes every build had before) */
+#define MUVERA_WIDE_GROUPS 1
 DEFINE_MAXSIM_GROUP(maxsim_group32, 2, 0, 8)
 DEFINE_MAXSIM_GROUP(maxsim_group24, 1, 1, 8)
 DEFINE_MAXSIM_GROUP(maxsim_group16, 1, 0, 16)
 DEFINE_MAXSIM_GROUP(maxsim_group8, 0, 1, 16)
+#else /* AVX2: 16 registers of 8 floats: groups of at most 16 lanes (group_width), tiles
+        * whose accumulators and query vectors fit them (5x the wide shapes on Zen 4) */
+DEFINE_MAXSIM_GROUP(maxsim_group16, 0, 2, 6)
+DEFINE_MAXSIM_GROUP(maxsim_group8, 0, 1, 12)
+#endif
 
-/* running maxima m[0 .. width) of a group of width 32, 24, 16 or 8 */
+/* running maxima m[0 .. width) of a group of width 32, 24 (not on AVX2), 16 or 8 */
 static void maxsim_group(const float *restrict x, int64_t n, int64_t d, const float *restrict qt,
                          int64_t width, float *restrict m) {
     switch (width) {
+#ifdef MUVERA_WIDE_GROUPS
     case 32: maxsim_group32(x, n, d, qt, m); break;
     case 24: maxsim_group24(x, n, d, qt, m); break;
+#endif
     case 16: maxsim_group16(x, n, d, qt, m); break;
     default: maxsim_group8(x, n, d, qt, m); break;
     }
@@ -160,10 +177,13 @@ static void maxsim_group(const float *restrict x, int64_t n, int64_t d, const fl
 #endif
 
 /* Lanes of the group that starts with `remaining` query tokens left: 32 while more than 24
- * remain, else the narrowest of 24, 16, 8 that holds them (at most 7 idle lanes). */
+ * remain, else the narrowest of 24, 16, 8 that holds them (at most 7 idle lanes); on AVX2
+ * at most 16 (its 16 registers hold a 6-token tile of 16 lanes). */
 static int64_t group_width(int64_t remaining) {
+#if defined(MUVERA_WIDE_GROUPS) || !defined(MUVERA_HAVE_VECTOR_EXT)
     if (remaining > 24) return 32;
     if (remaining > 16) return 24;
+#endif
     return remaining > 8 ? 16 : 8;
 }
 

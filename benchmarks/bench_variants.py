@@ -1,0 +1,139 @@
+"""Each CPU variant of the compiled kernels on this machine, side by side in one run.
+
+Loads every variant the CPU runs (``muvera.native.load_variant``) and times, on one thread,
+best of ``--repeats`` rounds that alternate the variants: FDE encoding of 1,000 documents
+(180 unit tokens, d = 128, the default config with filling), exact MaxSim of one 32-token
+query against 1,000 documents of 180 tokens (float32 and float16 rows), and the int8 graph
+walk (200 queries, k = 10, ef = 100) over an hnswlib graph of 5,000 rows of 1,024 dims;
+the numpy steps and numpy MaxSim (one BLAS thread) on the same inputs for reference.
+Prints the CPU flags, a table, and writes ``benchmarks/results/variants.json``.
+
+Usage: ``python benchmarks/bench_variants.py [--repeats 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ["MUVERA_NUM_THREADS"] = "1"  # per-core numbers: the variants differ per core
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's row too
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import describe, machine  # noqa: E402
+
+from muvera import FDEConfig, FDEEncoder, __version__, native  # noqa: E402
+from muvera.fde.compiled_steps import CompiledFDE  # noqa: E402
+from muvera.fde.numpy_steps import NumpyFDE  # noqa: E402
+from muvera.scoring import _spans_numpy  # noqa: E402
+from muvera.stores.hnsw_graph import QuantizedGraph  # noqa: E402
+
+
+def measure(repeats: int) -> dict[str, dict[str, float]]:
+    import hnswlib
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000 * 180, 128)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    lengths = np.full(1000, 180)
+    offsets = np.cumsum(lengths) - lengths
+    half = x.astype(np.float16)
+    query, q_offsets = x[:32].copy(), np.array([0, 32])
+    encoder = FDEEncoder(FDEConfig(dimension=128, fill_empty_partitions=True))
+    rows = rng.standard_normal((5000, 1024)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = hnswlib.Index(space="ip", dim=1024)
+        index.init_index(5000, M=12, ef_construction=100, random_seed=1)
+        index.add_items(rows, np.arange(5000), num_threads=1)
+        index.save_index(f"{tmp}/g.bin")
+        graph = QuantizedGraph.read(Path(f"{tmp}/g.bin"), 1024)
+    assert graph is not None
+    walk_queries = rng.standard_normal((200, 1024)).astype(np.float32)
+    libraries = {v: native.load_variant(v) for v in native.VARIANTS}
+    runnable: dict[str, Any] = {v: lib for v, lib in libraries.items() if lib is not None}
+    runnable["numpy"] = None  # the numpy steps and MaxSim, for reference
+    best: dict[str, dict[str, float]] = {v: {} for v in runnable}
+    out = np.empty((1, 1000), np.float32)
+    for r in range(repeats):
+        order = list(runnable) if r % 2 == 0 else list(runnable)[::-1]
+        for variant in order:
+            lib = runnable[variant]
+            steps = CompiledFDE(encoder.plan, lib) if lib is not None else NumpyFDE(encoder.plan)
+            timings = {}
+            t0 = time.perf_counter()
+            steps.encode(x, lengths, True)
+            timings["fde_docs_per_s"] = 1000 / (time.perf_counter() - t0)
+            for name, tokens in (("maxsim_f32_ms", x), ("maxsim_f16_ms", half)):
+                t0 = time.perf_counter()
+                if lib is None:
+                    _spans_numpy(tokens, offsets, lengths, query, q_offsets)
+                else:
+                    lib.maxsim(tokens, offsets, lengths, query, q_offsets, out, 1)
+                timings[name] = 1000 * (time.perf_counter() - t0)
+            if lib is not None:
+                t0 = time.perf_counter()
+                graph.search(lib, walk_queries, 10, 100, 1)
+                timings["graph_queries_per_s"] = 200 / (time.perf_counter() - t0)
+            for key, value in timings.items():
+                better = max if key.endswith("_per_s") else min
+                best[variant][key] = better(best[variant].get(key, value), value)
+    return best
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"{result['machine']['cpu']} ({' '.join(result['machine']['flags'])}), one thread:",
+        "",
+        "| variant | FDE documents/s | MaxSim float32 ms | MaxSim float16 ms | graph walk q/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for variant, v in result["variants"].items():
+        walk = v.get("graph_queries_per_s")
+        lines.append(
+            f"| {variant} | {v['fde_docs_per_s']:,.0f} | {v['maxsim_f32_ms']:.1f} | "
+            f"{v['maxsim_f16_ms']:.1f} | {'-' if walk is None else f'{walk:,.0f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def refresh_docs(results_file: Path) -> None:
+    """Re-render the docs/ tables built from ``results_file`` (benchmarks/render_docs.py)."""
+    from render_docs import refresh
+
+    refresh(results_file)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "variants.json"
+    )
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a results table")
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    print(describe(machine()))
+    result = {
+        "muvera_version": __version__,
+        "machine": machine(),
+        "variants": measure(args.repeats),
+    }
+    print(markdown(result))
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    refresh_docs(args.out)
+
+
+if __name__ == "__main__":
+    main()
