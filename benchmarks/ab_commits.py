@@ -56,11 +56,13 @@ def export(commit: str, where: Path) -> Path:
 
 def work(tree: Path, *args: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run(
-        [sys.executable, str(WORKER), *args], env=env, check=True, capture_output=True,
-        text=True, cwd=tree.parent,
-    ).stdout  # fmt: skip
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(
+        [sys.executable, str(WORKER), *args], env=env, capture_output=True, text=True,
+        cwd=tree.parent,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: ab_worker.py {' '.join(args)} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
