@@ -6,9 +6,11 @@ best of ``--repeats`` rounds that alternate the variants: FDE encoding of 1,000 
 query against 1,000 documents of 180 tokens (float32 and float16 rows), and the int8 graph
 walk (200 queries, k = 10, ef = 100) over an hnswlib graph of 5,000 rows of 1,024 dims;
 the numpy steps and numpy MaxSim (one BLAS thread) on the same inputs for reference.
+With ``--march-native`` a build of the same sources with ``-march=native`` (what installs
+used before the variants) is compiled into a temporary folder and timed alongside.
 Prints the CPU flags, a table, and writes ``benchmarks/results/variants.json``.
 
-Usage: ``python benchmarks/bench_variants.py [--repeats 5]``
+Usage: ``python benchmarks/bench_variants.py [--repeats 5] [--march-native]``
 """
 
 from __future__ import annotations
@@ -38,7 +40,27 @@ from muvera.scoring import _spans_numpy  # noqa: E402
 from muvera.stores.hnsw_graph import QuantizedGraph  # noqa: E402
 
 
-def measure(repeats: int) -> dict[str, dict[str, float]]:
+def march_native_build(where: Path) -> Any:
+    """The best variant's sources compiled with -march=native (for comparison only)."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    os.environ["MUVERA_CFLAGS"] = "-march=native"
+    try:
+        out = where / "libmuvera_march_native.so"
+        error = hook.compile_kernel(ROOT, out, "generic")
+    finally:
+        del os.environ["MUVERA_CFLAGS"]
+    if error is not None:
+        raise SystemExit(error)
+    return native.NativeLibrary(ctypes.CDLL(str(out)), out, "-march=native")
+
+
+def measure(repeats: int, march_native: bool) -> dict[str, dict[str, float]]:
     import hnswlib
 
     rng = np.random.default_rng(0)
@@ -60,6 +82,8 @@ def measure(repeats: int) -> dict[str, dict[str, float]]:
     walk_queries = rng.standard_normal((200, 1024)).astype(np.float32)
     libraries = {v: native.load_variant(v) for v in native.VARIANTS}
     runnable: dict[str, Any] = {v: lib for v, lib in libraries.items() if lib is not None}
+    if march_native:
+        runnable["-march=native build"] = march_native_build(Path(tempfile.mkdtemp()))
     runnable["numpy"] = None  # the numpy steps and MaxSim, for reference
     best: dict[str, dict[str, float]] = {v: {} for v in runnable}
     out = np.empty((1, 1000), np.float32)
@@ -119,6 +143,9 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "variants.json"
     )
     parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a results table")
+    parser.add_argument(
+        "--march-native", action="store_true", help="also time a -march=native build"
+    )
     args = parser.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -127,7 +154,7 @@ def main() -> None:
     result = {
         "muvera_version": __version__,
         "machine": machine(),
-        "variants": measure(args.repeats),
+        "variants": measure(args.repeats, args.march_native),
     }
     print(markdown(result))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
