@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from .errors import MuveraError
 
-__all__ = ["Batch", "TokenBatch", "is_torch_tensor", "prepare_batch"]
+__all__ = ["Batch", "TokenBatch", "checked_batch", "is_torch_tensor", "prepare_batch"]
 
 
 def is_torch_tensor(obj: object) -> bool:
@@ -294,3 +294,16 @@ def _prepare_padded(batch: Any, dimension: int, lengths: Any, mask: Any, what: s
     else:
         mask_obj, device = mask_np, None
     return Batch(backend, device, lens, None, batch, mask_obj, what, dimension)
+
+
+def checked_batch(
+    batch: Any, dimension: int, lengths: Any, mask: Any, what: str, noun: str
+) -> TokenBatch:
+    """:func:`prepare_batch`, then the whole batch as one numpy :class:`TokenBatch` in which
+    every item has tokens (``noun`` names an item in the error)."""
+    prepared = prepare_batch(batch, dimension, lengths=lengths, mask=mask, what=what)
+    tokens = prepared.whole(numpy=True)
+    empty = np.flatnonzero(tokens.lengths == 0)
+    if empty.size:
+        raise MuveraError(f"{what}: {noun} {int(empty[0])} has no tokens")
+    return tokens

@@ -7,6 +7,7 @@ reading and cut off before the next append, so a crash never corrupts committed 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -56,10 +57,22 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+@functools.lru_cache(maxsize=1)
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0644 for the usual 022); read
+    once (setting the umask to read it is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a synced temp file and ``os.replace``."""
+    """Write ``data`` to ``path`` via a synced temp file and ``os.replace``; the file gets
+    the umask's mode, as any new file would (not mkstemp's 0600)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -45,7 +45,18 @@ def _load_model(name: str, args: argparse.Namespace, recorded: dict[str, Any] | 
     """A ColBERT from ``name``; ``recorded`` options (from an index) unless flags override."""
     from ..models import ColBERT
 
-    options = dict(recorded or {})
+    recorded = recorded if isinstance(recorded, dict) else {}
+    # An index folder can come from anyone: of its recorded options only the dtype is taken,
+    # and running code shipped with a model takes the caller's own --trust-remote-code.
+    options: dict[str, Any] = {
+        k: recorded[k] for k in ("dtype",) if isinstance(recorded.get(k), str)
+    }
+    if recorded.get("trust_remote_code") and not args.trust_remote_code:
+        raise MuveraError(
+            f"the index's model {name} was loaded with --trust-remote-code (it runs code "
+            "shipped in the model folder); an index cannot turn that on: pass "
+            "--trust-remote-code yourself if you trust that folder"
+        )
     if args.trust_remote_code:
         options["trust_remote_code"] = True
     if args.dtype:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,7 @@ class FDEEncoder:
                 arrays: dict[str, Any] = {
                     name: data[name] for name in data.files if name != "meta_json"
                 }
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise MuveraError(
                 f"FDEEncoder.load: {path} is not a saved FDEEncoder ({exc})"
             ) from None
@@ -247,8 +248,8 @@ class FDEEncoder:
         )
         if kernel not in _KERNELS:
             raise MuveraError(f"kernel must be one of {sorted(_KERNELS)}, got {kernel!r}")
-        config = FDEConfig.from_dict(meta["config"])
         try:
+            config = FDEConfig.from_dict(meta["config"])
             matrices = FDEMatrices(
                 simhash=arrays["simhash"].astype(np.float32, copy=False),
                 ams_indices=arrays["ams_indices"].astype(np.int64, copy=False),
@@ -257,6 +258,6 @@ class FDEEncoder:
                 count_sketch_signs=arrays["count_sketch_signs"].astype(np.int8, copy=False),
             )
             matrices.check(config)
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise MuveraError(f"FDEEncoder.load: {path} is damaged ({exc})") from None
         return cls(config, kernel=kernel, _matrices=matrices)

@@ -9,6 +9,8 @@ token vectors live and how both search stages run is the store's business
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,13 +20,13 @@ import numpy as np
 import numpy.typing as npt
 
 from .._version import __version__
-from ..batch import TokenBatch, prepare_batch
+from ..batch import TokenBatch, checked_batch
 from ..errors import MuveraError
 from ..fde import FDEConfig, FDEEncoder
 from ..stores import TOKEN_DTYPES, Hits, Store, store_class
 from . import manifest as mf
 from .records import Records, json_payload
-from .results import SearchResult
+from .results import SearchResult, make_result
 from .texts import TextMethods
 
 __all__ = ["Index", "SearchResult"]
@@ -110,6 +112,7 @@ class Index(TextMethods):
             )
         options = dict(store_options or {})
         metadata = json_payload(metadata, 0, what="metadata") or {}
+        made = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         lock = mf.Lock(path)
         try:
@@ -124,6 +127,7 @@ class Index(TextMethods):
             return cls(path, "a", lock, kind.session_options(options))
         except BaseException:
             lock.release()
+            mf.remove_created(path, made)  # a failed create leaves nothing behind
             raise
 
     @classmethod
@@ -152,11 +156,35 @@ class Index(TextMethods):
             raise
 
     def _load(self) -> None:
-        """(Re)read the committed state: manifest, encoder, store, records."""
+        """(Re)read the committed state: manifest, encoder, store, records. Whatever is
+        wrong in the files becomes a MuveraError naming the index."""
         manifest = mf.read_manifest(self.path)
+        try:
+            self._load_files(manifest)
+        except MuveraError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
+                zipfile.BadZipFile, struct.error, RecursionError) as exc:  # fmt: skip
+            raise MuveraError(
+                f"index {self.path} is damaged ({type(exc).__name__}: {exc})"
+            ) from None
+        if self.mode == "a":
+            mf.remove_stale(self.path, manifest)
+
+    def _load_files(self, manifest: dict[str, Any]) -> None:
         self.manifest = manifest
         self.encoder = FDEEncoder.load(self.path / manifest["encoder"])
         self.token_dimension = int(manifest["token_dimension"])
+        config = self.encoder.config
+        if (config.dimension, self.encoder.output_dimension) != (
+            self.token_dimension,
+            int(manifest["fde_dimension"]),
+        ):
+            raise MuveraError(
+                f"index {self.path}: its encoder ({config.dimension}-d tokens, "
+                f"{self.encoder.output_dimension}-d FDEs) does not match its manifest "
+                f"({self.token_dimension}-d, {manifest['fde_dimension']}-d)"
+            )
         arrays = mf.read_state(self.path, manifest)
         kind = store_class(manifest["store"]["kind"])
         self.store: Store = kind.open(self.path, manifest, arrays, self._store_overrides)
@@ -258,16 +286,7 @@ class Index(TextMethods):
     ) -> tuple[list[Any], TokenBatch, list[dict[str, Any] | None]]:
         """Everything :meth:`add` / :meth:`upsert` check before writing anything."""
         self._check_writable()
-        batch = prepare_batch(
-            multivectors, self.token_dimension, lengths=lengths, mask=mask, what="add"
-        )
-        docs = batch.whole(numpy=True)
-        empty = np.flatnonzero(docs.lengths == 0)
-        if empty.size:
-            raise MuveraError(
-                f"add: document {int(empty[0])} has no tokens (an empty document cannot be "
-                "retrieved)"
-            )
+        docs = checked_batch(multivectors, self.token_dimension, lengths, mask, "add", "document")
         self.store.check_documents(docs)
         doc_ids = self.records.check_ids(ids, len(docs), new=new)
         return doc_ids, docs, self.records.check_payloads(payloads, len(docs))
@@ -437,28 +456,9 @@ class Index(TextMethods):
         self, query_multivectors: Any, lengths: Any, mask: Any, query_filter: Any
     ) -> TokenBatch:
         self.store.check_filter(query_filter)
-        batch = prepare_batch(
-            query_multivectors, self.token_dimension, lengths=lengths, mask=mask, what="search"
+        return checked_batch(
+            query_multivectors, self.token_dimension, lengths, mask, "search", "query"
         )
-        queries = batch.whole(numpy=True)
-        empty = np.flatnonzero(queries.lengths == 0)
-        if empty.size:
-            raise MuveraError(f"search: query {int(empty[0])} has no tokens")
-        return queries
 
     def _result(self, hits: Hits, with_payloads: bool) -> SearchResult:
-        labels = hits.labels
-        if self.records.id_type == "str":
-            ids: npt.NDArray[Any] = np.full(labels.shape, -1, dtype=object)
-        else:
-            ids = np.full(labels.shape, -1, dtype=np.int64)
-        found = labels >= 0
-        label_ids = self.records.label_ids
-        ids[found] = [label_ids[label] for label in labels[found].tolist()]
-        payloads = None
-        if with_payloads:
-            stored = self.records.payloads
-            payloads = hits.payloads or [
-                [stored[label] if label >= 0 else None for label in row.tolist()] for row in labels
-            ]
-        return SearchResult(ids=ids, scores=hits.scores.astype(np.float32), payloads=payloads)
+        return make_result(hits, self.records, with_payloads)

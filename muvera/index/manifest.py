@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,14 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "Lock",
+    "check_manifest",
+    "file_name",
     "generation_files",
     "new_manifest",
     "read_manifest",
     "read_state",
+    "remove_created",
+    "remove_stale",
     "write_state",
 ]
 
@@ -96,14 +101,81 @@ def new_manifest(
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """The committed manifest, format and version checked."""
+    """The committed manifest: format and version, every field's type and range, and every
+    file name it holds confined to ``directory`` (see :func:`check_manifest`)."""
     path = directory / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        manifest = json.loads(path.read_text(), parse_constant=_reject_constant)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MuveraError(f"cannot read {path} ({exc})") from None
     check_format(manifest, FORMAT, FORMAT_VERSION, f"index {directory}", "a muvera index")
+    check_manifest(directory, manifest)
     return dict(manifest)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _field(manifest: dict[str, Any], key: str, kind: Any, where: str) -> Any:
+    value = manifest.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise MuveraError(f"{where}: field {key!r} is {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise MuveraError(f"{where}: field {key!r} is negative ({value})")
+    return value
+
+
+def file_name(directory: Path, name: Any, what: str) -> str:
+    """``name`` if it names a file directly inside ``directory`` (no separator, no ``..``,
+    not absolute, not a link leading out of it), else a MuveraError: an index folder can
+    come from anyone, and its manifest must not make a commit write or delete elsewhere."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or any(c in name for c in ("/", "\\", "\x00"))
+        or os.path.isabs(name)
+    ):
+        raise MuveraError(
+            f"{directory / MANIFEST}: {what} {name!r} is not a file name of the index"
+        )
+    path = directory / name
+    if path.is_symlink() and path.resolve().parent != directory.resolve():
+        raise MuveraError(f"{directory / MANIFEST}: {what} {name!r} links out of the index folder")
+    return name
+
+
+def check_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Types and ranges of every field, and the file names confined to the folder."""
+    where = str(directory / MANIFEST)
+    for key in ("generation", "token_dimension", "fde_dimension", "next_label"):
+        _field(manifest, key, int, where)
+    if manifest["token_dimension"] < 1 or manifest["fde_dimension"] < 1:
+        raise MuveraError(f"{where}: dimensions must be positive")
+    if manifest.get("id_type") not in (None, "int", "str"):
+        raise MuveraError(f"{where}: field 'id_type' is {manifest.get('id_type')!r}")
+    file_name(directory, manifest.get("encoder"), "the encoder file")
+    records = _field(manifest, "records", dict, where)
+    file_name(directory, records.get("file"), "the records file")
+    _field(records, "bytes", int, where)
+    tokens = _field(manifest, "tokens", dict, where)
+    if tokens.get("file") is not None:
+        file_name(directory, tokens["file"], "the token file")
+    if "bytes" in tokens:
+        _field(tokens, "bytes", int, where)
+    if manifest.get("state") is not None:
+        file_name(directory, manifest["state"], "the state file")
+    store = _field(manifest, "store", dict, where)
+    if not isinstance(store.get("kind"), str) or not isinstance(store.get("options", {}), dict):
+        raise MuveraError(f"{where}: the store section is malformed")
+    entry = store.get("entry")
+    if entry is not None and not isinstance(entry, dict):
+        raise MuveraError(f"{where}: the store entry is malformed")
+    for key in ("file", "state"):
+        if entry and entry.get(key) is not None:
+            file_name(directory, entry[key], f"the store's {key}")
+    if not isinstance(manifest.get("metadata", {}), dict):
+        raise MuveraError(f"{where}: field 'metadata' is not a dict")
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -126,6 +198,36 @@ def write_state(directory: Path, generation: int, arrays: dict[str, npt.NDArray[
     np.savez(buffer, allow_pickle=False, **arrays)
     atomic_write_bytes(directory / name, buffer.getvalue())
     return name
+
+
+STALE_PATTERNS = ("state-*.npz", "hnsw-*.bin", "exact-*.npz", "tokens-*.bin", ".*.tmp")
+
+
+def remove_stale(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    """Delete what a crash left behind (files of older generations, a half-done
+    compaction, temporary files of interrupted writes); the writer calls this when it
+    opens, holding the lock. Returns the names removed."""
+    keep = generation_files(manifest) | {manifest["encoder"], MANIFEST}
+    removed = []
+    for pattern in STALE_PATTERNS:
+        for path in directory.glob(pattern):
+            if path.name not in keep and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+    return sorted(removed)
+
+
+def remove_created(path: Path, made: bool) -> None:
+    """Undo a failed :meth:`Index.create`: the folder it made, or what it wrote into the
+    empty folder it was given."""
+    if made:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def generation_files(manifest: dict[str, Any]) -> set[str]:

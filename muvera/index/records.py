@@ -21,6 +21,7 @@ from ..files import AppendOnlyFile
 __all__ = ["Records", "json_payload"]
 
 Payload = dict[str, Any] | None
+_MIN_ID, _MAX_ID = -(2**63), 2**63 - 1  # int ids are returned as int64
 
 
 def json_payload(payload: Any, index: int, what: str = "payload") -> Payload:
@@ -31,8 +32,8 @@ def json_payload(payload: Any, index: int, what: str = "payload") -> Payload:
     if not isinstance(payload, dict):
         raise MuveraError(f"{name} must be a dict or None, got {type(payload).__name__}")
     try:
-        json.dumps(payload)
-    except (TypeError, ValueError) as exc:
+        json.dumps(payload, allow_nan=False)  # strict JSON: no NaN or infinity
+    except (TypeError, ValueError, RecursionError) as exc:
         raise MuveraError(f"{name} is not JSON-serialisable ({exc})") from None
     return payload
 
@@ -92,6 +93,10 @@ class Records:
             )
             if kind is None:
                 raise MuveraError(f"id {i} must be an int or a str, got {type(doc_id).__name__}")
+            if kind == "int" and (doc_id == -1 or not _MIN_ID <= doc_id <= _MAX_ID):
+                raise MuveraError(
+                    f"id {i} ({doc_id}) is outside int64, or is -1 (search results' padding)"
+                )
             if self.id_type is not None and kind != self.id_type:
                 raise MuveraError(f"id {i} is a {kind}, but this index uses {self.id_type} ids")
             out.append(doc_id)

@@ -8,7 +8,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SearchResult"]
+from ..stores import Hits
+from .records import Records
+
+__all__ = ["SearchResult", "make_result"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,3 +27,22 @@ class SearchResult:
     ids: npt.NDArray[Any]
     scores: npt.NDArray[np.float32]
     payloads: list[list[dict[str, Any] | None]] | None = None
+
+
+def make_result(hits: Hits, records: Records, with_payloads: bool) -> SearchResult:
+    """Labels to ids (and payloads, from the store when it keeps them)."""
+    labels = hits.labels
+    if records.id_type == "str":
+        ids: npt.NDArray[Any] = np.full(labels.shape, -1, dtype=object)
+    else:
+        ids = np.full(labels.shape, -1, dtype=np.int64)
+    found = labels >= 0
+    label_ids = records.label_ids
+    ids[found] = [label_ids[label] for label in labels[found].tolist()]
+    payloads = None
+    if with_payloads:
+        stored = records.payloads
+        payloads = hits.payloads or [
+            [stored[label] if label >= 0 else None for label in row.tolist()] for row in labels
+        ]
+    return SearchResult(ids=ids, scores=hits.scores.astype(np.float32), payloads=payloads)

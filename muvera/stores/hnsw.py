@@ -109,7 +109,11 @@ class HnswStore(LocalStore):
 
         index = hnswlib.Index(space="ip", dim=self.dimension)
         if self._file is not None:
-            index.load_index(str(self._file), max_elements=self._capacity)
+            if self._graph is None:  # not read yet: check the lists before hnswlib trusts them
+                QuantizedGraph.check(self._file, self.dimension)
+            # a manifest's capacity is only a hint: never more than twice what is stored
+            capacity = min(self._capacity, 2 * max(self.count, 16))
+            index.load_index(str(self._file), max_elements=capacity)
         else:
             index.init_index(max_elements=16, ef_construction=self.ef_construction, M=self.M)
         index.set_ef(self.ef)

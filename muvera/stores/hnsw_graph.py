@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import MuveraError
+
 __all__ = ["HEADER", "HnswHeader", "QuantizedGraph", "quantize_rows", "read_header"]
 
 HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex header, 96 bytes
@@ -116,29 +118,69 @@ class QuantizedGraph:
         self.labels = (
             np.ascontiguousarray(self.records[:, header.label_offset :]).view(np.uint64).ravel()
         ).astype(np.int64)
-        self.upper, self.upper_start = self._upper_lists(buffer, header)
+        self.upper, self.upper_start, n_lists = self._upper_lists(buffer, header)
+        # each row's top level, and the level (1, 2, ...) of each upper-level list
+        self.levels = np.zeros(header.count, np.int64)
+        self.list_levels = np.zeros(0, np.int64)
+        if n_lists:
+            rows = np.flatnonzero(self.upper_start >= 0)
+            starts = self.upper_start[rows]
+            self.levels[rows] = np.append(starts[1:], n_lists) - starts
+            first = np.zeros(n_lists, np.int64)
+            first[starts] = starts
+            self.list_levels = np.arange(n_lists) - np.maximum.accumulate(first) + 1
+        self._check_links()
         self._code_buffer = np.zeros((0, d), np.int8)  # rows 0 .. n of it are self.codes
         self._meta_buffer = np.zeros((0, 2), np.float32)
         self.codes = self._code_buffer
         self.meta = self._meta_buffer
 
+    def _check_links(self) -> None:
+        """What the compiled walk relies on, checked before it runs (a file can come from
+        anyone): neighbour counts within the lists (<= max_m0, <= max_m), the entry point
+        on the top level, and every neighbour of a level-l list itself on level l or above
+        (the walk reads that neighbour's level-l list next). Ids >= count are skipped by
+        the walk. Raises MuveraError."""
+        h = self.header
+        if h.count == 0:
+            return
+        if int((self.links0[:, 0] & 0xFFFF).max()) > h.max_m0:
+            raise MuveraError("hnswlib file: a level-0 neighbour list is longer than max_m0")
+        levels = self.levels
+        if h.max_level > 0 and int(levels[h.entry]) < h.max_level:
+            raise MuveraError("hnswlib file: the entry point is not on the top level")
+        n_lists = len(self.list_levels)
+        if not n_lists:
+            return
+        counts = (self.upper[:n_lists, 0] & 0xFFFF).astype(np.int64)
+        if int(counts.max()) > h.max_m:
+            raise MuveraError("hnswlib file: an upper-level neighbour list is longer than max_m")
+        ids = self.upper[:n_lists, 1:].astype(np.int64)
+        used = np.arange(h.max_m)[None, :] < counts[:, None]
+        inside = used & (ids < h.count)
+        below = levels[np.where(inside, ids, 0)] < self.list_levels[:, None]
+        if bool((below & inside).any()):
+            raise MuveraError("hnswlib file: an upper-level list links to a node below its level")
+
     @staticmethod
     def _upper_lists(
         buffer: mmap.mmap, header: HnswHeader
-    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
-        """All upper-level lists, (lists, max_m + 1) uint32, and the first list of each row
-        (-1 for rows on level 0 only)."""
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64], int]:
+        """All upper-level lists, (lists, max_m + 1) uint32 (at least one row), the first
+        list of each row (-1 for rows on level 0 only), and the number of lists."""
         n, width = header.count, 4 * (header.max_m + 1)
         start = np.full(n, -1, dtype=np.int64)
         spans: list[tuple[int, int]] = []
         pos, lists = HEADER.size + n * header.record_bytes, 0
         unpack = struct.Struct("<I").unpack_from
         for i in range(n):
+            if pos + 4 > len(buffer):
+                raise MuveraError("hnswlib file: truncated in its upper-level lists")
             (size,) = unpack(buffer, pos)
             pos += 4
             if size:
                 if size % width or pos + size > len(buffer):
-                    raise ValueError("hnswlib file: bad upper-level list")
+                    raise MuveraError("hnswlib file: an upper-level list runs past the file")
                 start[i] = lists
                 spans.append((pos, size))
                 lists += size // width
@@ -149,7 +191,7 @@ class QuantizedGraph:
         for pos, size in spans:
             flat[at : at + size] = np.frombuffer(buffer, np.uint8, size, pos)
             at += size
-        return upper, start
+        return upper, start, lists
 
     @classmethod
     def read(
@@ -157,7 +199,8 @@ class QuantizedGraph:
     ) -> QuantizedGraph | None:
         """Map the hnswlib file ``path`` and quantize its vectors (only the rows beyond
         ``previous``'s when given: hnswlib never moves a stored vector). None when the file
-        is not an hnswlib index of ``dimension`` in the expected layout."""
+        is not an hnswlib index of ``dimension`` in the expected layout; MuveraError when it
+        is, but its lists break the rules the compiled walk relies on (:meth:`_check_links`)."""
         if dimension > MAX_DIMENSION:
             return None
         with path.open("rb") as fh:
@@ -168,13 +211,24 @@ class QuantizedGraph:
         header = read_header(buffer, dimension)
         if header is None:
             return None
-        try:
-            graph = cls(header, buffer)
-        except ValueError:
-            return None
+        graph = cls(header, buffer)  # a file of this layout that breaks its rules: MuveraError
         graph._quantize(previous)
         graph._release_pages()  # the neighbour lists' pages too
         return graph
+
+    @classmethod
+    def check(cls, path: Path, dimension: int) -> bool:
+        """Whether ``path`` is an hnswlib file of ``dimension`` in the layout this module
+        reads, its lists checked as :meth:`read` checks them (MuveraError when broken)."""
+        with path.open("rb") as fh:
+            try:
+                buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # an empty file
+                return False
+        header = read_header(buffer, dimension)
+        if header is not None:
+            cls(header, buffer)
+        return header is not None
 
     def _quantize(self, previous: QuantizedGraph | None) -> None:
         """Codes of every row: those of ``previous`` are kept, in its buffers when they have

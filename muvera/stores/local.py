@@ -71,6 +71,24 @@ class LocalStore:
         self._tokens = AppendOnlyFile(directory / tokens["file"], int(tokens["bytes"]))
         self.offsets = np.asarray(arrays.get("offsets", np.zeros(0)), dtype=np.int64)
         self.lengths = np.asarray(arrays.get("lengths", np.zeros(0)), dtype=np.int64)
+        self._check_spans(arrays.get("alive"))
+
+    def _check_spans(self, alive: Any) -> None:
+        """Every live document's token span inside the committed token file (read from
+        disk, so checked before the compiled MaxSim reads it). O(documents)."""
+        row_bytes = np.dtype(self.token_dtype).itemsize * self.token_dimension
+        name = self._tokens.path.name
+        if self._tokens.committed % row_bytes:
+            raise MuveraError(f"{name}: {self._tokens.committed} bytes is not whole token rows")
+        rows = self._tokens.committed // row_bytes
+        live = np.ones(self.offsets.shape, bool) if alive is None else np.asarray(alive, bool)
+        if self.offsets.ndim != 1 or not self.offsets.shape == self.lengths.shape == live.shape:
+            raise MuveraError("the state file's token spans do not match its documents")
+        if (self.lengths < 0).any() or (self.offsets < 0).any():
+            raise MuveraError("the state file has negative token spans")
+        ends = self.offsets[live] + self.lengths[live]
+        if ends.size and int(ends.max()) > rows:
+            raise MuveraError(f"the state file's token spans run past the end of {name}")
 
     # -- construction (shared by the subclasses) -------------------------------------------
     @classmethod
@@ -198,6 +216,15 @@ class LocalStore:
         if candidates is None or q_fdes is None:
             return self._exhaustive(queries, k, alive)
         labels, scores = self._candidates(q_fdes, candidates if rerank else k, not rerank)
+        # labels come from files (graph rows, store state): only live ones of this index
+        known = (labels >= 0) & (labels < alive.size)
+        known[known] = alive[labels[known]]
+        if not known.all():  # drop the others, keeping the rest in order (padding last)
+            order = np.argsort(~known, axis=1, kind="stable")
+            labels = np.where(known, labels, -1)
+            scores = np.where(known, scores, np.float32(-np.inf)).astype(np.float32)
+            labels = np.take_along_axis(labels, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
         if not rerank:
             return Hits(labels, scores)
         return self._rerank(queries, labels, k)
