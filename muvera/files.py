@@ -89,24 +89,32 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 class AppendOnlyFile:
-    """A file that only grows; ``committed`` bytes of it are valid."""
+    """A file that only grows; ``committed`` bytes of it are valid.
 
-    def __init__(self, path: Path, committed: int) -> None:
+    Nothing is created before the first :meth:`append` (a reader never writes). With
+    ``map_now`` the committed bytes are memory-mapped at once: the mapping keeps the file's
+    data readable even after a writer's compaction replaces and deletes the file.
+    """
+
+    def __init__(self, path: Path, committed: int, *, map_now: bool = False) -> None:
         self.path = path
         self.committed = committed
         self._map: npt.NDArray[np.uint8] | None = None
-        if not path.exists():
-            path.touch()
+        if committed == 0:
+            return
         size = path.stat().st_size
         if size < committed:
             raise OSError(f"{path} holds {size} bytes, the manifest commits {committed}")
+        if map_now:
+            self.view(np.uint8)
 
     def append(self, data: bytes) -> int:
         """Write ``data`` after the committed bytes (cutting any uncommitted tail) and sync.
 
         Returns the offset written at; the caller commits ``offset + len(data)``.
         """
-        with self.path.open("r+b") as fh:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+        with os.fdopen(fd, "r+b") as fh:
             fh.truncate(self.committed)
             fh.seek(self.committed)
             fh.write(data)
@@ -127,6 +135,8 @@ class AppendOnlyFile:
 
     def read_bytes(self, start: int = 0, stop: int | None = None) -> bytes:
         stop = self.committed if stop is None else stop
+        if stop <= start:
+            return b""
         with self.path.open("rb") as fh:
             fh.seek(start)
             return fh.read(stop - start)

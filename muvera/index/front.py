@@ -9,8 +9,6 @@ token vectors live and how both search stages run is the store's business
 from __future__ import annotations
 
 import os
-import struct
-import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +21,10 @@ from .._version import __version__
 from ..batch import TokenBatch, checked_batch
 from ..errors import MuveraError
 from ..fde import FDEConfig, FDEEncoder
-from ..stores import TOKEN_DTYPES, Hits, Store, store_class
+from ..stores import TOKEN_DTYPES, Hits, store_class
 from . import manifest as mf
-from .records import Records, json_payload
+from .loading import load_generation
+from .records import json_payload
 from .results import SearchResult, make_result
 from .texts import TextMethods
 
@@ -156,42 +155,22 @@ class Index(TextMethods):
             raise
 
     def _load(self) -> None:
-        """(Re)read the committed state: manifest, encoder, store, records. Whatever is
-        wrong in the files becomes a MuveraError naming the index."""
-        manifest = mf.read_manifest(self.path)
-        try:
-            self._load_files(manifest)
-        except MuveraError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
-                zipfile.BadZipFile, struct.error, RecursionError) as exc:  # fmt: skip
-            raise MuveraError(
-                f"index {self.path} is damaged ({type(exc).__name__}: {exc})"
-            ) from None
+        """(Re)read the committed generation (see :func:`.loading.load_generation`)."""
+        loaded = load_generation(self.path, self._store_overrides)
+        self.manifest, self.encoder, self.store, self.records = loaded
+        self.token_dimension = int(self.manifest["token_dimension"])
         if self.mode == "a":
-            mf.remove_stale(self.path, manifest)
+            mf.remove_stale(self.path, self.manifest)
 
-    def _load_files(self, manifest: dict[str, Any]) -> None:
-        self.manifest = manifest
-        self.encoder = FDEEncoder.load(self.path / manifest["encoder"])
-        self.token_dimension = int(manifest["token_dimension"])
-        config = self.encoder.config
-        if (config.dimension, self.encoder.output_dimension) != (
-            self.token_dimension,
-            int(manifest["fde_dimension"]),
-        ):
-            raise MuveraError(
-                f"index {self.path}: its encoder ({config.dimension}-d tokens, "
-                f"{self.encoder.output_dimension}-d FDEs) does not match its manifest "
-                f"({self.token_dimension}-d, {manifest['fde_dimension']}-d)"
-            )
-        arrays = mf.read_state(self.path, manifest)
-        kind = store_class(manifest["store"]["kind"])
-        self.store: Store = kind.open(self.path, manifest, arrays, self._store_overrides)
-        alive = np.asarray(arrays.get("alive", np.zeros(0)), dtype=bool)
-        self.records = Records(
-            self.path, manifest["records"], manifest["next_label"], manifest["id_type"], alive
-        )
+    def refresh(self) -> bool:
+        """Move a reader to the latest commit (a reader otherwise keeps seeing the
+        generation it opened, whole, whatever writers do meanwhile). Returns whether the
+        generation changed; a writer always sees its own commits (False)."""
+        if self.mode != "r":
+            return False
+        generation = self.manifest["generation"]
+        self._load()
+        return bool(self.manifest["generation"] != generation)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def __len__(self) -> int:

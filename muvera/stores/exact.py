@@ -35,7 +35,7 @@ class ExactStore(LocalStore):
         super().__init__(directory, fde_dimension, token_dimension, tokens, arrays)
         entry = entry or {}
         self.file = AppendOnlyFile(
-            directory / entry.get("file", "fdes.f32"), int(entry.get("bytes", 0))
+            directory / entry.get("file", "fdes.f32"), int(entry.get("bytes", 0)), map_now=True
         )
         rows = self.file.committed // (4 * fde_dimension)
         self.labels = np.zeros(0, dtype=np.int64)

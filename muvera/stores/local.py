@@ -68,7 +68,9 @@ class LocalStore:
             raise MuveraError(f"token dtype must be one of {sorted(TOKEN_DTYPES)}, got {dtype!r}")
         self.token_dtype = TOKEN_DTYPES[dtype]
         self._token_section = dict(tokens)
-        self._tokens = AppendOnlyFile(directory / tokens["file"], int(tokens["bytes"]))
+        self._tokens = AppendOnlyFile(
+            directory / tokens["file"], int(tokens["bytes"]), map_now=True
+        )
         self.offsets = np.asarray(arrays.get("offsets", np.zeros(0)), dtype=np.int64)
         self.lengths = np.asarray(arrays.get("lengths", np.zeros(0)), dtype=np.int64)
         self._check_spans(arrays.get("alive"))

@@ -1,0 +1,103 @@
+"""Readers and a writer at once, in separate processes: a reader sees one committed
+generation, whole, for as long as it is open (compaction included), opens never fail while
+commits land, and refresh() moves it to the latest commit."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import numpy as np
+import pytest
+
+from muvera import FDEConfig, Index
+
+D = 8
+CONFIG = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2)
+
+
+def _docs(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((int(m), D)).astype(np.float32) for m in rng.integers(2, 9, n)]
+
+
+def _writer(path: str, store: str, commits: int, ready: mp.Event) -> None:
+    with Index.open(path) as index:
+        ready.set()
+        for i in range(commits):
+            ids = [f"w{i}-{j}" for j in range(3)]
+            index.add(ids, _docs(3, 1000 + i))
+            if i % 5 == 4:  # deletes that trigger compactions now and then
+                index.delete([f"w{i}-0", f"w{i}-1", f"w{i - 1}-0", f"w{i - 1}-1"])
+                index.compact()
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib"])
+def test_readers_never_fail_while_a_writer_commits_and_compacts(tmp_path, store):
+    pytest.importorskip("hnswlib")
+    path = tmp_path / "ix"
+    base = _docs(30, 0)
+    with Index.create(path, CONFIG, store=store) as index:
+        index.add([f"d{i}" for i in range(30)], base)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    writer = ctx.Process(target=_writer, args=(str(path), store, 150, ready))
+    writer.start()
+    ready.wait(60)
+    failures, opens, generations = [], 0, set()
+    held = Index.open(path, mode="r")  # opened once, searched throughout
+    held_len = len(held)
+    deadline = time.monotonic() + 120
+    try:
+        while writer.is_alive() and time.monotonic() < deadline:
+            try:
+                with Index.open(path, mode="r") as reader:
+                    opens += 1
+                    generations.add(reader.manifest["generation"])
+                    hit = reader.search([base[7][:3]], k=1, candidates=200)
+                    assert hit.ids[0, 0] == "d7"
+                    assert len(reader) == len(reader.ids)
+                got = held.search([base[12][:3]], k=1, candidates=200)
+                assert got.ids[0, 0] == "d12" and len(held) == held_len
+                np.testing.assert_array_equal(held.tokens("d12"), base[12].astype(np.float16))
+            except Exception as exc:
+                failures.append(repr(exc))
+    finally:
+        writer.join(120)
+    assert writer.exitcode == 0
+    assert not failures, f"{len(failures)} of {opens} reads failed: {failures[:3]}"
+    assert opens >= 50 and len(generations) >= 10
+    assert held.refresh() and len(held) > held_len
+    assert held.search([base[7][:3]], k=1).ids[0, 0] == "d7"
+    held.close()
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib"])
+def test_a_reader_keeps_its_generation_through_compaction_until_refresh(tmp_path, store):
+    pytest.importorskip("hnswlib")
+    path = tmp_path / "ix"
+    docs = _docs(40, 3)
+    with Index.create(path, CONFIG, store=store) as writer:
+        writer.add(list(range(40)), docs)
+        reader = Index.open(path, mode="r")
+        writer.delete(list(range(25)))  # more than half: the token file is rewritten
+        assert not (path / "tokens.bin").exists()  # replaced by tokens-<generation>.bin
+        writer.add([100], _docs(1, 9))
+    assert len(reader) == 40 and 100 not in reader
+    assert reader.search([docs[3][:4]], k=1, candidates=40).ids[0, 0] == 3  # deleted since
+    np.testing.assert_array_equal(reader.tokens(3), docs[3].astype(np.float16))
+    assert reader.refresh() is True
+    assert len(reader) == 16 and 3 not in reader and 100 in reader
+    assert reader.search([docs[30][:4]], k=1, candidates=40).ids[0, 0] == 30
+    assert reader.refresh() is False
+    reader.close()
+
+
+def test_readers_write_nothing(tmp_path):
+    path = tmp_path / "ix"
+    Index.create(path, CONFIG, store="exact").close()
+    before = sorted(p.name for p in path.iterdir())
+    with Index.open(path, mode="r") as reader:
+        assert len(reader) == 0
+        assert (reader.search([_docs(1, 0)[0]], k=2).ids == -1).all()
+    assert sorted(p.name for p in path.iterdir()) == before
