@@ -61,6 +61,14 @@ class Records:
             self.payloads.append(record.get("payload"))
         if len(self.label_ids) != self.next_label or self.alive.size != self.next_label:
             raise MuveraError(f"index {directory} is inconsistent: records and state disagree")
+        kinds = {type(x) for x in self.label_ids}
+        expected: set[type] = {int} if id_type == "int" else {str} if id_type == "str" else set()
+        if kinds - expected or (
+            id_type == "int" and any(not _MIN_ID <= x <= _MAX_ID for x in self.label_ids)
+        ):
+            raise MuveraError(
+                f"{self.file.path}: its ids are not the manifest's {id_type or 'no'} ids"
+            )
         self.id_to_label = {self.label_ids[i]: i for i in np.flatnonzero(self.alive).tolist()}
 
     def __len__(self) -> int:

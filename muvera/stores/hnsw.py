@@ -19,6 +19,13 @@ from .local import LocalStore
 __all__ = ["HnswStore"]
 
 
+def _count(entry: dict[str, Any], key: str, default: int = 0) -> int:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise MuveraError(f"hnswlib store: {key} is {value!r}")
+    return value
+
+
 class HnswStore(LocalStore):
     """hnswlib HNSW graph over FDEs, inner-product space.
 
@@ -86,9 +93,11 @@ class HnswStore(LocalStore):
                 f"hnswlib quantization must be one of {list(self.QUANTIZATIONS)}, "
                 f"got {self.quantization!r}"
             )
-        self.count = int(entry.get("count", 0))
-        self.deleted = int(entry.get("deleted", 0))
-        self._capacity = max(16, int(entry.get("capacity", 16)))
+        self.count = _count(entry, "count")
+        self.deleted = _count(entry, "deleted")
+        self._capacity = max(16, _count(entry, "capacity", 16))
+        if self.deleted > self.count:
+            raise MuveraError("hnswlib store: more deleted rows than rows")
         self._entry = dict(entry)
         self._file: Path | None = directory / entry["file"] if entry.get("file") else None
         self._index: Any = None  # hnswlib.Index, loaded when first needed
@@ -113,7 +122,10 @@ class HnswStore(LocalStore):
                 QuantizedGraph.check(self._file, self.dimension)
             # a manifest's capacity is only a hint: never more than twice what is stored
             capacity = min(self._capacity, 2 * max(self.count, 16))
-            index.load_index(str(self._file), max_elements=capacity)
+            try:
+                index.load_index(str(self._file), max_elements=capacity)
+            except (RuntimeError, ValueError, MemoryError) as exc:
+                raise MuveraError(f"{self._file.name}: hnswlib cannot load it ({exc})") from None
         else:
             index.init_index(max_elements=16, ef_construction=self.ef_construction, M=self.M)
         index.set_ef(self.ef)
@@ -195,7 +207,7 @@ class HnswStore(LocalStore):
                 kernel,
                 queries,
                 take,
-                max(self.ef, take),
+                min(max(self.ef, take), max(take, len(graph))),  # no wider than the graph
                 # one query: a helper thread scores half of each step's neighbours
                 native.default_threads() if self.num_threads < 1 else self.num_threads,
             )
@@ -235,7 +247,7 @@ class HnswStore(LocalStore):
         threads: int,
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
         index = self.hnswlib_index
-        index.set_ef(max(self.ef, take))
+        index.set_ef(min(max(self.ef, take), max(take, self.count)))
         try:
             labels, distances = index.knn_query(queries, k=take, num_threads=threads)
             out_labels[:, :take] = labels

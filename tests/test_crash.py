@@ -1,0 +1,63 @@
+"""kill -9 at any moment of a writer's life: the next open sees the last commit, whole
+(every document it listed is there and searchable), for each local store."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from muvera import FDEConfig, Index
+
+D = 8
+CONFIG = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2)
+
+
+def _doc(i: int) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    return rng.standard_normal((3 + i % 5, D)).astype(np.float32)
+
+
+def _writer(path: str) -> None:
+    with Index.open(path) as index:
+        i = len(index)
+        while True:  # adds, upserts, deletes and compactions until killed
+            index.add([i, i + 1], [_doc(i), _doc(i + 1)])
+            index.upsert([i], [_doc(i)])
+            if i % 6 == 0:
+                index.delete([i + 1])
+            if i % 10 == 0:
+                index.compact()
+            i += 2
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib"])
+def test_kill_9_never_loses_a_commit(tmp_path, store):
+    pytest.importorskip("hnswlib")
+    path = tmp_path / "ix"
+    Index.create(path, CONFIG, store=store).close()
+    ctx = mp.get_context("spawn")
+    rng = np.random.default_rng(0)
+    seen = 0
+    for _ in range(8):
+        proc = ctx.Process(target=_writer, args=(str(path),))
+        proc.start()
+        time.sleep(0.8 + float(rng.uniform(0, 0.6)))  # start-up, then some commits
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        with Index.open(path, mode="r") as index:
+            ids = index.ids
+            assert len(ids) >= seen  # the writer only adds more than it deletes
+            seen = len(ids)
+            for doc_id in ids[-3:]:
+                np.testing.assert_allclose(index.tokens(doc_id), _doc(doc_id), atol=1e-2)
+                hit = index.search([_doc(doc_id)], k=1, candidates=len(ids))
+                assert hit.ids[0, 0] == doc_id
+    assert seen > 0
+    with Index.open(path) as index:  # a writer after the crashes: tidy, and it works
+        index.add([10**6], [_doc(7)])
+        assert not list(path.glob(".*.tmp"))
