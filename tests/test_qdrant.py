@@ -108,3 +108,35 @@ def test_reopen_on_disk_and_memory_and_collection_errors(tmp_path):
         )
     with pytest.raises(MuveraError, match="needs url"):
         Index.create(tmp_path / "y", FDEConfig(dimension=D), store="qdrant", store_options={})
+
+
+def test_points_outside_the_last_commit_are_never_returned(tmp_path):
+    """A writer that died after writing points but before its commit (or a commit whose
+    point deletion did not run) leaves points the manifest does not list: searches skip
+    them instead of failing."""
+    docs = _docs(12)
+    with Index.create(
+        tmp_path / "ix", FDEConfig(dimension=D), store="qdrant",
+        store_options={"location": ":memory:"},
+    ) as index:  # fmt: skip
+        index.add(list(range(12)), docs)
+        index.delete([5])
+        store = index.store
+        fde = index.encoder.encode_documents([docs[5]])
+        for label in (5, 12, 999):  # dead, next, far beyond
+            store.client.upsert(
+                collection_name=store.collection,
+                points=[models.PointStruct(
+                    id=label,
+                    vector={"fde": fde[0].tolist(), "tokens": docs[5].tolist()},
+                    payload={"muvera_id": "ghost"},
+                )],
+                wait=True,
+            )  # fmt: skip
+        for result in (
+            index.search([docs[5]], k=4, with_payloads=True),
+            index.search_exact([docs[5]], k=4, with_payloads=True),
+        ):
+            ids = result.ids[0].tolist()
+            assert 5 not in ids and "ghost" not in ids and ids[0] != -1
+            assert result.payloads is not None and len(result.payloads[0]) == 4

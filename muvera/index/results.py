@@ -30,8 +30,22 @@ class SearchResult:
 
 
 def make_result(hits: Hits, records: Records, with_payloads: bool) -> SearchResult:
-    """Labels to ids (and payloads, from the store when it keeps them)."""
-    labels = hits.labels
+    """Labels to ids (and payloads, from the store when it keeps them). Labels that are not
+    live documents of this index (a Qdrant point written by a writer that died before its
+    commit, or deleted by a commit whose clean-up did not run) are dropped, the other hits
+    keeping their order."""
+    labels, scores, payloads_in = hits.labels, hits.scores, hits.payloads
+    known = (labels >= 0) & (labels < records.alive.size)
+    known[known] = records.alive[labels[known]]
+    if not known[labels >= 0].all():
+        order = np.argsort(~known, axis=1, kind="stable")
+        labels = np.take_along_axis(np.where(known, labels, -1), order, axis=1)
+        scores = np.take_along_axis(np.where(known, scores, -np.inf), order, axis=1)
+        if payloads_in is not None:
+            payloads_in = [
+                [row[j] if known[i, j] else None for j in order[i]]
+                for i, row in enumerate(payloads_in)
+            ]
     if records.id_type == "str":
         ids: npt.NDArray[Any] = np.full(labels.shape, -1, dtype=object)
     else:
@@ -42,7 +56,7 @@ def make_result(hits: Hits, records: Records, with_payloads: bool) -> SearchResu
     payloads = None
     if with_payloads:
         stored = records.payloads
-        payloads = hits.payloads or [
+        payloads = payloads_in or [
             [stored[label] if label >= 0 else None for label in row.tolist()] for row in labels
         ]
-    return SearchResult(ids=ids, scores=hits.scores.astype(np.float32), payloads=payloads)
+    return SearchResult(ids=ids, scores=np.asarray(scores, np.float32), payloads=payloads)
