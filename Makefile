@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # another build; set TORCH= to skip it and the model extra (their tests then skip).
 TORCH ?= torch==2.13.0
 
-.PHONY: test test-all test-wheel lint demo demo-fde bench clean
+.PHONY: test test-all test-wheel test-asan lint demo demo-fde bench clean
 
 $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard muvera/native/*.c muvera/native/*.h) muvera/native/variants.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: lint
 ## The wheel: `python -m build`, installed in a fresh venv, the test suite run against it.
 test-wheel: $(VENV)/.installed
 	$(BIN)/python .ci/test_wheel.py
+
+## The compiled kernels built with AddressSanitizer, under the tests that drive them
+## (fuzzed index folders included).
+test-asan: $(VENV)/.installed
+	PYTHON=$(BIN)/python bash .ci/test_asan.sh
 
 ## Everything, slow tests included.
 test-all: lint

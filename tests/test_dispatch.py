@@ -54,7 +54,7 @@ def test_muvera_cpu_forces_a_variant_or_warns(fresh_loader, caplog):
 
 
 def test_missing_libraries_fall_back_to_numpy_with_one_warning(fresh_loader, tmp_path, caplog):
-    fresh_loader.setattr(loader, "_HERE", tmp_path)  # a folder without libraries
+    fresh_loader.setenv("MUVERA_NATIVE_DIR", str(tmp_path))  # a folder without libraries
     with caplog.at_level(logging.WARNING, logger="muvera"):
         assert native.load() is None
         assert native.load() is None
@@ -79,7 +79,7 @@ def test_a_library_of_another_level_or_abi_is_not_used(fresh_loader, tmp_path):
     real = native.load_variant("generic").path
     shutil.copy(real, fake)
     shutil.copy(real, tmp_path / native.library_filename("avx2"))  # a generic build
-    fresh_loader.setattr(loader, "_HERE", tmp_path)
+    fresh_loader.setenv("MUVERA_NATIVE_DIR", str(tmp_path))
     assert native.load_variant("generic") is not None
     assert native.load_variant("avx2") is None
 

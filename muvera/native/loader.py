@@ -8,7 +8,9 @@ on numpy, with the same results up to float32 rounding, and a warning says so on
 
 Environment: ``MUVERA_NATIVE=0`` forces numpy (no warning); ``MUVERA_CPU=generic|avx2|
 avx512`` picks a variant (one the CPU cannot run, or that is not built, is refused with a
-warning and the best one is used); ``MUVERA_NUM_THREADS`` sets the kernels' threads.
+warning and the best one is used); ``MUVERA_NUM_THREADS`` sets the kernels' threads;
+``MUVERA_NATIVE_DIR`` loads the libraries from another folder (e.g. AddressSanitizer
+builds, ``make test-asan``).
 """
 
 from __future__ import annotations
@@ -47,13 +49,18 @@ def _usable_cpus(pid: int) -> int:
         return os.cpu_count() or 1
 
 
+def library_dir() -> Path:
+    """Where the libraries are loaded from: ``MUVERA_NATIVE_DIR``, else next to this module."""
+    return Path(os.environ.get("MUVERA_NATIVE_DIR") or _HERE)
+
+
 def built_variants() -> list[str]:
-    """The variants whose library file is next to this module, lowest level first."""
-    return [v for v in LEVELS if (_HERE / library_filename(v)).is_file()]
+    """The variants whose library file is in :func:`library_dir`, lowest level first."""
+    return [v for v in LEVELS if (library_dir() / library_filename(v)).is_file()]
 
 
 def _open(variant: str) -> tuple[ctypes.CDLL, Path] | None:
-    path = _HERE / library_filename(variant)
+    path = library_dir() / library_filename(variant)
     if not path.is_file():
         return None
     try:
