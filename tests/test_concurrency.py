@@ -18,7 +18,8 @@ CONFIG = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2)
 
 def _docs(n: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((int(m), D)).astype(np.float32) for m in rng.integers(2, 9, n)]
+    docs = [rng.standard_normal((int(m), D)).astype(np.float32) for m in rng.integers(2, 9, n)]
+    return [x / np.linalg.norm(x, axis=1, keepdims=True) for x in docs]  # unit rows
 
 
 def _writer(path: str, store: str, commits: int, ready: mp.Event) -> None:
@@ -54,10 +55,10 @@ def test_readers_never_fail_while_a_writer_commits_and_compacts(tmp_path, store)
                 with Index.open(path, mode="r") as reader:
                     opens += 1
                     generations.add(reader.manifest["generation"])
-                    hit = reader.search([base[7][:3]], k=1, candidates=200)
+                    hit = reader.search([base[7][:3]], k=1, candidates=1000)
                     assert hit.ids[0, 0] == "d7"
                     assert len(reader) == len(reader.ids)
-                got = held.search([base[12][:3]], k=1, candidates=200)
+                got = held.search([base[12][:3]], k=1, candidates=1000)
                 assert got.ids[0, 0] == "d12" and len(held) == held_len
                 np.testing.assert_array_equal(held.tokens("d12"), base[12].astype(np.float16))
             except Exception as exc:
@@ -68,7 +69,7 @@ def test_readers_never_fail_while_a_writer_commits_and_compacts(tmp_path, store)
     assert not failures, f"{len(failures)} of {opens} reads failed: {failures[:3]}"
     assert opens >= 50 and len(generations) >= 10
     assert held.refresh() and len(held) > held_len
-    assert held.search([base[7][:3]], k=1).ids[0, 0] == "d7"
+    assert held.search([base[7][:3]], k=1, candidates=1000).ids[0, 0] == "d7"
     held.close()
 
 

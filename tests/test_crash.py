@@ -19,7 +19,8 @@ CONFIG = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2)
 
 def _doc(i: int) -> np.ndarray:
     rng = np.random.default_rng(i)
-    return rng.standard_normal((3 + i % 5, D)).astype(np.float32)
+    x = rng.standard_normal((3 + i % 5, D)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)  # unit rows: its own best match
 
 
 def _writer(path: str) -> None:

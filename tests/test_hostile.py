@@ -20,7 +20,8 @@ CONFIG = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2)
 
 def _docs(n: int = 20, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((int(m), D)).astype(np.float32) for m in rng.integers(2, 9, n)]
+    docs = [rng.standard_normal((int(m), D)).astype(np.float32) for m in rng.integers(2, 9, n)]
+    return [x / np.linalg.norm(x, axis=1, keepdims=True) for x in docs]  # unit rows
 
 
 def _index(tmp_path, store: str = "exact", name: str = "ix"):
