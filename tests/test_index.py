@@ -65,14 +65,21 @@ def test_fde_only_matches_brute_force_fde(tmp_path, store):
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_padding_when_fewer_documents_than_k(tmp_path, store):
+def test_k_beyond_the_documents_is_clamped_and_gaps_are_padded(tmp_path, store):
+    """k and candidates above the number of documents are clamped to it (a huge k costs
+    what the index holds); fewer hits than columns are padded with -1 / -inf."""
     docs = _docs(3)
     with _create(tmp_path, store) as index:
+        assert (index.search([docs[0]], k=5, candidates=5).ids == -1).all()  # empty: 1 column
         index.add([1, 2, 3], docs)
         result = index.search([docs[0]], k=5, candidates=5)
-        assert result.ids[0, :3].tolist() != [-1, -1, -1]
-        assert result.ids[0, 3:].tolist() == [-1, -1]
-        assert np.isneginf(result.scores[0, 3:]).all()
+        assert result.ids.shape == (1, 3) and sorted(result.ids[0].tolist()) == [1, 2, 3]
+        huge = index.search([docs[0]], k=10**12, candidates=10**12)
+        assert huge.ids.shape == (1, 3) and huge.ids[0, 0] == result.ids[0, 0]
+        assert index.search_exact([docs[0]], k=10**12).ids.shape == (1, 3)
+        index.delete([2])
+        result = index.search([docs[0]], k=5, candidates=5)
+        assert result.ids.shape == (1, 2) and -1 not in result.ids
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -325,10 +332,8 @@ def test_search_exact_is_brute_force_maxsim(tmp_path, store, monkeypatch, maxsim
     np.testing.assert_array_equal(result.ids, np.array(live)[order])
     tol = 2e-3 if store == "qdrant" else 1e-5  # qdrant keeps float16 tokens
     np.testing.assert_allclose(result.scores, np.take_along_axis(exact, order, 1), atol=tol)
-    padded = index.search_exact(queries[:1], k=200)  # more than the corpus: padded
-    assert (padded.ids[0, len(live) :] == -1).all() and np.isneginf(
-        padded.scores[0, len(live) :]
-    ).all()
+    clamped = index.search_exact(queries[:1], k=200)  # more than the corpus: clamped
+    assert clamped.ids.shape == (1, len(live)) and np.isfinite(clamped.scores).all()
     with pytest.raises(MuveraError, match="k must be a positive int"):
         index.search_exact(queries, k=0)
     with pytest.raises(MuveraError, match="query 0 has no tokens"):
@@ -407,3 +412,26 @@ def test_add_takes_a_padded_batch_with_lengths_or_mask(tmp_path, form):
             b.add(["x"], padded[:1], lengths=np.array([0]))
         with pytest.raises(MuveraError, match="only to a padded"):
             b.add(["x"], docs[:1], lengths=np.array([3]))
+
+
+def test_a_huge_k_runs_in_bounded_memory(tmp_path):
+    """search(k=10**9, candidates=10**9) on a small index, in a child process whose address
+    space is capped at 4 GiB: it returns (before the clamp it allocated until killed)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import resource, numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+from muvera import FDEConfig, Index
+rng = np.random.default_rng(0)
+docs = [rng.standard_normal((5, 16)).astype(np.float32) for _ in range(17)]
+with Index.create({str(tmp_path / "ix")!r}, FDEConfig(dimension=16), store="exact") as index:
+    index.add(list(range(17)), docs)
+    hits = index.search([docs[3]], k=10**9, candidates=10**9)
+    exact = index.search_exact([docs[3]], k=10**9)
+print(hits.ids.shape, exact.ids.shape, hits.ids[0, 0])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["(1,", "17)", "(1,", "17)", "3"]

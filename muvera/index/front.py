@@ -392,11 +392,18 @@ class Index(TextMethods):
         ``query_multivectors`` takes the encoder's batch forms (a list of ``(n_i, d)`` arrays,
         or a padded array with ``lengths``/``mask``). ``rerank=False`` returns the FDE top
         ``k`` with FDE scores. ``query_filter`` is passed to Qdrant (qdrant store only).
+
+        ``k`` and ``candidates`` larger than the number of documents are clamped to it (at
+        least 1): the results then have ``min(k, len(index))`` columns, so a huge ``k``
+        costs what the index holds, not what was asked for. Fewer hits than columns (an
+        empty index, a filter) are padded with -1 / -inf.
         """
         for name, value in (("k", k), ("candidates", candidates)):
             _check_positive(name, value)
         if candidates < k:
             raise MuveraError(f"candidates ({candidates}) must be >= k ({k})")
+        limit = max(len(self), 1)
+        k, candidates = min(k, limit), min(candidates, limit)
         queries = self._check_queries(query_multivectors, lengths, mask, query_filter)
         q_fdes = self.encoder.encode_queries(queries)
         hits = self.store.search(
@@ -421,9 +428,11 @@ class Index(TextMethods):
         Takes the same query forms as :meth:`search` and returns the same
         :class:`SearchResult`. Cost grows with the corpus: every stored token vector is
         read once per call, in blocks, for all queries of the call together. The qdrant
-        store runs it on the server as a full MaxSim scan of the ``tokens`` vectors.
+        store runs it on the server as a full MaxSim scan of the ``tokens`` vectors. ``k`` is
+        clamped as in :meth:`search`.
         """
         _check_positive("k", k)
+        k = min(k, max(len(self), 1))
         queries = self._check_queries(query_multivectors, lengths, mask, query_filter)
         hits = self.store.search(
             None, queries, k, None, rerank=True, alive=self.records.alive,

@@ -18,8 +18,9 @@ __all__ = ["SearchResult", "make_result"]
 class SearchResult:
     """Results of :meth:`Index.search`, row ``i`` for query ``i``, best first.
 
-    ``ids`` is ``(n_queries, k)`` (int64 for integer ids, object for string ids) padded with
-    -1; ``scores`` is float32 ``(n_queries, k)`` padded with ``-inf``: exact MaxSim when
+    ``ids`` is ``(n_queries, k)`` (int64 for integer ids, object for string ids; ``k``
+    clamped to the number of documents) padded with -1; ``scores`` is float32
+    ``(n_queries, k)`` padded with ``-inf``: exact MaxSim when
     re-ranked, FDE inner products otherwise. ``payloads`` (when asked for) holds each hit's
     payload dict (None for padding).
     """
