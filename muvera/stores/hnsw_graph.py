@@ -194,41 +194,36 @@ class QuantizedGraph:
         return upper, start, lists
 
     @classmethod
-    def read(
-        cls, path: Path, dimension: int, previous: QuantizedGraph | None = None
-    ) -> QuantizedGraph | None:
-        """Map the hnswlib file ``path`` and quantize its vectors (only the rows beyond
-        ``previous``'s when given: hnswlib never moves a stored vector). None when the file
+    def _mapped(cls, path: Path, dimension: int) -> QuantizedGraph | None:
+        """The file mapped, its header and lists checked, nothing quantized yet: None when it
         is not an hnswlib index of ``dimension`` in the expected layout; MuveraError when it
         is, but its lists break the rules the compiled walk relies on (:meth:`_check_links`)."""
-        if dimension > MAX_DIMENSION:
-            return None
         with path.open("rb") as fh:
             try:
                 buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             except ValueError:  # an empty file
                 return None
         header = read_header(buffer, dimension)
-        if header is None:
-            return None
-        graph = cls(header, buffer)  # a file of this layout that breaks its rules: MuveraError
-        graph._quantize(previous)
-        graph._release_pages()  # the neighbour lists' pages too
+        return None if header is None else cls(header, buffer)
+
+    @classmethod
+    def read(
+        cls, path: Path, dimension: int, previous: QuantizedGraph | None = None
+    ) -> QuantizedGraph | None:
+        """Map the hnswlib file ``path`` and quantize its vectors (only the rows beyond
+        ``previous``'s when given: hnswlib never moves a stored vector); None or
+        MuveraError as for :meth:`_mapped`, None too beyond ``MAX_DIMENSION``."""
+        graph = cls._mapped(path, dimension) if dimension <= MAX_DIMENSION else None
+        if graph is not None:
+            graph._quantize(previous)
+            graph._release_pages()  # the neighbour lists' pages too
         return graph
 
     @classmethod
     def check(cls, path: Path, dimension: int) -> bool:
         """Whether ``path`` is an hnswlib file of ``dimension`` in the layout this module
         reads, its lists checked as :meth:`read` checks them (MuveraError when broken)."""
-        with path.open("rb") as fh:
-            try:
-                buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except ValueError:  # an empty file
-                return False
-        header = read_header(buffer, dimension)
-        if header is not None:
-            cls(header, buffer)
-        return header is not None
+        return cls._mapped(path, dimension) is not None
 
     def _quantize(self, previous: QuantizedGraph | None) -> None:
         """Codes of every row: those of ``previous`` are kept, in its buffers when they have
