@@ -19,7 +19,7 @@ class NativeLibrary:
     def __init__(self, lib: ctypes.CDLL, path: Path, variant: str) -> None:
         self.path = path
         self.variant = variant  # "generic", "avx2" or "avx512"
-        # The generic build's MaxSim is 12x slower than numpy's BLAS path on x86-64
+        # The generic build's MaxSim is many times slower than numpy's BLAS path on x86-64
         # (benchmarks/bench_variants.py): there, and where it is the only build, numpy
         # scores; the SIMD variants' register-tiled MaxSim beats numpy.
         self.maxsim_preferred = variant != "generic"

@@ -69,7 +69,7 @@ DEFINE_PROJECT(project_8, vf8, 8, 1)
 DEFINE_PROJECT(project_16, vf16, 16, 1)
 DEFINE_PROJECT(project_32, vf16, 16, 2)
 DEFINE_PROJECT(project_64, vf16, 16, 4)
-#else /* AVX2: vectors of the registers' width, 8 floats (measured: 2.6x vf16 on Zen 4) */
+#else /* AVX2: vectors of the registers' width, 8 floats (benchmarks/bench_variants.py) */
 DEFINE_PROJECT(project_16, vf8, 8, 2)
 DEFINE_PROJECT(project_32, vf8, 8, 4)
 DEFINE_PROJECT(project_64, vf8, 8, 8)

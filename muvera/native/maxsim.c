@@ -147,7 +147,7 @@ DEFINE_MAXSIM_GROUP(maxsim_group24, 1, 1, 8)
 DEFINE_MAXSIM_GROUP(maxsim_group16, 1, 0, 16)
 DEFINE_MAXSIM_GROUP(maxsim_group8, 0, 1, 16)
 #else /* AVX2: 16 registers of 8 floats: groups of at most 16 lanes (group_width), tiles
-        * whose accumulators and query vectors fit them (5x the wide shapes on Zen 4) */
+        * whose accumulators and query vectors fit them (benchmarks/bench_variants.py) */
 DEFINE_MAXSIM_GROUP(maxsim_group16, 0, 2, 6)
 DEFINE_MAXSIM_GROUP(maxsim_group8, 0, 1, 12)
 #endif
