@@ -288,14 +288,7 @@ class Index(TextMethods):
         of a padded array is a token). Ids must be new (see :meth:`upsert`). Everything is
         validated before anything is written; the change is committed atomically.
         """
-        doc_ids, docs, checked = self._check_new(
-            ids, multivectors, payloads, lengths, mask, new=True
-        )
-        if not len(docs):
-            return
-        with self._mutation():
-            self._append(doc_ids, docs, checked)
-            self._commit()
+        self._write(ids, multivectors, payloads, lengths, mask, replace=False)
 
     def upsert(
         self,
@@ -307,14 +300,20 @@ class Index(TextMethods):
         mask: Any = None,
     ) -> None:
         """Add documents, replacing those whose ids already exist (one atomic commit)."""
+        self._write(ids, multivectors, payloads, lengths, mask, replace=True)
+
+    def _write(
+        self, ids: Any, multivectors: Any, payloads: Any, lengths: Any, mask: Any, *, replace: bool
+    ) -> None:
         doc_ids, docs, checked = self._check_new(
-            ids, multivectors, payloads, lengths, mask, new=False
+            ids, multivectors, payloads, lengths, mask, new=not replace
         )
         if not len(docs):
             return
         with self._mutation():
-            known = self.records.id_to_label
-            self._remove(np.array([known[d] for d in doc_ids if d in known], dtype=np.int64))
+            if replace:
+                known = self.records.id_to_label
+                self._remove(np.array([known[d] for d in doc_ids if d in known], dtype=np.int64))
             self._append(doc_ids, docs, checked)
             self._commit()
 

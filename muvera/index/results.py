@@ -35,18 +35,8 @@ def make_result(hits: Hits, records: Records, with_payloads: bool) -> SearchResu
     live documents of this index (a Qdrant point written by a writer that died before its
     commit, or deleted by a commit whose clean-up did not run) are dropped, the other hits
     keeping their order."""
+    hits = hits.live(records.alive)
     labels, scores, payloads_in = hits.labels, hits.scores, hits.payloads
-    known = (labels >= 0) & (labels < records.alive.size)
-    known[known] = records.alive[labels[known]]
-    if not known[labels >= 0].all():
-        order = np.argsort(~known, axis=1, kind="stable")
-        labels = np.take_along_axis(np.where(known, labels, -1), order, axis=1)
-        scores = np.take_along_axis(np.where(known, scores, -np.inf), order, axis=1)
-        if payloads_in is not None:
-            payloads_in = [
-                [row[j] if known[i, j] else None for j in order[i]]
-                for i, row in enumerate(payloads_in)
-            ]
     if records.id_type == "str":
         ids: npt.NDArray[Any] = np.full(labels.shape, -1, dtype=object)
     else:

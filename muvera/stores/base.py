@@ -38,6 +38,30 @@ class Hits:
     def empty(cls, n_q: int, k: int) -> Hits:
         return cls(np.full((n_q, k), -1, np.int64), np.full((n_q, k), -np.inf, np.float32))
 
+    def live(self, alive: npt.NDArray[np.bool_]) -> Hits:
+        """Only the hits whose labels are live (``alive[label]``), the others dropped and the
+        rest kept in order, padding last: labels read from files or returned by a server
+        are not trusted to be this index's live documents."""
+        labels = self.labels
+        known = (labels >= 0) & (labels < alive.size)
+        known[known] = alive[labels[known]]
+        if known[labels >= 0].all():
+            return self
+        order = np.argsort(~known, axis=1, kind="stable")
+        payloads = self.payloads
+        if payloads is not None:
+            payloads = [
+                [row[j] if known[i, j] else None for j in order[i]]
+                for i, row in enumerate(payloads)
+            ]
+        return Hits(
+            np.take_along_axis(np.where(known, labels, -1), order, axis=1),
+            np.take_along_axis(np.where(known, self.scores, -np.inf), order, axis=1).astype(
+                np.float32
+            ),
+            payloads,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class StoreRecord:

@@ -219,14 +219,8 @@ class LocalStore:
             return self._exhaustive(queries, k, alive)
         labels, scores = self._candidates(q_fdes, candidates if rerank else k, not rerank)
         # labels come from files (graph rows, store state): only live ones of this index
-        known = (labels >= 0) & (labels < alive.size)
-        known[known] = alive[labels[known]]
-        if not known.all():  # drop the others, keeping the rest in order (padding last)
-            order = np.argsort(~known, axis=1, kind="stable")
-            labels = np.where(known, labels, -1)
-            scores = np.where(known, scores, np.float32(-np.inf)).astype(np.float32)
-            labels = np.take_along_axis(labels, order, axis=1)
-            scores = np.take_along_axis(scores, order, axis=1)
+        hits = Hits(labels, scores).live(alive)
+        labels, scores = hits.labels, hits.scores
         if not rerank:
             return Hits(labels, scores)
         return self._rerank(queries, labels, k)
