@@ -11,7 +11,7 @@ from . import native
 from .batch import Batch, is_torch_tensor, prepare_batch
 from .errors import MuveraError
 
-__all__ = ["compiled_maxsim", "maxsim", "maxsim_spans"]
+__all__ = ["compiled_maxsim", "maxsim", "maxsim_pairs", "maxsim_spans"]
 
 _BLOCK_ELEMENTS = 1 << 24  # similarity entries per numpy block (64 MiB of float32)
 _GPU_BLOCK_ELEMENTS = 1 << 27  # on a GPU (512 MiB): fewer, larger kernels
@@ -58,6 +58,61 @@ def maxsim_spans(
         kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
         return out
     return _spans_numpy(tokens, offsets, lengths, queries, query_offsets)
+
+
+def maxsim_pairs(
+    tokens: npt.NDArray[Any],
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    pair_query: npt.NDArray[np.int64],
+    queries: npt.NDArray[np.float32],
+    query_offsets: npt.NDArray[np.int64],
+    *,
+    checked: bool = False,
+) -> npt.NDArray[np.float32]:
+    """Exact MaxSim of (query, document) pairs: ``out[p]`` is query ``pair_query[p]``
+    against the span ``offsets[p] .. offsets[p] + lengths[p]`` of ``tokens``.
+
+    The re-rank of a batch (each query against its own candidates) in one call: the compiled
+    kernel shares all pairs between its threads; numpy scores query by query. Inputs and
+    conventions as :func:`maxsim_spans`; returns float32 ``(n_pairs,)``.
+
+    >>> toks = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    >>> maxsim_pairs(toks, np.array([0, 2]), np.array([1, 1]), np.array([1, 0]),
+    ...              toks[:2], np.array([0, 1, 2]))
+    array([0., 1.], dtype=float32)
+    """
+    if not checked:
+        offsets, lengths, queries, query_offsets = _check_spans(
+            tokens, offsets, lengths, queries, query_offsets
+        )
+        pair_query = np.asarray(pair_query)
+        n_q = query_offsets.shape[0] - 1
+        if (
+            pair_query.shape != offsets.shape
+            or pair_query.dtype.kind not in "iu"
+            or (pair_query.size and (pair_query.min() < 0 or pair_query.max() >= n_q))
+        ):
+            raise MuveraError(f"maxsim: pair_query must be one query number (0 .. {n_q}) a pair")
+    # always copied when strided (np.nonzero's results of a 2-D array are views)
+    pair_query = np.ascontiguousarray(pair_query, dtype=np.int64)
+    out = np.empty(offsets.shape[0], dtype=np.float32)
+    kernel = compiled_maxsim()
+    readable = tokens.dtype in (np.float32, np.float16) and tokens.flags.c_contiguous
+    if kernel is not None and readable:
+        q_lengths = np.diff(query_offsets)
+        work = int((lengths * q_lengths[pair_query]).sum()) * tokens.shape[1]
+        threads = max(1, min(native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
+        kernel.maxsim_pairs(
+            tokens, offsets, lengths, pair_query, queries, query_offsets, out, threads
+        )
+        return out
+    for q in np.unique(pair_query).tolist():
+        sel = np.flatnonzero(pair_query == q)
+        query = queries[query_offsets[q] : query_offsets[q + 1]]
+        bounds = np.array([0, query.shape[0]], dtype=np.int64)
+        out[sel] = _spans_numpy(tokens, offsets[sel], lengths[sel], query, bounds)[0]
+    return out
 
 
 def compiled_maxsim() -> native.NativeLibrary | None:

@@ -122,8 +122,14 @@ def test_every_variant_computes_the_same_maxsim(dtype):
         native.load_variant(variant).maxsim(tokens, offsets, lengths, q_all, q_offsets, out, 2)
         results[variant] = out
     want = maxsim_spans(tokens, offsets, lengths, q_all, q_offsets)
+    pair_query, pair_doc = (x.copy() for x in np.nonzero(np.ones(want.shape, bool)))
     for variant, got in results.items():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=variant)
+        pairs = np.empty(pair_query.shape, np.float32)
+        native.load_variant(variant).maxsim_pairs(
+            tokens, offsets[pair_doc], lengths[pair_doc], pair_query, q_all, q_offsets, pairs, 2
+        )
+        np.testing.assert_array_equal(pairs, got[pair_query, pair_doc], err_msg=variant)
 
 
 @needs_two

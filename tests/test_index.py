@@ -49,6 +49,23 @@ def test_rerank_over_all_candidates_equals_exact_maxsim(tmp_path, store, maxsim_
 
 
 @pytest.mark.parametrize("store", STORES)
+def test_a_batch_equals_its_queries_one_at_a_time(tmp_path, store, maxsim_kernel):
+    """The batch re-rank (every query's candidates in one kernel call) gives each query the
+    ids and scores it gets alone, deleted documents included."""
+    docs = _docs(150, seed=3)
+    with _create(tmp_path, store) as index:
+        index.add(list(range(len(docs))), docs)
+        index.delete(list(range(0, 150, 7)))
+        rng = np.random.default_rng(4)
+        queries = [d[: rng.integers(1, 6)] for d in docs[::9]]
+        batch = index.search(queries, k=7, candidates=40)
+        for i, query in enumerate(queries):
+            alone = index.search([query], k=7, candidates=40)
+            assert batch.ids[i].tolist() == alone.ids[0].tolist()
+            np.testing.assert_array_equal(batch.scores[i], alone.scores[0])
+
+
+@pytest.mark.parametrize("store", STORES)
 def test_fde_only_matches_brute_force_fde(tmp_path, store):
     docs = _docs(60)
     with _create(tmp_path, store) as index:

@@ -265,6 +265,45 @@ def test_native_maxsim_equals_numpy(monkeypatch, d):
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_maxsim_pairs_equal_the_full_matrix(monkeypatch, dtype):
+    """Each (query, span) pair scored as in the full matrix: pairs in any order, spans
+    repeated across queries, empty spans and queries, 1 or several threads, the compiled
+    kernel and the numpy fallback; a strided pair_query (np.nonzero of a 2-D mask) works."""
+    from muvera.scoring import maxsim_pairs, maxsim_spans
+
+    rng = np.random.default_rng(7)
+    docs = ragged(rng, [0, 1, 7, 9, 17, 250, 3], 24, unit=False)
+    queries = ragged(rng, [1, 12, 0, 33, 70], 24, unit=False)
+    tokens = np.concatenate(docs).astype(dtype)
+    lengths = np.array([len(x) for x in docs])
+    offsets = np.cumsum(lengths) - lengths
+    q_all = np.concatenate(queries)
+    q_offsets = np.concatenate([[0], np.cumsum([len(q) for q in queries])])
+    full = maxsim_spans(tokens, offsets, lengths, q_all, q_offsets)
+    mask = rng.random((len(queries), len(docs))) < 0.6
+    pair_query, pair_doc = np.nonzero(mask)  # views into one (n, 2) array: strided
+    assert not pair_query.flags.c_contiguous
+    want = full[pair_query, pair_doc]
+    for threads in ("1", "3"):
+        monkeypatch.setenv("MUVERA_NUM_THREADS", threads)
+        monkeypatch.setattr(muvera.scoring, "_NATIVE_WORK_PER_THREAD", 1)
+        got = maxsim_pairs(tokens, offsets[pair_doc], lengths[pair_doc], pair_query, q_all,
+                           q_offsets)  # fmt: skip
+        np.testing.assert_array_equal(got, want)
+        shuffled = rng.permutation(len(want))
+        got = maxsim_pairs(tokens, offsets[pair_doc][shuffled], lengths[pair_doc][shuffled],
+                           pair_query[shuffled], q_all, q_offsets, checked=True)  # fmt: skip
+        np.testing.assert_array_equal(got, want[shuffled])
+    monkeypatch.setattr(native, "load", lambda: None)
+    got = maxsim_pairs(tokens, offsets[pair_doc], lengths[pair_doc], pair_query, q_all, q_offsets)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    for bad in (pair_query + len(queries), -pair_query - 1, pair_query[:-1], pair_query * 1.0):
+        with pytest.raises(MuveraError, match="pair_query"):
+            maxsim_pairs(tokens, offsets[pair_doc], lengths[pair_doc], bad, q_all, q_offsets)
+
+
+@needs_native
 def test_native_float16_conversion_handles_every_class_of_value():
     """Zeros, subnormals, normals, the largest finite values: the compiled kernel's float16
     conversion (F16C and its portable fallback for odd tails) agrees with numpy's."""

@@ -140,3 +140,103 @@ def test_points_outside_the_last_commit_are_never_returned(tmp_path):
             ids = result.ids[0].tolist()
             assert 5 not in ids and "ghost" not in ids and ids[0] != -1
             assert result.payloads is not None and len(result.payloads[0]) == 4
+
+
+def _points(index) -> dict[int, dict]:
+    store = index.store
+    points, _ = store.client.scroll(store.collection, limit=10_000, with_payload=True)
+    return {int(p.id): dict(p.payload) for p in points}
+
+
+def test_a_failed_upsert_keeps_the_old_document_and_leaves_no_points(tmp_path, monkeypatch):
+    """The commit of an upsert fails after its points reached Qdrant: the old version stays
+    (searchable, same tokens), the new points are removed, and the next write works."""
+    import muvera.index.manifest as mf
+
+    docs = _docs(10)
+    with Index.create(
+        tmp_path / "ix", FDEConfig(dimension=D), store="qdrant",
+        store_options={"location": ":memory:"},
+    ) as index:  # fmt: skip
+        index.add(list(range(10)), docs)
+        before = _points(index)
+        replacement = _docs(1, seed=9)[0]
+
+        def refuse(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(mf, "write_manifest", refuse)
+        with pytest.raises(OSError, match="disk full"):
+            index.upsert([3], [replacement])
+        with pytest.raises(OSError, match="disk full"):
+            index.delete([4])
+        monkeypatch.undo()
+        assert _points(index) == before  # nothing new, nothing deleted
+        np.testing.assert_allclose(index.tokens(3), docs[3], atol=1e-3)
+        assert index.search([docs[3]], k=1).ids[0, 0] == 3
+        assert index.search([docs[4]], k=1).ids[0, 0] == 4
+        index.upsert([3], [replacement])  # and now it commits
+        np.testing.assert_allclose(index.tokens(3), replacement, atol=1e-3)
+        assert len(_points(index)) == 10
+
+
+def test_readers_see_only_committed_points_and_a_writer_recovers(tmp_path, monkeypatch):
+    """A writer dies between writing points (and deferring deletions) and its commit: a
+    reader's searches see exactly the committed documents (k hits, none of the new points),
+    and the next writer's open removes the uncommitted points."""
+    import muvera.index.manifest as mf
+    from muvera.stores.qdrant import QdrantStore
+
+    docs = _docs(20)
+    path = tmp_path / "ix"
+    opts = {"path": str(tmp_path / "qdata")}
+    with Index.create(path, FDEConfig(dimension=D), store="qdrant", store_options=opts) as index:
+        index.add(list(range(12)), docs[:12])
+        index.delete([0])  # committed; its point is removed after the commit
+        assert 0 not in {p["muvera_id"] for p in _points(index).values()}
+
+        def crash(*args, **kwargs):
+            raise KeyboardInterrupt  # the process "dies" here: no rollback runs
+
+        monkeypatch.setattr(mf, "write_manifest", crash)
+        monkeypatch.setattr(QdrantStore, "recover", lambda self: None)
+        with pytest.raises(KeyboardInterrupt):
+            index.upsert(list(range(1, 20)), docs[1:20])  # 19 new points, 11 deletions
+        monkeypatch.undo()
+        assert len(_points(index)) == 11 + 19  # the crash left Qdrant ahead of the folder
+        reader = Index.open(path, mode="r", store_options={"client": index.store.client})
+        for doc_id in (5, 15):
+            result = reader.search([docs[doc_id]], k=8)
+            assert len(result.ids[0]) == 8 and -1 not in result.ids[0].tolist()
+            assert set(result.ids[0].tolist()) <= set(range(1, 12))
+        assert reader.search([docs[5]], k=1).ids[0, 0] == 5
+    with Index.open(path) as writer:  # recovery: Qdrant back to the committed state
+        assert len(writer) == 11
+        points = _points(writer)
+        assert sorted(p["muvera_id"] for p in points.values()) == list(range(1, 12))
+        np.testing.assert_allclose(writer.tokens(7), docs[7], atol=1e-3)
+
+
+def test_a_commit_whose_deletions_did_not_reach_qdrant_is_finished_later(tmp_path, monkeypatch):
+    """The manifest commit is written but removing the deleted points fails (Qdrant down):
+    the commit stands, readers do not see the deleted documents, the next writer removes
+    them."""
+    from muvera.stores.qdrant import QdrantStore
+
+    docs = _docs(10)
+    path = tmp_path / "ix"
+    opts = {"path": str(tmp_path / "qdata")}
+    with Index.create(path, FDEConfig(dimension=D), store="qdrant", store_options=opts) as index:
+        index.add(list(range(10)), docs)
+
+        def down(self, labels):
+            raise ConnectionError("qdrant is down")
+
+        monkeypatch.setattr(QdrantStore, "_remove_points", down)
+        index.delete([2, 3])  # logs a warning; the commit stands
+        monkeypatch.undo()
+        assert len(index) == 8 and len(_points(index)) == 10
+        result = index.search([docs[2]], k=8)
+        assert 2 not in result.ids[0].tolist() and -1 not in result.ids[0].tolist()
+    with Index.open(path) as writer:
+        assert len(_points(writer)) == 8

@@ -8,6 +8,7 @@ token vectors live and how both search stages run is the store's business
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from .texts import TextMethods
 
 __all__ = ["Index", "SearchResult"]
 
+_log = logging.getLogger("muvera")
 _ADD_BATCH = 2048  # documents per FDE batch inside one add()
 
 
@@ -161,6 +163,7 @@ class Index(TextMethods):
         self.token_dimension = int(self.manifest["token_dimension"])
         if self.mode == "a":
             mf.remove_stale(self.path, self.manifest)
+            self.store.recover()
 
     def refresh(self) -> bool:
         """Move a reader to the latest commit (a reader otherwise keeps seeing the
@@ -258,6 +261,10 @@ class Index(TextMethods):
         self.manifest = manifest
         for name in old_files - mf.generation_files(manifest):
             (self.path / name).unlink(missing_ok=True)
+        try:
+            self.store.after_commit(generation)
+        except Exception as exc:  # committed all the same; retried at the next writer's open
+            _log.warning("index %s: commit %d stands, but %s", self.path, generation, exc)
 
     # -- writing -------------------------------------------------------------------------
     def _check_new(

@@ -32,6 +32,9 @@ class NativeLibrary:
         self._maxsim = lib.muvera_maxsim
         self._maxsim.restype = i64
         self._maxsim.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, ptr, i64, ptr, i64]
+        self._pairs = lib.muvera_maxsim_pairs
+        self._pairs.restype = i64
+        self._pairs.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr, i64]
         self._graph = lib.muvera_graph_search
         self._graph.restype = i64
         self._graph.argtypes = [
@@ -104,6 +107,41 @@ class NativeLibrary:
             tokens.shape[1],
             offsets.ctypes.data,
             lengths.ctypes.data,
+            offsets.shape[0],
+            queries.ctypes.data,
+            query_offsets.ctypes.data,
+            query_offsets.shape[0] - 1,
+            out.ctypes.data,
+            n_threads,
+        )
+        if status != 0:
+            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+
+    def maxsim_pairs(
+        self,
+        tokens: Any,
+        offsets: Any,
+        lengths: Any,
+        pair_query: Any,
+        queries: Any,
+        query_offsets: Any,
+        out: Any,
+        n_threads: int,
+    ) -> None:
+        """Exact MaxSim of (query, document span) pairs (``muvera_maxsim_pairs``).
+
+        Pair ``p`` is query ``pair_query[p]`` (int64, in ``0 .. n_q``) against rows
+        ``offsets[p] .. offsets[p] + lengths[p]`` of ``tokens``; ``out`` float32
+        ``(n_pairs,)``. Otherwise as :meth:`maxsim`; the pairs are shared between
+        ``n_threads`` threads.
+        """
+        status = self._pairs(
+            tokens.ctypes.data,
+            int(tokens.dtype.itemsize == 2),
+            tokens.shape[1],
+            offsets.ctypes.data,
+            lengths.ctypes.data,
+            pair_query.ctypes.data,
             offsets.shape[0],
             queries.ctypes.data,
             query_offsets.ctypes.data,

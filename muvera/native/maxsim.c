@@ -199,14 +199,30 @@ typedef struct {
     const void *tokens;
     int64_t half, d;
     const int64_t *offsets, *lengths;
-    int64_t n_docs;
+    int64_t n_docs; /* spans: documents, or (query, document) pairs when pair_query is set */
     const qgroup *groups;
+    const int64_t *group_start; /* (n_queries + 1,): query q's groups */
     const int64_t *q_offsets;
     int64_t n_groups, n_queries;
-    float *scores; /* (n_queries, n_docs) */
-    int64_t *next_doc; /* shared by the workers: the next document nobody has claimed */
+    const int64_t *pair_query; /* NULL: every query x every span; else span j's one query */
+    float *scores; /* (n_queries, n_docs), or (n_docs,) for pairs */
+    int64_t *next_doc; /* shared by the workers: the next span nobody has claimed */
     int64_t status;
 } maxsim_job;
+
+/* MaxSim of query-token groups g0 .. g1 (all of one query) against tokens x (n, d) */
+static float groups_score(const float *x, int64_t n, int64_t d, const qgroup *groups, int64_t g0,
+                          int64_t g1) {
+    float total = 0.0f;
+    for (int64_t g = g0; g < g1; ++g) {
+        const qgroup *grp = groups + g;
+        float m[QGROUP];
+        for (int l = 0; l < QGROUP; ++l) m[l] = -INFINITY;
+        maxsim_group(x, n, d, grp->qt, grp->width, m);
+        for (int64_t l = 0; l < grp->lanes; ++l) total += m[l];
+    }
+    return total;
+}
 
 static void *maxsim_worker(void *arg) {
     maxsim_job *job = (maxsim_job *)arg;
@@ -222,16 +238,19 @@ static void *maxsim_worker(void *arg) {
             return NULL;
         }
     }
-    /* documents are claimed one at a time, so a thread that starts late does fewer */
+    /* spans are claimed one at a time, so a thread that starts late does fewer */
     for (int64_t j; (j = CLAIM_NEXT(job->next_doc)) < job->n_docs;) {
         const int64_t n = job->lengths[j];
-        for (int64_t q = 0; q < job->n_queries; ++q) {
+        const int64_t q0 = job->pair_query ? job->pair_query[j] : 0;
+        const int64_t q1 = job->pair_query ? q0 + 1 : job->n_queries;
+        for (int64_t q = q0; q < q1; ++q) {
             const int has_tokens = job->q_offsets[q + 1] > job->q_offsets[q];
-            job->scores[q * job->n_docs + j] = (n > 0 || !has_tokens) ? 0.0f : -INFINITY;
+            const float init = (n > 0 || !has_tokens) ? 0.0f : -INFINITY;
+            job->scores[job->pair_query ? j : q * job->n_docs + j] = init;
         }
         if (n <= 0) continue;
-        if (j + 1 < job->n_docs && job->lengths[j + 1] > 0) { /* the next document: in cache
-                                                               * by the time its turn comes */
+        if (j + 1 < job->n_docs && job->lengths[j + 1] > 0) { /* the next span: in cache by
+                                                               * the time its turn comes */
             const int64_t size = job->half ? 2 : 4;
             const char *next = (const char *)job->tokens + job->offsets[j + 1] * d * size;
             for (int64_t b = 0; b < job->lengths[j + 1] * d * size; b += 64) PREFETCH(next + b);
@@ -243,18 +262,78 @@ static void *maxsim_worker(void *arg) {
         } else {
             x = (const float *)job->tokens + job->offsets[j] * d;
         }
-        for (int64_t g = 0; g < job->n_groups; ++g) {
-            const qgroup *grp = job->groups + g;
-            float m[QGROUP], total = 0.0f;
-            for (int l = 0; l < QGROUP; ++l) m[l] = -INFINITY;
-            maxsim_group(x, n, d, grp->qt, grp->width, m);
-            for (int64_t l = 0; l < grp->lanes; ++l) total += m[l];
-            job->scores[grp->query * job->n_docs + j] += total;
+        for (int64_t q = q0; q < q1; ++q) {
+            const float total = groups_score(x, n, d, job->groups, job->group_start[q],
+                                             job->group_start[q + 1]);
+            job->scores[job->pair_query ? j : q * job->n_docs + j] += total;
         }
     }
     free(buf);
     job->status = 0;
     return NULL;
+}
+
+/* Queries transposed into groups (group_start: (n_queries + 1,)), then the spans scored by
+ * n_threads workers; pair_query NULL = every query x every span. */
+static int64_t maxsim_run(const void *tokens, int64_t half, int64_t d, const int64_t *offsets,
+                          const int64_t *lengths, int64_t n_docs, const int64_t *pair_query,
+                          const float *queries, const int64_t *q_offsets, int64_t n_queries,
+                          float *scores, int64_t n_threads) {
+    int64_t n_groups = 0, n_lanes = 0;
+    for (int64_t q = 0; q < n_queries; ++q) {
+        for (int64_t left = q_offsets[q + 1] - q_offsets[q]; left > 0;) {
+            const int64_t width = group_width(left);
+            ++n_groups;
+            n_lanes += width;
+            left -= width;
+        }
+    }
+    qgroup *groups = (qgroup *)malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(qgroup));
+    int64_t *group_start = (int64_t *)malloc((size_t)(n_queries + 1) * sizeof(int64_t));
+    float *qt = (float *)malloc((size_t)((n_lanes > 0 ? n_lanes : 1) * d) * sizeof(float));
+    if (groups == NULL || group_start == NULL || qt == NULL) {
+        free(groups);
+        free(group_start);
+        free(qt);
+        return -1;
+    }
+    int64_t g = 0;
+    float *dst = qt;
+    for (int64_t q = 0; q < n_queries; ++q) {
+        const int64_t hi = q_offsets[q + 1];
+        group_start[q] = g;
+        for (int64_t start = q_offsets[q]; start < hi; ++g) {
+            const int64_t width = group_width(hi - start);
+            const int64_t lanes = (hi - start) < width ? (hi - start) : width;
+            for (int64_t i = 0; i < d; ++i)
+                for (int64_t l = 0; l < width; ++l)
+                    dst[i * width + l] = l < lanes ? queries[(start + l) * d + i] : 0.0f;
+            groups[g].query = q;
+            groups[g].lanes = lanes;
+            groups[g].width = width;
+            groups[g].qt = dst;
+            dst += width * d;
+            start += lanes;
+        }
+    }
+    group_start[n_queries] = g;
+    n_threads = clamp_threads(n_threads, n_docs);
+    int64_t next_doc = 0;
+    maxsim_job jobs[MAX_THREADS];
+    for (int64_t t = 0; t < n_threads; ++t) {
+        maxsim_job job = {tokens,   half,      d,        offsets,    lengths, n_docs,
+                          groups,   group_start, q_offsets, n_groups, n_queries, pair_query,
+                          scores,   &next_doc,   0};
+        jobs[t] = job;
+    }
+    int64_t status = 0;
+    run_jobs(maxsim_worker, jobs, sizeof(maxsim_job), n_threads);
+    for (int64_t t = 0; t < n_threads; ++t)
+        if (jobs[t].status != 0) status = -1;
+    free(groups);
+    free(group_start);
+    free(qt);
+    return status;
 }
 
 /*
@@ -274,53 +353,24 @@ MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
                                     int64_t n_docs, const float *queries,
                                     const int64_t *q_offsets, int64_t n_queries,
                                     float *scores, int64_t n_threads) {
-    int64_t n_groups = 0, n_lanes = 0;
-    for (int64_t q = 0; q < n_queries; ++q) {
-        for (int64_t left = q_offsets[q + 1] - q_offsets[q]; left > 0;) {
-            const int64_t width = group_width(left);
-            ++n_groups;
-            n_lanes += width;
-            left -= width;
-        }
-    }
-    qgroup *groups = (qgroup *)malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(qgroup));
-    float *qt = (float *)malloc((size_t)((n_lanes > 0 ? n_lanes : 1) * d) * sizeof(float));
-    if (groups == NULL || qt == NULL) {
-        free(groups);
-        free(qt);
-        return -1;
-    }
-    int64_t g = 0;
-    float *dst = qt;
-    for (int64_t q = 0; q < n_queries; ++q) {
-        const int64_t hi = q_offsets[q + 1];
-        for (int64_t start = q_offsets[q]; start < hi; ++g) {
-            const int64_t width = group_width(hi - start);
-            const int64_t lanes = (hi - start) < width ? (hi - start) : width;
-            for (int64_t i = 0; i < d; ++i)
-                for (int64_t l = 0; l < width; ++l)
-                    dst[i * width + l] = l < lanes ? queries[(start + l) * d + i] : 0.0f;
-            groups[g].query = q;
-            groups[g].lanes = lanes;
-            groups[g].width = width;
-            groups[g].qt = dst;
-            dst += width * d;
-            start += lanes;
-        }
-    }
-    n_threads = clamp_threads(n_threads, n_docs);
-    int64_t next_doc = 0;
-    maxsim_job jobs[MAX_THREADS];
-    for (int64_t t = 0; t < n_threads; ++t) {
-        maxsim_job job = {tokens, half, d, offsets, lengths, n_docs, groups, q_offsets,
-                          n_groups, n_queries, scores, &next_doc, 0};
-        jobs[t] = job;
-    }
-    int64_t status = 0;
-    run_jobs(maxsim_worker, jobs, sizeof(maxsim_job), n_threads);
-    for (int64_t t = 0; t < n_threads; ++t)
-        if (jobs[t].status != 0) status = -1;
-    free(groups);
-    free(qt);
-    return status;
+    return maxsim_run(tokens, half, d, offsets, lengths, n_docs, NULL, queries, q_offsets,
+                      n_queries, scores, n_threads);
+}
+
+/*
+ * Exact MaxSim of (query, document) pairs: the re-rank of a batch, each query against its
+ * own candidates, all pairs shared between the threads.
+ *
+ * offsets, lengths  (n_pairs,) int64: pair p's document is rows offsets[p] .. + lengths[p].
+ * pair_query  (n_pairs,) int64: pair p's query, in 0 .. n_queries (checked by the caller).
+ * scores      (n_pairs,) float32 out, with muvera_maxsim's conventions.
+ * The other arguments and the return value are muvera_maxsim's.
+ */
+MUVERA_EXPORT int64_t muvera_maxsim_pairs(const void *tokens, int64_t half, int64_t d,
+                                          const int64_t *offsets, const int64_t *lengths,
+                                          const int64_t *pair_query, int64_t n_pairs,
+                                          const float *queries, const int64_t *q_offsets,
+                                          int64_t n_queries, float *scores, int64_t n_threads) {
+    return maxsim_run(tokens, half, d, offsets, lengths, n_pairs, pair_query, queries,
+                      q_offsets, n_queries, scores, n_threads);
 }

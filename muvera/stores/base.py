@@ -125,6 +125,14 @@ class Store(Protocol):
     def save(self, directory: Path, generation: int) -> StoreRecord:
         """Persist what changed since the last save; return what the manifest records."""
 
+    def after_commit(self, generation: int) -> None:
+        """The manifest of ``generation`` (from :meth:`save`) is committed: finish what
+        had to wait for it (Qdrant: remove the points it deleted)."""
+
+    def recover(self) -> None:
+        """Undo what an uncommitted write left outside the index folder and finish what
+        the last commit deferred (a writer's open, and after a failed write)."""
+
 
 def pad_topk(
     scores: npt.NDArray[np.float32], labels: Labels, k: int

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from ..batch import TokenBatch
 from ..errors import MuveraError
 from ..files import AppendOnlyFile
-from ..scoring import maxsim_spans
+from ..scoring import maxsim_pairs, maxsim_spans
 from .base import Hits, Labels, Payload, StoreRecord
 
 __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
@@ -226,24 +226,30 @@ class LocalStore:
         return self._rerank(queries, labels, k)
 
     def _rerank(self, queries: TokenBatch, labels: Labels, k: int) -> Hits:
-        """Exact MaxSim of each query against its candidates, read in token-file order in
-        place from the memory map; best ``k`` kept (ties keep the file order)."""
-        hits = Hits.empty(len(queries), k)
-        matrix = self.token_matrix()
-        q_offsets = queries.offsets
-        for i in range(len(queries)):
-            cand = labels[i][labels[i] >= 0]
-            if cand.size == 0:
-                continue
-            cand = cand[np.argsort(self.offsets[cand], kind="stable")]  # file order
-            query = queries.tokens[q_offsets[i] : q_offsets[i + 1]]
-            exact = maxsim_spans(
-                matrix, self.offsets[cand], self.lengths[cand], query,
-                np.array([0, query.shape[0]], dtype=np.int64), checked=True,
-            )[0]  # fmt: skip
-            order = np.argsort(-exact, kind="stable")[:k]
-            hits.labels[i, : order.size] = cand[order]
-            hits.scores[i, : order.size] = exact[order]
+        """Exact MaxSim of each query against its candidates (-1 = none), best ``k`` kept
+        (ties keep the token-file order). All (query, candidate) pairs go to the kernel in one
+        call, read in place from the memory map in file order, shared between its threads."""
+        n_q, width = labels.shape
+        hits = Hits.empty(n_q, k)
+        valid = labels >= 0
+        if not valid.any():
+            return hits
+        file_order = np.where(valid, self.offsets[np.maximum(labels, 0)], np.iinfo(np.int64).max)
+        order = np.argsort(file_order, axis=1, kind="stable")  # candidates first, file order
+        ordered = np.take_along_axis(labels, order, axis=1)
+        found = np.take_along_axis(valid, order, axis=1)
+        cand = ordered[found]
+        scores = np.full((n_q, width), -np.inf, dtype=np.float32)
+        scores[found] = maxsim_pairs(
+            self.token_matrix(), self.offsets[cand], self.lengths[cand],
+            np.nonzero(found)[0], queries.tokens, queries.offsets, checked=True,
+        )  # fmt: skip
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        take = top.shape[1]
+        hits.labels[:, :take] = np.where(
+            np.take_along_axis(found, top, axis=1), np.take_along_axis(ordered, top, axis=1), -1
+        )
+        hits.scores[:, :take] = np.take_along_axis(scores, top, axis=1)
         return hits
 
     def _exhaustive(self, queries: TokenBatch, k: int, alive: npt.NDArray[np.bool_]) -> Hits:
@@ -297,6 +303,12 @@ class LocalStore:
         self._tokens = target
         self.offsets = new_offsets
         return True
+
+    def after_commit(self, generation: int) -> None:
+        """Nothing waits for a local commit (its files are the commit)."""
+
+    def recover(self) -> None:
+        """Nothing outside the folder (stale files: :func:`muvera.index.manifest.remove_stale`)."""
 
     def save(self, directory: Path, generation: int) -> StoreRecord:
         entry = self._save_fdes(directory, generation)

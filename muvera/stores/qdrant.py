@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from .local import check_float16_range
 __all__ = ["QdrantStore", "upsert_batches"]
 
 ID_KEY = "muvera_id"  # payload key holding the document id
+GENERATION_KEY = "muvera_generation"  # payload key: the commit that added the point
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Qdrant's default HTTP request limit
 _JSON_BYTES_PER_FLOAT = 12  # a float32 written as JSON text, with separator (upper bound)
 _CONNECTION_KEYS = ("url", "path", "location", "api_key", "prefer_grpc", "timeout", "host", "port")
@@ -81,8 +83,18 @@ class QdrantStore:
     kind: ClassVar[str] = "qdrant"
     TOKENS: ClassVar[dict[str, Any]] = {"dtype": "float16", "bytes": 0}  # kept by Qdrant
 
-    def __init__(self, client: Any, collection: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        collection: str,
+        options: dict[str, Any],
+        committed: int = 0,
+        pending: Sequence[int] = (),
+    ) -> None:
         self.client = client
+        self.committed = committed  # the generation of the manifest this store was read from
+        self.pending = [int(x) for x in pending]  # labels it deleted: still in Qdrant maybe
+        self._deleted: list[int] = []  # labels deleted since, for the next commit
         self.collection = collection
         self.connection = options
         self.options: dict[str, Any] = {}  # the connection lives in the entry, minus secrets
@@ -157,6 +169,13 @@ class QdrantStore:
             shard_number=options.get("shard_number"),
             replication_factor=options.get("replication_factor"),
         )
+        with warnings.catch_warnings():  # local mode says payload indexes do nothing there
+            warnings.filterwarnings("ignore", "Payload indexes have no effect")
+            client.create_payload_index(
+                collection_name=collection,
+                field_name=GENERATION_KEY,
+                field_schema=models.PayloadSchemaType.INTEGER,
+            )
         return cls(client, collection, options)
 
     @staticmethod
@@ -175,7 +194,15 @@ class QdrantStore:
     ) -> QdrantStore:
         """Reconnect to the collection the manifest names (``overrides``: connection)."""
         del directory, arrays
-        store = cls.connect(manifest["store"]["entry"], overrides)
+        entry = manifest["store"]["entry"]
+        store = cls.connect(entry, overrides)
+        store.committed = int(manifest["generation"])
+        deleted = entry.get("deleted", [])
+        if not isinstance(deleted, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in deleted
+        ):
+            raise MuveraError("the manifest's qdrant 'deleted' list must hold labels (ints >= 0)")
+        store.pending = deleted
         store._tokens_section = dict(manifest.get("tokens") or cls.TOKENS)
         return store
 
@@ -201,6 +228,7 @@ class QdrantStore:
             "collection": self.collection,
             "connection": connection,
             "request_bytes": self.request_bytes,
+            "deleted": list(self._deleted),
         }
 
     # -- the Store protocol ---------------------------------------------------------------
@@ -217,7 +245,49 @@ class QdrantStore:
         return False  # Qdrant reclaims deleted points itself
 
     def save(self, directory: Path, generation: int) -> StoreRecord:
+        """The entry of commit ``generation``: it lists the labels deleted since the last
+        commit, which :meth:`after_commit` then removes from Qdrant."""
+        if generation != self.committed + 1 and generation != 0:
+            raise MuveraError(f"qdrant store: commit {generation} after {self.committed}")
         return StoreRecord(self.entry(), dict(self._tokens_section), {})
+
+    def after_commit(self, generation: int) -> None:
+        """The manifest of ``generation`` is committed: its points are now visible; remove
+        the labels it deleted from Qdrant."""
+        self.committed, self.pending, self._deleted = generation, list(self._deleted), []
+        self._remove_points(self.pending)
+
+    def recover(self) -> None:
+        """Bring Qdrant back to the committed generation (a writer's open, or after a failed
+        write): remove points of uncommitted generations, (re)apply the last commit's
+        deletions. Idempotent."""
+        models = _import_qdrant().models
+        newer = models.FieldCondition(key=GENERATION_KEY, range=models.Range(gt=self.committed))
+        self.client.delete(
+            collection_name=self.collection,
+            points_selector=models.FilterSelector(filter=models.Filter(must=[newer])),
+            wait=True,
+        )
+        self._remove_points(self.pending)
+
+    def _remove_points(self, labels: Sequence[int]) -> None:
+        if labels:
+            self.client.delete(
+                collection_name=self.collection,
+                points_selector=_import_qdrant().models.PointIdsList(points=list(labels)),
+                wait=True,
+            )
+
+    def _visible(self, query_filter: Any) -> Any:
+        """``query_filter`` restricted to points of committed generations that the last
+        commit did not delete (what this store's manifest describes)."""
+        models = _import_qdrant().models
+        hidden: list[Any] = [
+            models.FieldCondition(key=GENERATION_KEY, range=models.Range(gt=self.committed))
+        ]
+        if self.pending:
+            hidden.append(models.HasIdCondition(has_id=list(self.pending)))
+        return models.Filter(must=None if query_filter is None else [query_filter], must_not=hidden)
 
     def tokens(self, label: int) -> npt.NDArray[np.float32]:
         points = self.client.retrieve(
@@ -251,19 +321,19 @@ class QdrantStore:
                         "fde": fdes[i].tolist(),
                         "tokens": docs.tokens[offsets[i] : offsets[i + 1]].tolist(),
                     },
-                    payload={**(payloads[i] or {}), ID_KEY: ids[i]},
+                    payload={
+                        **(payloads[i] or {}),
+                        ID_KEY: ids[i],
+                        GENERATION_KEY: self.committed + 1,
+                    },
                 )
                 for i in range(start, stop)
             ]
             self.client.upsert(collection_name=self.collection, points=points, wait=True)
 
     def delete(self, labels: Labels) -> None:
-        models = _import_qdrant().models
-        self.client.delete(
-            collection_name=self.collection,
-            points_selector=models.PointIdsList(points=[int(x) for x in labels]),
-            wait=True,
-        )
+        """Deferred: the labels leave Qdrant once the next commit is written."""
+        self._deleted.extend(int(x) for x in labels)
 
     def search(
         self,
@@ -278,8 +348,9 @@ class QdrantStore:
     ) -> Hits:
         """Both stages in one request per query; ``candidates=None`` (with ``q_fdes=None``)
         skips the FDE stage: a full MaxSim scan of the ``tokens`` vectors (exact search)."""
-        del alive  # Qdrant holds only live points
+        del alive  # the filter keeps what this generation holds
         models = _import_qdrant().models
+        query_filter = self._visible(query_filter)
         requests = []
         n_q = len(queries)
         fdes: Sequence[Any] = [None] * n_q if q_fdes is None else list(q_fdes)
@@ -313,5 +384,6 @@ class QdrantStore:
                 hits.scores[i, j] = float(point.score)
                 payload = dict(point.payload or {})
                 payload.pop(ID_KEY, None)
+                payload.pop(GENERATION_KEY, None)
                 payloads[i][j] = payload or None
         return Hits(hits.labels, hits.scores, payloads)
