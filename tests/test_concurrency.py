@@ -22,35 +22,36 @@ def _docs(n: int, seed: int) -> list[np.ndarray]:
     return [x / np.linalg.norm(x, axis=1, keepdims=True) for x in docs]  # unit rows
 
 
-def _writer(path: str, store: str, commits: int, ready: mp.Event) -> None:
+def _writer(path: str, store: str, ready: mp.Event, stop: mp.Event) -> None:
     with Index.open(path) as index:
         ready.set()
-        for i in range(commits):
+        i = 0
+        while not stop.is_set():
             ids = [f"w{i}-{j}" for j in range(3)]
             index.add(ids, _docs(3, 1000 + i))
             if i % 5 == 4:  # deletes that trigger compactions now and then
                 index.delete([f"w{i}-0", f"w{i}-1", f"w{i - 1}-0", f"w{i - 1}-1"])
                 index.compact()
+            i += 1
 
 
-@pytest.mark.parametrize("store", ["exact", "hnswlib"])
-def test_readers_never_fail_while_a_writer_commits_and_compacts(tmp_path, store):
+def _readers_beside_a_writer(path, store: str, iterations: int) -> None:
+    """``iterations`` times: open a reader, search, check, close, while a writer process
+    commits and compacts; a reader opened at the start searches throughout. Zero failures."""
     pytest.importorskip("hnswlib")
-    path = tmp_path / "ix"
     base = _docs(30, 0)
     with Index.create(path, CONFIG, store=store) as index:
         index.add([f"d{i}" for i in range(30)], base)
     ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    writer = ctx.Process(target=_writer, args=(str(path), store, 150, ready))
+    ready, stop = ctx.Event(), ctx.Event()
+    writer = ctx.Process(target=_writer, args=(str(path), store, ready, stop))
     writer.start()
     ready.wait(60)
     failures, opens, generations = [], 0, set()
     held = Index.open(path, mode="r")  # opened once, searched throughout
     held_len = len(held)
-    deadline = time.monotonic() + 120
     try:
-        while writer.is_alive() and time.monotonic() < deadline:
+        while opens < iterations and writer.is_alive():
             try:
                 with Index.open(path, mode="r") as reader:
                     opens += 1
@@ -64,13 +65,25 @@ def test_readers_never_fail_while_a_writer_commits_and_compacts(tmp_path, store)
             except Exception as exc:
                 failures.append(repr(exc))
     finally:
+        stop.set()
         writer.join(120)
     assert writer.exitcode == 0
     assert not failures, f"{len(failures)} of {opens} reads failed: {failures[:3]}"
-    assert opens >= 50 and len(generations) >= 10
+    assert opens == iterations and len(generations) >= min(iterations // 10, 50)
     assert held.refresh() and len(held) > held_len
     assert held.search([base[7][:3]], k=1, candidates=1000).ids[0, 0] == "d7"
     held.close()
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib"])
+def test_readers_never_fail_while_a_writer_commits_and_compacts(tmp_path, store):
+    _readers_beside_a_writer(tmp_path / "ix", store, 150)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["exact", "hnswlib"])
+def test_a_thousand_reads_beside_a_writer_never_fail(tmp_path, store):
+    _readers_beside_a_writer(tmp_path / "ix", store, 1000)
 
 
 @pytest.mark.parametrize("store", ["exact", "hnswlib"])

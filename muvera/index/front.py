@@ -24,6 +24,7 @@ from ..errors import MuveraError
 from ..fde import FDEConfig, FDEEncoder
 from ..stores import TOKEN_DTYPES, Hits, store_class
 from . import manifest as mf
+from .checksums import compute_checksums, verify_checksums
 from .loading import load_generation
 from .records import json_payload
 from .results import SearchResult, make_result
@@ -66,12 +67,13 @@ class Index(TextMethods):
         mode: str,
         lock: mf.Lock | None,
         store_overrides: dict[str, Any] | None = None,
+        verify: bool = False,
     ) -> None:
         self.path = path
         self.mode = mode
         self._lock = lock
         self._store_overrides = dict(store_overrides or {})
-        self._load()
+        self._load(verify)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -84,6 +86,7 @@ class Index(TextMethods):
         store_options: dict[str, Any] | None = None,
         token_dtype: str = "float16",
         metadata: dict[str, Any] | None = None,
+        checksums: bool = False,
     ) -> Index:
         """Create an empty index in ``path`` (a new or empty directory) and open it for writing.
 
@@ -93,7 +96,9 @@ class Index(TextMethods):
         the disk of "float32", and re-ranking reads half the bytes; scores within float16
         rounding of float32's) or "float32". Without the compiled kernel, numpy's float16
         conversion makes float16 searches slower than float32 ones (measured in
-        ``benchmarks/bench_retrieval.py``).
+        ``benchmarks/bench_retrieval.py``). ``checksums=True`` records a CRC-32 of every
+        file at each commit, for ``Index.open(..., verify=True)`` and :meth:`verify` (see
+        :mod:`muvera.index.checksums` for the cost).
         """
         path = Path(path)
         if isinstance(encoder, FDEConfig):
@@ -124,6 +129,8 @@ class Index(TextMethods):
             state = mf.write_state(path, 0, {"alive": np.zeros(0, bool), **record.arrays})
             manifest.update(state=state, tokens=record.tokens)
             manifest["store"]["entry"] = record.entry
+            if checksums:
+                manifest["checksums"] = compute_checksums(path, manifest, None)
             mf.write_manifest(path, manifest)
             return cls(path, "a", lock, kind.session_options(options))
         except BaseException:
@@ -138,11 +145,15 @@ class Index(TextMethods):
         mode: str = "a",
         *,
         store_options: dict[str, Any] | None = None,
+        verify: bool = False,
     ) -> Index:
         """Open an existing index: ``mode="a"`` to read and write (takes the writer lock),
         ``mode="r"`` to read only (any number of readers). ``store_options`` override the
         stored connection of a qdrant index (``url``, ``api_key``, ``client``), or the
-        search breadth of an hnswlib index (``{"ef": 400}``: kept if this writer commits)."""
+        search breadth of an hnswlib index (``{"ef": 400}``: kept if this writer commits).
+        ``verify=True`` first checks every file against the checksums recorded by an index
+        created with ``checksums=True`` (reads every byte; a MuveraError names a damaged
+        file)."""
         path = Path(path)
         if mode not in ("a", "r"):
             raise MuveraError(f"mode must be 'a' or 'r', got {mode!r}")
@@ -150,20 +161,25 @@ class Index(TextMethods):
             raise MuveraError(f"no muvera index at {path} (manifest.json is missing)")
         lock = mf.Lock(path) if mode == "a" else None
         try:
-            return cls(path, mode, lock, store_options)
+            return cls(path, mode, lock, store_options, verify)
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
 
-    def _load(self) -> None:
+    def _load(self, verify: bool = False) -> None:
         """(Re)read the committed generation (see :func:`.loading.load_generation`)."""
-        loaded = load_generation(self.path, self._store_overrides)
+        loaded = load_generation(self.path, self._store_overrides, verify)
         self.manifest, self.encoder, self.store, self.records = loaded
         self.token_dimension = int(self.manifest["token_dimension"])
         if self.mode == "a":
             mf.remove_stale(self.path, self.manifest)
             self.store.recover()
+
+    def verify(self) -> None:
+        """Check every file of this generation against the manifest's checksums (an index
+        created with ``checksums=True``); a MuveraError names the first damaged file."""
+        verify_checksums(self.path, self.manifest)
 
     def refresh(self) -> bool:
         """Move a reader to the latest commit (a reader otherwise keeps seeing the
@@ -257,6 +273,8 @@ class Index(TextMethods):
             id_type=self.records.id_type,
         )
         manifest["store"] = dict(manifest["store"], entry=record.entry)
+        if "checksums" in manifest:
+            manifest["checksums"] = compute_checksums(self.path, manifest, manifest["checksums"])
         mf.write_manifest(self.path, manifest)
         self.manifest = manifest
         for name in old_files - mf.generation_files(manifest):

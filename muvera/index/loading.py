@@ -13,6 +13,7 @@ from ..errors import MuveraError
 from ..fde import FDEEncoder
 from ..stores import Store, store_class
 from . import manifest as mf
+from .checksums import verify_checksums
 from .records import Records
 
 __all__ = ["load_generation"]
@@ -23,7 +24,7 @@ _DAMAGE = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
 
 
 def load_generation(
-    path: Path, overrides: dict[str, Any]
+    path: Path, overrides: dict[str, Any], verify: bool = False
 ) -> tuple[dict[str, Any], FDEEncoder, Store, Records]:
     """The manifest, encoder, store and records of the committed generation.
 
@@ -31,11 +32,14 @@ def load_generation(
     newer generation is then read instead (up to ``ATTEMPTS`` times). Once loaded, the
     generation stays readable (its token and graph files are memory-mapped, the rest is
     read), whatever writers do. Whatever is wrong in the files becomes a MuveraError
-    naming the index.
+    naming the index. ``verify``: every file is checked against the manifest's checksums
+    first.
     """
     for attempt in range(ATTEMPTS):
         manifest = mf.read_manifest(path)
         try:
+            if verify:
+                verify_checksums(path, manifest)
             return _load_files(path, manifest, overrides)
         except (MuveraError, *_DAMAGE) as exc:
             if attempt + 1 < ATTEMPTS and _committed_since(path, manifest):

@@ -2,7 +2,8 @@
 
 An index directory is self-describing and written atomically::
 
-    manifest.json          format and library versions, store parameters, committed sizes
+    manifest.json          format and library versions, store parameters, committed sizes,
+                           optional CRC-32 checksums of the other files (checksums.py)
     encoder.npz            the FDE encoder (config + matrices): queries encode identically
     records.jsonl          one line per added document: label, id, payload (append-only)
     state-<gen>.npz        per label: alive flag (+ the store's arrays: token spans)
@@ -31,6 +32,7 @@ import numpy.typing as npt
 from .._version import __version__
 from ..errors import MuveraError
 from ..files import atomic_write_bytes, atomic_write_json, check_format
+from .checksums import check_checksums
 
 __all__ = [
     "FORMAT",
@@ -176,6 +178,8 @@ def check_manifest(directory: Path, manifest: dict[str, Any]) -> None:
             file_name(directory, entry[key], f"the store's {key}")
     if not isinstance(manifest.get("metadata", {}), dict):
         raise MuveraError(f"{where}: field 'metadata' is not a dict")
+    if "checksums" in manifest:
+        check_checksums(where, manifest["checksums"])
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
