@@ -5,7 +5,6 @@ commits land, and refresh() moves it to the latest commit."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
 
 import numpy as np
 import pytest

@@ -26,7 +26,8 @@ def _doc(i: int) -> np.ndarray:
 
 def _writer(path: str) -> None:
     with Index.open(path) as index:
-        i = len(index)
+        i = max(index.records.label_ids, default=-1) + 1  # ids never used yet
+        i += i % 2
         while True:  # adds, upserts, deletes and compactions until killed
             index.add([i, i + 1], [_doc(i), _doc(i + 1)])
             index.upsert([i], [_doc(i)])
@@ -53,7 +54,9 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
     for _ in range(8):
         proc = ctx.Process(target=_writer, args=(str(path),))
         proc.start()
-        time.sleep(0.8 + float(rng.uniform(0, 0.6)))  # start-up, then some commits
+        _wait_for_a_commit(path, proc)  # start-up (imports, connections) done
+        time.sleep(float(rng.uniform(0, 0.6)))  # then some more commits, killed anywhere
+        assert proc.is_alive(), "the writer stopped by itself"
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
         with Index.open(path, mode="r") as index:
@@ -75,6 +78,15 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         assert not list(path.glob(".*.tmp"))
         if store == "qdrant":  # recovered: Qdrant holds exactly the committed documents
             assert sorted(_qdrant_ids(index)) == sorted(index.ids)
+
+
+def _wait_for_a_commit(path, proc, timeout: float = 60.0) -> None:
+    manifest = path / "manifest.json"
+    start, deadline = manifest.stat().st_mtime_ns, time.monotonic() + timeout
+    while manifest.stat().st_mtime_ns == start and proc.is_alive():
+        if time.monotonic() > deadline:
+            raise AssertionError("the writer made no commit")
+        time.sleep(0.01)
 
 
 def _qdrant_ids(index: Index) -> list:

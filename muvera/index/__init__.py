@@ -1,6 +1,8 @@
 """The index: :class:`Index` (the front), its folder format (:mod:`.manifest`) and its
 per-document records (:mod:`.records`)."""
 
-from .front import Index, SearchResult
+from .front import Index
+from .reading import Document
+from .results import SearchResult
 
-__all__ = ["Index", "SearchResult"]
+__all__ = ["Document", "Index", "SearchResult"]

@@ -5,8 +5,8 @@ every commit; ``Index.open(..., verify=True)`` and :meth:`muvera.Index.verify` r
 file back and compare. Append-only files (``records.jsonl``, ``tokens.bin``) are covered up
 to the size the manifest commits, and their CRC is carried forward over the bytes a commit
 appended, so a commit costs what it wrote (plus the whole of any file it rewrote, e.g. an
-hnswlib graph). Verifying reads every byte once (CRC-32 runs at several GB/s: about
-0.25 s per GB on this project's machines). CRC-32 finds damage (disk, copy, truncation),
+hnswlib graph). Verifying reads every byte once (``benchmarks/bench_checksums.py`` measures
+both costs). CRC-32 finds damage (disk, copy, truncation),
 not tampering: whoever can edit the files can edit the checksums too.
 """
 

@@ -22,26 +22,21 @@ from .._version import __version__
 from ..batch import TokenBatch, checked_batch
 from ..errors import MuveraError
 from ..fde import FDEConfig, FDEEncoder
-from ..stores import TOKEN_DTYPES, Hits, store_class
+from ..stores import TOKEN_DTYPES, store_class
 from . import manifest as mf
 from .checksums import compute_checksums, verify_checksums
 from .loading import load_generation
+from .reading import ReadMethods
 from .records import json_payload
-from .results import SearchResult, make_result
 from .texts import TextMethods
 
-__all__ = ["Index", "SearchResult"]
+__all__ = ["Index"]
 
 _log = logging.getLogger("muvera")
 _ADD_BATCH = 2048  # documents per FDE batch inside one add()
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise MuveraError(f"{name} must be a positive int, got {value!r}")
-
-
-class Index(TextMethods):
+class Index(ReadMethods, TextMethods):
     """FDE index + token store + exact MaxSim re-ranking, persisted in a directory.
 
     Create with :meth:`create`, reopen with :meth:`open`. Ids are unique ints or strings
@@ -263,6 +258,8 @@ class Index(TextMethods):
             self.path, generation, {"alive": self.records.alive, **record.arrays}
         )
         manifest = dict(self.manifest)
+        if self.records.updated:
+            manifest["format_version"] = max(int(manifest["format_version"]), 2)
         manifest.update(
             generation=generation,
             library_version=__version__,
@@ -342,6 +339,20 @@ class Index(TextMethods):
             self._append(doc_ids, docs, checked)
             self._commit()
 
+    def update_payload(
+        self, doc_id: int | str, values: dict[str, Any], *, replace: bool = False
+    ) -> None:
+        """Merge ``values`` into the payload of ``doc_id`` (``replace=True``: make it the
+        payload), in one commit; tokens and FDEs are untouched."""
+        self._check_writable()
+        label = self._labels([doc_id])[0]
+        values = json_payload(values, 0, what="payload") or {}
+        payload = values if replace else {**(self.records.payloads[label] or {}), **values}
+        with self._mutation():
+            self.records.update(label, payload)
+            self.store.update_payloads([label], [payload])
+            self._commit()
+
     def delete(self, ids: Sequence[int] | Sequence[str]) -> None:
         """Delete documents by id; an unknown id raises (nothing is deleted then).
 
@@ -390,87 +401,3 @@ class Index(TextMethods):
             part_ids, part_payloads = doc_ids[start:stop], payloads[start:stop]
             self.store.add(labels, fdes, part, part_ids, part_payloads)
             self.records.append(labels, part_ids, part_payloads)
-
-    # -- reading -------------------------------------------------------------------------
-    def tokens(self, doc_id: int | str) -> npt.NDArray[np.float32]:
-        """The stored token vectors of one document, float32 ``(n_tokens, d)``."""
-        if doc_id not in self.records.id_to_label:
-            raise MuveraError(f"unknown id {doc_id!r}")
-        return self.store.tokens(self.records.id_to_label[doc_id])
-
-    def search(
-        self,
-        query_multivectors: Any,
-        k: int = 10,
-        candidates: int = 100,
-        *,
-        rerank: bool = True,
-        lengths: Any = None,
-        mask: Any = None,
-        with_payloads: bool = False,
-        query_filter: Any = None,
-    ) -> SearchResult:
-        """Two-stage search: FDE top-``candidates`` from the store, then exact MaxSim on
-        the stored token vectors of those candidates, keeping the top ``k``.
-
-        ``query_multivectors`` takes the encoder's batch forms (a list of ``(n_i, d)`` arrays,
-        or a padded array with ``lengths``/``mask``). ``rerank=False`` returns the FDE top
-        ``k`` with FDE scores. ``query_filter`` is passed to Qdrant (qdrant store only).
-
-        ``k`` and ``candidates`` larger than the number of documents are clamped to it (at
-        least 1): the results then have ``min(k, len(index))`` columns, so a huge ``k``
-        costs what the index holds, not what was asked for. Fewer hits than columns (an
-        empty index, a filter) are padded with -1 / -inf.
-        """
-        for name, value in (("k", k), ("candidates", candidates)):
-            _check_positive(name, value)
-        if candidates < k:
-            raise MuveraError(f"candidates ({candidates}) must be >= k ({k})")
-        limit = max(len(self), 1)
-        k, candidates = min(k, limit), min(candidates, limit)
-        queries = self._check_queries(query_multivectors, lengths, mask, query_filter)
-        q_fdes = self.encoder.encode_queries(queries)
-        hits = self.store.search(
-            q_fdes, queries, k, candidates, rerank=rerank, alive=self.records.alive,
-            query_filter=query_filter,
-        )  # fmt: skip
-        return self._result(hits, with_payloads)
-
-    def search_exact(
-        self,
-        query_multivectors: Any,
-        k: int = 10,
-        *,
-        lengths: Any = None,
-        mask: Any = None,
-        with_payloads: bool = False,
-        query_filter: Any = None,
-    ) -> SearchResult:
-        """Brute-force exact MaxSim against every stored document: the ranking that
-        :meth:`search` approximates (ground truth for evaluation, or small corpora).
-
-        Takes the same query forms as :meth:`search` and returns the same
-        :class:`SearchResult`. Cost grows with the corpus: every stored token vector is
-        read once per call, in blocks, for all queries of the call together. The qdrant
-        store runs it on the server as a full MaxSim scan of the ``tokens`` vectors. ``k`` is
-        clamped as in :meth:`search`.
-        """
-        _check_positive("k", k)
-        k = min(k, max(len(self), 1))
-        queries = self._check_queries(query_multivectors, lengths, mask, query_filter)
-        hits = self.store.search(
-            None, queries, k, None, rerank=True, alive=self.records.alive,
-            query_filter=query_filter,
-        )  # fmt: skip
-        return self._result(hits, with_payloads)
-
-    def _check_queries(
-        self, query_multivectors: Any, lengths: Any, mask: Any, query_filter: Any
-    ) -> TokenBatch:
-        self.store.check_filter(query_filter)
-        return checked_batch(
-            query_multivectors, self.token_dimension, lengths, mask, "search", "query"
-        )
-
-    def _result(self, hits: Hits, with_payloads: bool) -> SearchResult:
-        return make_result(hits, self.records, with_payloads)

@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records.jsonl may hold payload updates (written only by indexes
+# that have some: an index without keeps version 1, readable by older versions)
 MANIFEST = "manifest.json"
 
 
@@ -86,7 +87,7 @@ def new_manifest(
     the first commit)."""
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1,  # 2 once records.jsonl holds a payload update
         "library_version": __version__,
         "generation": 0,
         "token_dimension": encoder.config.dimension,

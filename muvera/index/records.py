@@ -2,7 +2,8 @@
 
 Labels are the store's row numbers, assigned in insertion order and never reused. Ids and
 payloads are appended to ``records.jsonl`` (one JSON line per label; trusted up to the
-committed length); liveness is in the generation's state file.
+committed length); a payload update appends a line ``{"label": L, "update": payload}``
+(format version 2). Liveness is in the generation's state file.
 """
 
 from __future__ import annotations
@@ -55,8 +56,16 @@ class Records:
         self.alive = alive
         self.label_ids: list[Any] = []
         self.payloads: list[Payload] = []
+        self.updated = False  # holds payload updates (format version 2)
         for line in self.file.read_bytes().decode().splitlines():
             record = json.loads(line)
+            if "update" in record:
+                label = record["label"]
+                if not isinstance(label, int) or not 0 <= label < len(self.label_ids):
+                    raise MuveraError(f"{self.file.path}: an update of unknown label {label!r}")
+                self.payloads[label] = json_payload(record["update"], label)
+                self.updated = True
+                continue
             self.label_ids.append(record["id"])
             self.payloads.append(record.get("payload"))
         if len(self.label_ids) != self.next_label or self.alive.size != self.next_label:
@@ -150,6 +159,14 @@ class Records:
         for label, doc_id in zip(labels.tolist(), ids, strict=True):
             self.id_to_label[doc_id] = label
         self.next_label += labels.size
+
+    def update(self, label: int, payload: Payload) -> None:
+        """Replace the payload of a live label (appends an update line)."""
+        line = (json.dumps({"label": label, "update": payload}) + "\n").encode()
+        start = self.file.append(line)
+        self.file.committed = start + len(line)
+        self.payloads[label] = payload
+        self.updated = True
 
     def remove(self, labels: npt.NDArray[np.int64]) -> None:
         self.alive[labels] = False

@@ -36,7 +36,7 @@ def make_result(hits: Hits, records: Records, with_payloads: bool) -> SearchResu
     commit, or deleted by a commit whose clean-up did not run) are dropped, the other hits
     keeping their order."""
     hits = hits.live(records.alive)
-    labels, scores, payloads_in = hits.labels, hits.scores, hits.payloads
+    labels, scores = hits.labels, hits.scores
     if records.id_type == "str":
         ids: npt.NDArray[Any] = np.full(labels.shape, -1, dtype=object)
     else:
@@ -45,9 +45,9 @@ def make_result(hits: Hits, records: Records, with_payloads: bool) -> SearchResu
     label_ids = records.label_ids
     ids[found] = [label_ids[label] for label in labels[found].tolist()]
     payloads = None
-    if with_payloads:
+    if with_payloads:  # from the records (the index folder is the truth, whatever the store)
         stored = records.payloads
-        payloads = payloads_in or [
+        payloads = [
             [stored[label] if label >= 0 else None for label in row.tolist()] for row in labels
         ]
     return SearchResult(ids=ids, scores=np.asarray(scores, np.float32), payloads=payloads)

@@ -78,6 +78,7 @@ class Store(Protocol):
     new ones always exceed every earlier one)."""
 
     kind: ClassVar[str]
+    filters_payloads: ClassVar[bool]  # applies payload filters itself (else: a label mask)
     options: dict[str, Any]  # recorded in the manifest (no secrets)
 
     def add(
@@ -93,6 +94,9 @@ class Store(Protocol):
     def delete(self, labels: Labels) -> None:
         """Stop returning ``labels``."""
 
+    def update_payloads(self, labels: list[int], payloads: list[Payload]) -> None:
+        """New payloads of live labels (a store that filters payloads itself keeps them)."""
+
     def search(
         self,
         q_fdes: npt.NDArray[np.float32] | None,
@@ -103,17 +107,18 @@ class Store(Protocol):
         rerank: bool,
         alive: npt.NDArray[np.bool_],
         query_filter: Any = None,
+        restricted: bool = False,
     ) -> Hits:
         """Top ``k`` per query: the FDE top-``candidates`` re-ranked by exact MaxSim
         (``rerank=False``: the FDE top ``k`` with FDE scores); ``candidates=None``
-        (``q_fdes`` None): exact MaxSim against every live document."""
+        (``q_fdes`` None): exact MaxSim against every document ``alive`` allows.
+        ``restricted``: ``alive`` also excludes live documents (a payload filter), so the
+        search must look past them; ``query_filter``: a filter for a store that
+        ``filters_payloads``."""
 
     def check_documents(self, docs: TokenBatch) -> None:
         """Raise :class:`~muvera.MuveraError` when ``docs`` cannot be stored as they are
         (e.g. values beyond float16's range in a float16 store)."""
-
-    def check_filter(self, query_filter: Any) -> None:
-        """Raise :class:`~muvera.MuveraError` when this store cannot apply ``query_filter``."""
 
     def tokens(self, label: int) -> npt.NDArray[np.float32]:
         """The stored token vectors of ``label``, float32 ``(n, d)``."""

@@ -64,11 +64,19 @@ class ExactStore(LocalStore):
         self.alive[np.searchsorted(self.labels, labels)] = False
 
     def _candidates(
-        self, q_fdes: npt.NDArray[np.float32], n: int, exact: bool
+        self,
+        q_fdes: npt.NDArray[np.float32],
+        n: int,
+        exact: bool,
+        allowed: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
         del exact  # always exact
         matrix = self.file.view(np.float32).reshape(-1, self.fde_dimension)
-        live = np.flatnonzero(self.alive)
+        keep = self.alive
+        if allowed is not None:
+            inside = self.labels < allowed.size
+            keep = keep & inside & allowed[np.where(inside, self.labels, 0)]
+        live = np.flatnonzero(keep)
         scores = q_fdes @ (matrix if live.size == self.alive.size else matrix[live]).T
         return pad_topk(np.asarray(scores, dtype=np.float32), self.labels[live], n)
 

@@ -191,10 +191,16 @@ class HnswStore(LocalStore):
         self.deleted += labels.size
 
     def _candidates(
-        self, queries: npt.NDArray[np.float32], k: int, exact: bool = True
+        self,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        exact: bool = True,
+        allowed: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
         """Top ``k`` labels per query, padded with -1 / -inf. Scores are FDE inner products:
-        on the int8 codes when searching them and ``exact`` is False, else float32."""
+        on the int8 codes when searching them and ``exact`` is False, else float32.
+        ``allowed`` (a mask over labels): the walk goes through the others but never
+        returns them, as through deleted rows."""
         n_q = queries.shape[0]
         out_labels = np.full((n_q, k), -1, dtype=np.int64)
         out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
@@ -210,6 +216,7 @@ class HnswStore(LocalStore):
                 min(max(self.ef, take), max(take, len(graph))),  # no wider than the graph
                 # one query: a helper thread scores half of each step's neighbours
                 native.default_threads() if self.num_threads < 1 else self.num_threads,
+                None if allowed is None else graph.excluded(allowed),
             )
             if exact:
                 scores = self._rescore(graph, queries, rows, scores)
@@ -218,7 +225,7 @@ class HnswStore(LocalStore):
             out_scores[:, :take] = scores
             return out_labels, out_scores
         threads = 1 if n_q == 1 else self.num_threads
-        return self._search_hnswlib(queries, take, out_labels, out_scores, threads)
+        return self._search_hnswlib(queries, take, out_labels, out_scores, threads, allowed)
 
     @staticmethod
     def _rescore(
@@ -245,11 +252,16 @@ class HnswStore(LocalStore):
         out_labels: Labels,
         out_scores: npt.NDArray[np.float32],
         threads: int,
+        allowed: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
         index = self.hnswlib_index
+        allow = None
+        if allowed is not None:
+            n_allowed = allowed.size
+            allow = lambda label: label < n_allowed and bool(allowed[label])  # noqa: E731
         index.set_ef(min(max(self.ef, take), max(take, self.count)))
         try:
-            labels, distances = index.knn_query(queries, k=take, num_threads=threads)
+            labels, distances = index.knn_query(queries, k=take, num_threads=threads, filter=allow)
             out_labels[:, :take] = labels
             out_scores[:, :take] = 1.0 - distances  # hnswlib's "ip" distance is 1 - <q, x>
         except RuntimeError:
@@ -258,7 +270,9 @@ class HnswStore(LocalStore):
             for i in range(queries.shape[0]):
                 for want in range(take, 0, -1):
                     try:
-                        labels, distances = index.knn_query(queries[i : i + 1], k=want)
+                        labels, distances = index.knn_query(
+                            queries[i : i + 1], k=want, filter=allow
+                        )
                     except RuntimeError:
                         continue
                     out_labels[i, :want] = labels[0]

@@ -269,20 +269,36 @@ class QuantizedGraph:
             np.float32
         )
 
+    def excluded(self, allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint8]:
+        """uint8 per row: 1 where the row is deleted or its label is not ``allowed`` (a
+        mask over labels; labels beyond it are not allowed)."""
+        inside = self.labels < allowed.size
+        ok = inside & allowed[np.where(inside, self.labels, 0)]
+        return np.ascontiguousarray(self.deleted | ~ok, dtype=np.uint8)
+
     def search(
-        self, kernel: Any, queries: npt.NDArray[np.float32], k: int, ef: int, n_threads: int
+        self,
+        kernel: Any,
+        queries: npt.NDArray[np.float32],
+        k: int,
+        ef: int,
+        n_threads: int,
+        excluded: npt.NDArray[np.uint8] | None = None,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Top ``k`` rows per query by inner product on the codes, best first: row numbers
-        int64 ``(n_q, k)`` and scores float32 ``(n_q, k)``, padded with -1 / -inf."""
+        int64 ``(n_q, k)`` and scores float32 ``(n_q, k)``, padded with -1 / -inf.
+        ``excluded`` (:meth:`excluded`) replaces the deletion marks: rows walked through,
+        never returned."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         n_q = queries.shape[0]
         rows = np.full((n_q, k), -1, dtype=np.int64)
         scores = np.full((n_q, k), -np.inf, dtype=np.float32)
         counts = np.zeros(n_q, dtype=np.int64)  # the kernel writes only the first counts[i]
         h = self.header
+        deleted = self.deleted if excluded is None else excluded
         kernel.graph_search(
-            self.codes, self.meta, self.links0, self.upper, self.upper_start, self.deleted,
-            self.has_deleted,
+            self.codes, self.meta, self.links0, self.upper, self.upper_start, deleted,
+            self.has_deleted if excluded is None else bool(excluded.any()),
             h.entry, h.max_level, queries, ef, rows, scores, counts, n_threads,
         )  # fmt: skip
         return rows, scores

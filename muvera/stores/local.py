@@ -28,6 +28,9 @@ __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
 TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32}
 COMPACT_AT = 0.5  # compact the token file once half of its vectors are dead
 EXHAUSTIVE_SIMS = 1 << 22  # scores per block of an exact search over every document
+# A filter that lets at most this many times `candidates` documents through is answered by
+# exact MaxSim over them (no more work than re-ranking that many candidates, and exact).
+FILTER_EXACT_FACTOR = 4
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -50,6 +53,7 @@ class LocalStore:
     """Token file + spans + exact re-rank shared by the exact and hnswlib stores."""
 
     kind: ClassVar[str] = ""
+    filters_payloads: ClassVar[bool] = False  # the index gives a mask of allowed labels
 
     def __init__(
         self,
@@ -158,8 +162,13 @@ class LocalStore:
         raise NotImplementedError
 
     def _candidates(
-        self, q_fdes: npt.NDArray[np.float32], n: int, exact: bool
+        self,
+        q_fdes: npt.NDArray[np.float32],
+        n: int,
+        exact: bool,
+        allowed: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
+        """Top ``n`` labels by FDE score (only labels ``allowed`` permits, when given)."""
         raise NotImplementedError
 
     def _save_fdes(self, directory: Path, generation: int) -> dict[str, Any]:
@@ -169,10 +178,6 @@ class LocalStore:
     def check_documents(self, docs: TokenBatch) -> None:
         if self.token_dtype == np.float16:
             check_float16_range(docs)
-
-    def check_filter(self, query_filter: Any) -> None:
-        if query_filter is not None:
-            raise MuveraError("query_filter needs the qdrant store")
 
     def add(
         self,
@@ -195,6 +200,9 @@ class LocalStore:
     def delete(self, labels: Labels) -> None:
         self._delete_fdes(labels)
 
+    def update_payloads(self, labels: list[int], payloads: list[Payload]) -> None:
+        """Nothing: payloads live in the index's records."""
+
     def token_matrix(self) -> npt.NDArray[Any]:
         """Every committed token row, ``(rows, d)`` float16/float32, memory-mapped."""
         return self._tokens.view(self.token_dtype).reshape(-1, self.token_dimension)
@@ -213,11 +221,16 @@ class LocalStore:
         rerank: bool,
         alive: npt.NDArray[np.bool_],
         query_filter: Any = None,
+        restricted: bool = False,
     ) -> Hits:
-        self.check_filter(query_filter)
+        if query_filter is not None:
+            raise MuveraError(f"the {self.kind} store takes payload filters as a label mask")
+        allowed = alive if restricted else None
         if candidates is None or q_fdes is None:
             return self._exhaustive(queries, k, alive)
-        labels, scores = self._candidates(q_fdes, candidates if rerank else k, not rerank)
+        if restricted and rerank and int(alive.sum()) <= FILTER_EXACT_FACTOR * candidates:
+            return self._exhaustive(queries, k, alive)  # few pass: score them all exactly
+        labels, scores = self._candidates(q_fdes, candidates if rerank else k, not rerank, allowed)
         # labels come from files (graph rows, store state): only live ones of this index
         hits = Hits(labels, scores).live(alive)
         labels, scores = hits.labels, hits.scores

@@ -81,6 +81,7 @@ class QdrantStore:
     """
 
     kind: ClassVar[str] = "qdrant"
+    filters_payloads: ClassVar[bool] = True  # filters run inside Qdrant, on point payloads
     TOKENS: ClassVar[dict[str, Any]] = {"dtype": "float16", "bytes": 0}  # kept by Qdrant
 
     def __init__(
@@ -95,6 +96,8 @@ class QdrantStore:
         self.committed = committed  # the generation of the manifest this store was read from
         self.pending = [int(x) for x in pending]  # labels it deleted: still in Qdrant maybe
         self._deleted: list[int] = []  # labels deleted since, for the next commit
+        self.pending_payloads: dict[int, Payload] = {}  # the last commit's payload updates
+        self._payloads: dict[int, Payload] = {}  # payload updates since, for the next commit
         self.collection = collection
         self.connection = options
         self.options: dict[str, Any] = {}  # the connection lives in the entry, minus secrets
@@ -203,6 +206,13 @@ class QdrantStore:
         ):
             raise MuveraError("the manifest's qdrant 'deleted' list must hold labels (ints >= 0)")
         store.pending = deleted
+        payloads = entry.get("payloads", {})
+        if not isinstance(payloads, dict) or not all(
+            isinstance(k, str) and k.isdigit() and (v is None or isinstance(v, dict))
+            for k, v in payloads.items()
+        ):
+            raise MuveraError("the manifest's qdrant 'payloads' must map labels to payloads")
+        store.pending_payloads = {int(k): v for k, v in payloads.items()}
         store._tokens_section = dict(manifest.get("tokens") or cls.TOKENS)
         return store
 
@@ -229,6 +239,7 @@ class QdrantStore:
             "connection": connection,
             "request_bytes": self.request_bytes,
             "deleted": list(self._deleted),
+            "payloads": {str(k): v for k, v in self._payloads.items()},
         }
 
     # -- the Store protocol ---------------------------------------------------------------
@@ -237,9 +248,6 @@ class QdrantStore:
 
     def check_documents(self, docs: TokenBatch) -> None:
         check_float16_range(docs)  # Qdrant keeps float16 tokens
-
-    def check_filter(self, query_filter: Any) -> None:
-        del query_filter  # Qdrant applies (and checks) its own filters
 
     def compact(self, alive: npt.NDArray[np.bool_], generation: int, force: bool) -> bool:
         return False  # Qdrant reclaims deleted points itself
@@ -255,7 +263,9 @@ class QdrantStore:
         """The manifest of ``generation`` is committed: its points are now visible; remove
         the labels it deleted from Qdrant."""
         self.committed, self.pending, self._deleted = generation, list(self._deleted), []
+        self.pending_payloads, self._payloads = self._payloads, {}
         self._remove_points(self.pending)
+        self._set_payloads(self.pending_payloads)
 
     def recover(self) -> None:
         """Bring Qdrant back to the committed generation (a writer's open, or after a failed
@@ -269,6 +279,25 @@ class QdrantStore:
             wait=True,
         )
         self._remove_points(self.pending)
+        self._set_payloads(self.pending_payloads)
+
+    def update_payloads(self, labels: list[int], payloads: list[Payload]) -> None:
+        """Deferred: Qdrant gets the payloads once the next commit is written."""
+        self._payloads.update(zip(labels, payloads, strict=True))
+
+    def _set_payloads(self, payloads: dict[int, Payload]) -> None:
+        """Overwrite points' payloads, keeping muvera's keys (id and generation)."""
+        if not payloads:
+            return
+        points = self.client.retrieve(self.collection, ids=list(payloads), with_payload=True)
+        for point in points:
+            keep = {k: point.payload[k] for k in (ID_KEY, GENERATION_KEY) if k in point.payload}
+            self.client.overwrite_payload(
+                collection_name=self.collection,
+                payload={**(payloads[int(point.id)] or {}), **keep},
+                points=[int(point.id)],
+                wait=True,
+            )
 
     def _remove_points(self, labels: Sequence[int]) -> None:
         if labels:
@@ -282,6 +311,11 @@ class QdrantStore:
         """``query_filter`` restricted to points of committed generations that the last
         commit did not delete (what this store's manifest describes)."""
         models = _import_qdrant().models
+        if isinstance(query_filter, dict):  # muvera's filter dict: Qdrant's JSON syntax
+            try:
+                query_filter = models.Filter.model_validate(query_filter)
+            except ValueError as exc:
+                raise MuveraError(f"query_filter is not a Qdrant filter ({exc})") from None
         hidden: list[Any] = [
             models.FieldCondition(key=GENERATION_KEY, range=models.Range(gt=self.committed))
         ]
@@ -345,10 +379,11 @@ class QdrantStore:
         rerank: bool,
         alive: npt.NDArray[np.bool_],
         query_filter: Any = None,
+        restricted: bool = False,
     ) -> Hits:
         """Both stages in one request per query; ``candidates=None`` (with ``q_fdes=None``)
         skips the FDE stage: a full MaxSim scan of the ``tokens`` vectors (exact search)."""
-        del alive  # the filter keeps what this generation holds
+        del alive, restricted  # the filter keeps what this generation holds
         models = _import_qdrant().models
         query_filter = self._visible(query_filter)
         requests = []
