@@ -259,3 +259,102 @@ def test_encode_queries_from_a_beir_folder(capsys, tmp_path, beir, model, model_
         assert list(z["ids"]) == list(QUERIES)
         expected = model.encode_queries(list(QUERIES.values()))
         assert z["tokens"].shape[0] == sum(len(t) for t in expected)
+
+
+def test_add_delete_info_and_a_batch_search_to_a_trec_run(capsys, tmp_path, beir, model,
+                                                          model_dir):  # fmt: skip
+    """The index grows with `add` (every corpus field kept), refuses known ids without
+    --upsert, loses documents with `delete`, is described by `info`, and a file of queries
+    becomes a TREC run equal to the library's results."""
+    out = tmp_path / "ix"
+    code, _, _ = run(capsys, "index", beir, "--model", beir.parent / "nothing", "--out", out)
+    assert code == 2  # (no such model folder: nothing created)
+    assert not out.exists()
+    model_path = str(model_dir.resolve())
+    code, _, _ = run(capsys, "index", beir, "--model", model_path, "--out", out, "--device",
+                     "cpu", "--num-repetitions", "4")  # fmt: skip
+    assert code == 0
+    more = tmp_path / "more.jsonl"
+    more.write_text(
+        json.dumps(
+            {
+                "_id": "d9",
+                "title": "Birds",
+                "text": "a bird in the sky",
+                "year": 2020,
+                "tags": ["x"],
+            }
+        )
+        + "\n"
+        + json.dumps({"id": "d10", "text": "fish swim", "lang": "en"})
+        + "\n"
+    )
+    code, stdout, _ = run(capsys, "add", out, more, "--device", "cpu")
+    assert code == 0 and "2 new; 10 in all" in stdout
+    with Index.open(out, mode="r") as index:
+        assert index.get(["d9"])[0].payload == {
+            "title": "Birds", "text": "a bird in the sky", "year": 2020, "tags": ["x"]
+        }  # fmt: skip
+    code, _, err = run(capsys, "add", out, more, "--device", "cpu")
+    assert code == 2 and "pass --upsert" in err
+    more.write_text(json.dumps({"_id": "d9", "text": "a bird", "year": 2021}) + "\n")
+    code, stdout, _ = run(capsys, "add", out, more, "--upsert", "--device", "cpu")
+    assert code == 0 and "0 new; 10 in all" in stdout
+
+    queries = tmp_path / "queries.tsv"
+    queries.write_text("id\ttext\n" + "".join(f"{q}\t{t}\n" for q, t in QUERIES.items()))
+    run_file = tmp_path / "run.trec"
+    code, _, _ = run(capsys, "search", out, "--queries", queries, "--out", run_file, "-k", "3",
+                     "--device", "cpu")  # fmt: skip
+    assert code == 0
+    lines = [line.split() for line in run_file.read_text().splitlines()]
+    with Index.open(out, mode="r") as index:
+        expected = index.search(model.encode_queries(list(QUERIES.values())), k=3)
+    want = [
+        [q, "Q0", str(d), str(r + 1), s]
+        for q, ids, scores in zip(QUERIES, expected.ids, expected.scores, strict=True)
+        for r, (d, s) in enumerate(zip(ids, scores, strict=True))
+    ]
+    assert [line[:4] for line in lines] == [w[:4] for w in want]
+    np.testing.assert_allclose([float(x[4]) for x in lines], [w[4] for w in want], atol=1e-5)
+    assert all(line[5] == "muvera" for line in lines)
+
+    code, stdout, _ = run(capsys, "delete", out, "d1", "d10")
+    assert code == 0 and "deleted 2 documents" in stdout and "(8 left)" in stdout
+    code, _, err = run(capsys, "delete", out, "d1")
+    assert code == 2 and "unknown ids" in err
+    code, stdout, _ = run(capsys, "delete", out, "d1", "d2", "--missing-ok")
+    assert code == 0 and "deleted 1 documents" in stdout
+    code, stdout, _ = run(capsys, "info", out, "--json")
+    info = json.loads(stdout)
+    assert info["documents"] == 7 and info["store"] == "hnswlib" and info["model"] == model_path
+    assert info["fde"]["num_repetitions"] == 4 and info["bytes"] == sum(info["files"].values())
+    code, stdout, _ = run(capsys, "info", out)
+    assert (
+        code == 0
+        and "documents  7 (str ids; 4 deleted or replaced" in stdout
+        and "KiB per document" in stdout
+    )
+
+    code, _, err = run(capsys, "eval", beir, "--index", out, "--device", "cpu")
+    assert code == 2 and "lacks" in err  # d1 and d2 are gone
+    code, _, err = run(capsys, "search", out, "q", "--queries", queries)
+    assert code == 2 and "not both" in err
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(capsys):
+    from muvera.models.tokenizer import progress_callback, progress_lines
+
+    update = progress_lines(10, "encoding documents", interval=0.0)
+    for _ in range(5):
+        update(2)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 5 and err[-1].startswith("encoding documents: 10/10 (100%)")
+    update = progress_lines(1000, "encoding", interval=3600.0)  # steady interval: quiet
+    update(10)
+    update(10)
+    assert capsys.readouterr().err == ""
+    update(980)  # the end is always printed
+    assert "1,000/1,000" in capsys.readouterr().err
+    callback = progress_callback(3, "x")  # pytest's stderr is not a terminal: lines
+    assert callback.__qualname__.startswith("progress_lines")

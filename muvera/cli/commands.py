@@ -23,6 +23,8 @@ from .common import (
     _Status,
 )
 
+_SEARCH_BATCH = 256  # queries per search call of a batch run
+
 
 def _cmd_index(args: argparse.Namespace, status: _Status) -> int:
     from ..eval import load_corpus
@@ -48,29 +50,74 @@ def _open_with_model(path: Path, args: argparse.Namespace) -> tuple[Any, Any]:
     return index, _load_model(name, args, None if args.model else meta.get("model_options"))
 
 
+def _read_queries(path: Path) -> tuple[list[str], list[str]]:
+    """(ids, texts) of a queries file: ``.tsv`` (id, tab, text; a header line is skipped),
+    ``.txt`` (one query a line, ids from 0), BEIR ``queries.jsonl`` or a BEIR folder."""
+    from ..eval import load_queries
+
+    if path.suffix in (".tsv", ".txt"):
+        if not path.is_file():
+            raise MuveraError(f"no such file: {path}")
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.suffix == ".txt":
+            return [str(i) for i in range(len(lines))], lines
+        rows = [line.split("\t", 1) for line in lines]
+        if rows and rows[0][0].strip().lower() in ("id", "qid", "query-id", "query_id", "_id"):
+            rows = rows[1:]
+        bad = next((i for i, r in enumerate(rows) if len(r) != 2), None)
+        if bad is not None:
+            raise MuveraError(f"{path}: line {bad + 1} is not 'id<TAB>text'")
+        return [r[0].strip() for r in rows], [r[1] for r in rows]
+    found = load_queries(path)
+    return list(found), list(found.values())
+
+
 def _cmd_search(args: argparse.Namespace, status: _Status) -> int:
-    index, model = _open_with_model(args.index, args)
-    tokens = model.encode_queries(list(args.queries))
-    if args.exact:
-        hits = index.search_exact(tokens, k=args.k, with_payloads=True)
+    if bool(args.queries) == bool(args.queries_file):
+        raise MuveraError("give query texts, or --queries FILE (not both)")
+    if args.queries_file:
+        qids, texts = _read_queries(args.queries_file)
+        if not texts:
+            raise MuveraError(f"{args.queries_file} has no queries")
     else:
-        hits = index.search(
-            tokens,
-            k=args.k,
-            candidates=max(args.candidates, args.k),
-            rerank=not args.no_rerank,
-            with_payloads=True,
-        )
-    payloads = _payloads(hits)
-    for qi, query in enumerate(args.queries):
+        qids, texts = [str(i) for i in range(len(args.queries))], list(args.queries)
+    index, model = _open_with_model(args.index, args)
+    status(f"encoding {len(texts):,} queries ...")
+    tokens = model.encode_queries(texts, show_progress=status.progress and len(texts) > 100)
+    ids, scores, payloads = [], [], []
+    for start in range(0, len(texts), _SEARCH_BATCH):  # batches: both cores, bounded memory
+        part = tokens[start : start + _SEARCH_BATCH]
+        if args.exact:
+            hits = index.search_exact(part, k=args.k, with_payloads=True)
+        else:
+            hits = index.search(part, k=args.k, candidates=args.candidates,
+                                rerank=not args.no_rerank, with_payloads=True)  # fmt: skip
+        ids += hits.ids.tolist()
+        scores += hits.scores.tolist()
+        payloads += _payloads(hits)
+    if args.out is not None or args.trec:
+        lines = [
+            f"{qid} Q0 {doc_id} {rank + 1} {score:.6f} muvera"
+            for qid, row, row_scores in zip(qids, ids, scores, strict=True)
+            for rank, (doc_id, score) in enumerate(zip(row, row_scores, strict=True))
+            if score != -np.inf
+        ]
+        text = "\n".join(lines) + ("\n" if lines else "")
+        if args.out is None:
+            print(text, end="")
+        else:
+            args.out.write_text(text)
+            status(f"wrote {len(lines):,} results of {len(qids):,} queries to {args.out}")
+        return 0
+    for qi, query in enumerate(texts):
         results = []
-        for rank, (doc_id, score) in enumerate(zip(hits.ids[qi], hits.scores[qi], strict=True)):
+        for rank, (doc_id, score) in enumerate(zip(ids[qi], scores[qi], strict=True)):
             if score == -np.inf:
                 break
             payload = payloads[qi][rank] or {}
             results.append({"rank": rank + 1, "id": doc_id, "score": float(score), **payload})
         if args.json:
-            print(json.dumps({"query": query, "results": results}, default=str))
+            print(json.dumps({"id": qids[qi], "query": query, "results": results}, default=str))
             continue
         print(f"query: {query}")
         for r in results:
@@ -96,6 +143,13 @@ def _cmd_eval(args: argparse.Namespace, status: _Status) -> int:
                 raise MuveraError(
                     f"index {args.index} lacks {len(missing):,} documents of {args.beir} "
                     f"(e.g. {missing[0]!r}); it was not built from this corpus"
+                )
+            if len(index) > len(corpus):  # extra documents would take places in the rankings
+                extra = next(d for d in index.ids if d not in corpus)
+                raise MuveraError(
+                    f"index {args.index} holds {len(index) - len(corpus):,} documents that "
+                    f"{args.beir} does not (e.g. {extra!r}); evaluate on an index of this "
+                    "corpus only"
                 )
         else:
             if not args.model:

@@ -17,7 +17,7 @@ from ..fde import FDEConfig
 class _Status:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.progress = not quiet and sys.stderr.isatty()
+        self.progress = not quiet  # a bar on a terminal, else lines at a steady interval
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
@@ -93,7 +93,7 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any] | None:
 def _build_index(
     args: argparse.Namespace,
     model: Any,
-    corpus: dict[str, dict[str, str]],
+    corpus: dict[str, dict[str, Any]],
     out: Path,
     status: _Status,
     *,
@@ -101,7 +101,6 @@ def _build_index(
 ) -> Any:
     """Encode ``corpus`` with ``model`` into a new index at ``out`` (store options from
     ``args`` where it has them: the demo's namespace has none and gets the defaults)."""
-    from ..eval import document_text
     from ..index import Index
 
     if not corpus:
@@ -119,26 +118,51 @@ def _build_index(
             "model_options": {"trust_remote_code": bool(args.trust_remote_code)},
         },
     )
-    ids = list(corpus)
-    texts = [document_text(corpus[d]) for d in ids]
-    payloads = [dict(corpus[d]) for d in ids] if keep_text else None
     try:
-        status(f"encoding {len(ids):,} documents ...")
-        t0 = time.perf_counter()
-        tokens = model.encode_documents(texts, show_progress=status.progress)
-        encode_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        index.add(ids, tokens, payloads)
-        status(
-            f"encoded in {encode_s:.1f} s ({len(ids) / encode_s:.1f} documents/s); "
-            f"FDEs + {store} index in {time.perf_counter() - t0:.1f} s -> {out}"
-        )
+        _add_corpus(index, model, corpus, status, keep_text=keep_text, upsert=False)
     except BaseException:
         index.close()
         if created:  # a half-built index would only block the next attempt
             shutil.rmtree(out, ignore_errors=True)
         raise
     return index
+
+
+def _add_corpus(
+    index: Any,
+    model: Any,
+    corpus: dict[str, dict[str, Any]],
+    status: _Status,
+    *,
+    keep_text: bool,
+    upsert: bool,
+) -> None:
+    """Encode ``corpus`` and add (or upsert) it: every field of a record goes into its
+    payload (``keep_text=False``: all but title and text)."""
+    from ..eval import document_text
+
+    ids = list(corpus)
+    texts = [document_text(corpus[d]) for d in ids]
+    drop = () if keep_text else ("title", "text")
+    payloads = [{k: v for k, v in corpus[d].items() if k not in drop} or None for d in ids]
+    if not upsert:  # checked before minutes of encoding
+        present = [d for d in ids if d in index]
+        if present:
+            raise MuveraError(
+                f"{len(present):,} ids are already in the index (e.g. {present[0]!r}); "
+                "pass --upsert to replace them"
+            )
+    status(f"encoding {len(ids):,} documents ...")
+    t0 = time.perf_counter()
+    tokens = model.encode_documents(texts, show_progress=status.progress)
+    encode_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    (index.upsert if upsert else index.add)(ids, tokens, payloads)
+    status(
+        f"encoded in {encode_s:.1f} s ({len(ids) / encode_s:.1f} documents/s); "
+        f"FDEs + {index.manifest['store']['kind']} index in {time.perf_counter() - t0:.1f} s "
+        f"-> {index.path}"
+    )
 
 
 def _payloads(hits: Any) -> list[list[dict[str, Any] | None]]:

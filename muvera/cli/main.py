@@ -9,12 +9,16 @@ from ..errors import MuveraError
 from .commands import _cmd_encode, _cmd_eval, _cmd_index, _cmd_search
 from .common import _Status
 from .demo import _cmd_demo
+from .manage import _cmd_add, _cmd_delete, _cmd_info
 from .parser import _build_parser
 
 __all__ = ["main"]
 
 _COMMANDS = {
     "index": _cmd_index,
+    "add": _cmd_add,
+    "delete": _cmd_delete,
+    "info": _cmd_info,
     "search": _cmd_search,
     "eval": _cmd_eval,
     "encode": _cmd_encode,

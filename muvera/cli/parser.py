@@ -98,9 +98,34 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_fde_args(p)
     _add_store_args(p)
 
-    p = sub.add_parser("search", help="search an index with query texts")
+    p = sub.add_parser("add", help="encode more documents into an existing index")
     p.add_argument("index", type=Path, help="index directory (from `muvera index`)")
-    p.add_argument("queries", nargs="+", help="query texts")
+    p.add_argument("corpus", type=Path, help="BEIR folder or JSONL file (_id/id, title, text)")
+    p.add_argument("--upsert", action="store_true", help="replace documents whose ids exist")
+    p.add_argument("--no-text", action="store_true", help="do not keep title/text in payloads")
+    _add_model_args(p, required=False)
+
+    p = sub.add_parser("delete", help="delete documents from an index by id")
+    p.add_argument("index", type=Path, help="index directory")
+    p.add_argument("ids", nargs="*", help="document ids")
+    p.add_argument("--ids-file", type=Path, help="a file of ids, one a line")
+    p.add_argument("--missing-ok", action="store_true", help="skip ids the index lacks")
+
+    p = sub.add_parser("info", help="what an index holds: documents, model, FDE, store, sizes")
+    p.add_argument("index", type=Path, help="index directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("search", help="search an index with query texts or a file of queries")
+    p.add_argument("index", type=Path, help="index directory (from `muvera index`)")
+    p.add_argument("queries", nargs="*", help="query texts")
+    p.add_argument(
+        "--queries",
+        type=Path,
+        dest="queries_file",
+        help="a file of queries: .tsv (id<TAB>text), .txt, BEIR queries.jsonl or folder",
+    )
+    p.add_argument("--out", type=Path, help="write a TREC run file (qid Q0 doc rank score tag)")
+    p.add_argument("--trec", action="store_true", help="print the TREC run on stdout")
     p.add_argument("-k", type=_positive, default=10, help="results per query")
     p.add_argument("--candidates", type=_positive, default=100, help="FDE candidates re-ranked")
     p.add_argument("--no-rerank", action="store_true", help="FDE scores only")

@@ -7,6 +7,7 @@ import csv
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import MuveraError
 
@@ -45,27 +46,28 @@ def _record_id(record: dict[str, object], path: Path, number: int) -> str:
     return str(value)
 
 
-def load_corpus(path: str | Path) -> dict[str, dict[str, str]]:
-    """Read documents: doc id -> ``{"title", "text"}``, in file order.
+def load_corpus(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read documents: doc id -> the record's fields, in file order.
 
     ``path`` is a BEIR folder (its ``corpus.jsonl``) or a JSONL file whose records have
-    ``_id`` or ``id``, ``text`` and optionally ``title``. A duplicate id or a record without
-    an id raises with the line number.
+    ``_id`` or ``id``, ``text`` and optionally ``title`` (both strings, "" when missing);
+    every other field is kept as it is (a payload for the index). A duplicate id or a
+    record without an id raises with the line number.
     """
     path = Path(path)
     if path.is_dir():
         if not (path / "corpus.jsonl").is_file():
             raise MuveraError(f"{path} is a folder without corpus.jsonl (not a BEIR folder)")
         path = path / "corpus.jsonl"
-    corpus: dict[str, dict[str, str]] = {}
+    corpus: dict[str, dict[str, Any]] = {}
     for number, record in enumerate(read_jsonl_records(path), 1):
         doc_id = _record_id(record, path, number)
         if doc_id in corpus:
             raise MuveraError(f"{path}:{number}: duplicate id {doc_id!r}")
-        corpus[doc_id] = {
-            "title": str(record.get("title") or ""),
-            "text": str(record.get("text") or ""),
-        }
+        fields: dict[str, Any] = {k: v for k, v in record.items() if k not in ("_id", "id")}
+        fields["title"] = str(record.get("title") or "")
+        fields["text"] = str(record.get("text") or "")
+        corpus[doc_id] = fields
     return corpus
 
 
@@ -84,9 +86,9 @@ def load_queries(path: str | Path) -> dict[str, str]:
     return queries
 
 
-def document_text(document: Mapping[str, str]) -> str:
+def document_text(document: Mapping[str, Any]) -> str:
     """``title + " " + text`` (stripped), the text BEIR encodes for a document."""
-    return (document.get("title", "") + " " + document.get("text", "")).strip()
+    return (str(document.get("title", "")) + " " + str(document.get("text", ""))).strip()
 
 
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -114,7 +116,7 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
 
 def load_beir(
     directory: str | Path, split: str = "test"
-) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, dict[str, int]]]:
     """Load a BEIR folder: ``(corpus, queries, qrels)``.
 
     ``corpus`` maps doc id to ``{"title", "text"}``; ``queries`` maps query id to text,

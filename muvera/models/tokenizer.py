@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import numpy as np
 
-__all__ = ["batch_encode", "progress_callback"]
+__all__ = ["batch_encode", "progress_callback", "progress_lines"]
 
 _TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -60,8 +61,38 @@ def batch_encode(
     return {k: torch.from_numpy(np.array(v, dtype=np.int64)) for k, v in out.items()}
 
 
+PROGRESS_INTERVAL = 10.0  # seconds between progress lines when stderr is not a terminal
+
+
+def progress_lines(total: int, what: str, interval: float = PROGRESS_INTERVAL) -> Any:
+    """A progress callback printing a line on stderr every ``interval`` seconds (and at
+    the end): done/total, rate, time left. For logs and pipes, where a bar is noise."""
+    state = {"done": 0, "start": time.monotonic(), "last": time.monotonic()}
+
+    def update(n: int) -> None:
+        state["done"] += n
+        now = time.monotonic()
+        done = state["done"]
+        if done < total and now - state["last"] < interval:
+            return
+        state["last"] = now
+        rate = done / max(now - state["start"], 1e-9)
+        left = (total - done) / rate if rate > 0 else float("inf")
+        print(
+            f"{what}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%), "
+            f"{rate:,.1f}/s, {left:,.0f} s left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return update
+
+
 def progress_callback(total: int, what: str) -> Any:
-    """An opt-in progress callback: tqdm when installed, else a line on stderr."""
+    """An opt-in progress callback: a tqdm bar on a terminal, else lines at a steady
+    interval (:func:`progress_lines`)."""
+    if not sys.stderr.isatty():
+        return progress_lines(total, what)
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm comes with transformers
