@@ -11,6 +11,7 @@ from .common import _Status
 from .demo import _cmd_demo
 from .manage import _cmd_add, _cmd_delete, _cmd_info
 from .parser import _build_parser
+from .serve import _cmd_serve
 
 __all__ = ["main"]
 
@@ -19,6 +20,7 @@ _COMMANDS = {
     "add": _cmd_add,
     "delete": _cmd_delete,
     "info": _cmd_info,
+    "serve": _cmd_serve,
     "search": _cmd_search,
     "eval": _cmd_eval,
     "encode": _cmd_encode,

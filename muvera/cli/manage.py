@@ -64,43 +64,9 @@ def _cmd_delete(args: argparse.Namespace, status: _Status) -> int:
     return 0
 
 
-def describe(index: Any) -> dict[str, Any]:
-    """What ``muvera info`` prints: documents, model, FDE config, store, files and sizes."""
-    manifest = index.manifest
-    files = {
-        p.name: p.stat().st_size
-        for p in sorted(Path(index.path).iterdir())
-        if p.is_file() and not p.name.startswith(".")
-    }
-    total = sum(files.values())
-    meta = index.metadata
-    entry = dict(manifest["store"].get("entry") or {})
-    entry.pop("deleted", None)
-    entry.pop("payloads", None)
-    return {
-        "path": str(index.path),
-        "documents": len(index),
-        "labels": index.records.next_label,
-        "id_type": index.records.id_type,
-        "generation": manifest["generation"],
-        "format_version": manifest["format_version"],
-        "library_version": manifest.get("library_version"),
-        "model": meta.get("model"),
-        "fde": index.encoder.config.to_dict(),
-        "fde_dimension": index.encoder.output_dimension,
-        "store": manifest["store"]["kind"],
-        "store_parameters": {**(manifest["store"].get("options") or {}), **entry},
-        "token_dtype": (manifest.get("tokens") or {}).get("dtype"),
-        "calibration": None,  # no calibration is fitted by this version
-        "checksums": "checksums" in manifest,
-        "files": files,
-        "bytes": total,
-        "bytes_per_document": total / len(index) if len(index) else None,
-    }
-
-
 def _cmd_info(args: argparse.Namespace, status: _Status) -> int:
     from ..index import Index
+    from ..index.info import describe
 
     with Index.open(args.index, mode="r") as index:
         info = describe(index)

@@ -134,6 +134,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ef", type=_positive, help="hnswlib search breadth for this search")
     _add_model_args(p, required=False)
 
+    p = sub.add_parser("serve", help="serve an index over HTTP (search, add, delete, get)")
+    p.add_argument("index", type=Path, help="index directory")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=_positive, default=8000)
+    p.add_argument("--writable", action="store_true", help="allow POST/DELETE /documents")
+    p.add_argument("--api-key", help="require this key (X-API-Key; default $MUVERA_API_KEY)")
+    p.add_argument("--no-model", action="store_true", help="token-vector requests only")
+    p.add_argument(
+        "--max-request-bytes", type=_positive, default=32 * 1024 * 1024, help="body size cap"
+    )
+    _add_model_args(p, required=False)
+
     p = sub.add_parser("eval", help="exact MaxSim vs FDE-only vs FDE + re-rank on BEIR data")
     p.add_argument("beir", type=Path, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/")
     p.add_argument("--split", default="test", help="qrels split (qrels/SPLIT.tsv)")

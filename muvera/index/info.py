@@ -1,0 +1,44 @@
+"""What an index holds, as one JSON-able dict (``muvera info``, the server's ``/stats``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["describe"]
+
+
+def describe(index: Any) -> dict[str, Any]:
+    """Documents, ids, generation and format, model, FDE config, store parameters, token
+    dtype, checksums, files and sizes of an open :class:`muvera.Index`."""
+    manifest = index.manifest
+    files = {
+        p.name: p.stat().st_size
+        for p in sorted(Path(index.path).iterdir())
+        if p.is_file() and not p.name.startswith(".")
+    }
+    total = sum(files.values())
+    meta = index.metadata
+    entry = dict(manifest["store"].get("entry") or {})
+    entry.pop("deleted", None)
+    entry.pop("payloads", None)
+    return {
+        "path": str(index.path),
+        "documents": len(index),
+        "labels": index.records.next_label,
+        "id_type": index.records.id_type,
+        "generation": manifest["generation"],
+        "format_version": manifest["format_version"],
+        "library_version": manifest.get("library_version"),
+        "model": meta.get("model"),
+        "fde": index.encoder.config.to_dict(),
+        "fde_dimension": index.encoder.output_dimension,
+        "store": manifest["store"]["kind"],
+        "store_parameters": {**(manifest["store"].get("options") or {}), **entry},
+        "token_dtype": (manifest.get("tokens") or {}).get("dtype"),
+        "calibration": None,  # no calibration is fitted by this version
+        "checksums": "checksums" in manifest,
+        "files": files,
+        "bytes": total,
+        "bytes_per_document": total / len(index) if len(index) else None,
+    }
