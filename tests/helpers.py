@@ -28,3 +28,18 @@ def native_kernel_available() -> bool:
     from muvera import native
 
     return native.load() is not None
+
+
+def store_args(store: str, tmp_path) -> tuple[str, dict | None]:
+    """(store kind, store_options) of a test store name: "qdrant" is qdrant-client's local
+    mode in memory, "qdrant-edge" Qdrant's own engine in process (qdrant-edge-py)."""
+    import pytest
+
+    if store == "qdrant":
+        pytest.importorskip("qdrant_client")
+        return "qdrant", {"location": ":memory:"}
+    if store == "qdrant-edge":
+        pytest.importorskip("qdrant_client")
+        pytest.importorskip("qdrant_edge")
+        return "qdrant", {"edge_path": str(tmp_path / "edge")}
+    return store, None

@@ -94,8 +94,9 @@ def test_a_reader_keeps_its_generation_through_compaction_until_refresh(tmp_path
         writer.add(list(range(40)), docs)
         reader = Index.open(path, mode="r")
         writer.delete(list(range(25)))  # more than half: the token file is rewritten
-        assert not (path / "tokens.bin").exists()  # replaced by tokens-<generation>.bin
+        assert list(path.glob("tokens-*.bin"))  # tokens.bin is kept a while for readers
         writer.add([100], _docs(1, 9))
+    assert not (path / "tokens.bin").exists()  # gone when the writer closed
     assert len(reader) == 40 and 100 not in reader
     assert reader.search([docs[3][:4]], k=1, candidates=40).ids[0, 0] == 3  # deleted since
     np.testing.assert_array_equal(reader.tokens(3), docs[3].astype(np.float16))
@@ -114,3 +115,26 @@ def test_readers_write_nothing(tmp_path):
         assert len(reader) == 0
         assert (reader.search([_docs(1, 0)[0]], k=2).ids == -1).all()
     assert sorted(p.name for p in path.iterdir()) == before
+
+
+def test_superseded_files_stay_for_a_grace_period(tmp_path, monkeypatch):
+    """A reader that read the previous manifest can still open its files after the next
+    commit (they are deleted GRACE_S seconds later, or when the writer closes)."""
+    import muvera.index.manifest as mf
+    from muvera.index.loading import _load_files
+
+    path = tmp_path / "ix"
+    docs = _docs(6, 4)
+    with Index.create(path, CONFIG, store="exact") as writer:
+        writer.add([0, 1, 2], docs[:3])
+        old = mf.read_manifest(path)  # a reader got this far ...
+        writer.add([3], docs[3:4])  # ... when the writer committed
+        manifest, _, _, records = _load_files(path, old, {})  # its files are still there
+        assert len(records) == 3 and manifest["generation"] == old["generation"]
+        monkeypatch.setattr(mf, "GRACE_S", 0.0)
+        writer.add([4], docs[4:5])  # past the grace period: the older files go
+        assert not (path / old["state"]).exists()
+        monkeypatch.undo()
+        writer.add([5], docs[5:6])
+        previous = mf.read_manifest(path)["state"]
+    assert sorted(p.name for p in path.glob("state-*.npz")) == [previous]  # closed: tidy

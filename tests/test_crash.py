@@ -38,16 +38,30 @@ def _writer(path: str) -> None:
             i += 2
 
 
-@pytest.mark.parametrize("store", ["exact", "hnswlib", "qdrant"])
-def test_kill_9_never_loses_a_commit(tmp_path, store):
-    pytest.importorskip("qdrant_client" if store == "qdrant" else "hnswlib")
-    path = tmp_path / "ix"
-    options = {"path": str(tmp_path / "qdata")} if store == "qdrant" else None
-    Index.create(path, CONFIG, store=store, store_options=options).close()
-    if store == "qdrant":
-        from muvera.stores import qdrant
+def _close_qdrant_clients() -> None:
+    """Release the Qdrant storage for the next process (local mode and Edge lock it)."""
+    from muvera.stores import qdrant
 
-        qdrant._LOCAL_CLIENTS.pop(options["path"]).close()  # the writers' processes open it
+    for client in qdrant._LOCAL_CLIENTS.values():
+        client.close()
+    qdrant._LOCAL_CLIENTS.clear()
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib", "qdrant", "qdrant-edge"])
+def test_kill_9_never_loses_a_commit(tmp_path, store):
+    """Qdrant runs as qdrant-client's local mode on disk, and as Qdrant's own engine
+    (Qdrant Edge: its WAL and segments)."""
+    pytest.importorskip("qdrant_client" if store.startswith("qdrant") else "hnswlib")
+    if store == "qdrant-edge":
+        pytest.importorskip("qdrant_edge")
+    path = tmp_path / "ix"
+    options = {
+        "qdrant": {"path": str(tmp_path / "qdata")},
+        "qdrant-edge": {"edge_path": str(tmp_path / "edge")},
+    }.get(store)
+    kind = "qdrant" if options else store
+    Index.create(path, CONFIG, store=kind, store_options=options).close()
+    _close_qdrant_clients()  # the writers' processes open the storage
     ctx = mp.get_context("spawn")
     rng = np.random.default_rng(0)
     seen = 0
@@ -61,7 +75,7 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         proc.join()
         with Index.open(path, mode="r") as index:
             ids = index.ids
-            if store == "qdrant":  # every listed document is in Qdrant, nothing else shows
+            if kind == "qdrant":  # every listed document is in Qdrant, nothing else shows
                 assert set(ids) <= set(_qdrant_ids(index))
             assert len(ids) >= seen  # the writer only adds more than it deletes
             seen = len(ids)
@@ -69,14 +83,12 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
                 np.testing.assert_allclose(index.tokens(doc_id), _doc(doc_id), atol=1e-2)
                 hit = index.search([_doc(doc_id)], k=1, candidates=len(ids))
                 assert hit.ids[0, 0] == doc_id
-            if store == "qdrant":
-                index.store.client.close()  # the next writer process opens the storage
-                qdrant._LOCAL_CLIENTS.clear()
+            _close_qdrant_clients()
     assert seen > 0
     with Index.open(path) as index:  # a writer after the crashes: tidy, and it works
         index.add([10**6], [_doc(7)])
         assert not list(path.glob(".*.tmp"))
-        if store == "qdrant":  # recovered: Qdrant holds exactly the committed documents
+        if kind == "qdrant":  # recovered: Qdrant holds exactly the committed documents
             assert sorted(_qdrant_ids(index)) == sorted(index.ids)
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import ragged
+from helpers import ragged, store_args
 
 from muvera import FDEConfig, Index, MuveraError, maxsim
 from muvera.index.filters import allowed_mask, check_filter
 
 pytest.importorskip("hnswlib")
 D = 16
-STORES = ["exact", "hnswlib", "qdrant"]
+STORES = ["exact", "hnswlib", "qdrant", "qdrant-edge"]
 LANGS = ["en", "fr", "de"]
 
 
@@ -96,13 +96,11 @@ def test_malformed_filters_raise(tmp_path, bad):
 
 
 def _index(tmp_path, store, n):
-    options = {"location": ":memory:"} if store == "qdrant" else None
-    if store == "qdrant":
-        pytest.importorskip("qdrant_client")
+    kind, options = store_args(store, tmp_path)
     rng = np.random.default_rng(5)
     docs = ragged(rng, rng.integers(3, 12, n), D)
     index = Index.create(
-        tmp_path / store, FDEConfig(dimension=D, num_repetitions=8), store=store,
+        tmp_path / store, FDEConfig(dimension=D, num_repetitions=8), store=kind,
         store_options=options,
     )  # fmt: skip
     index.add(list(range(n)), docs, [_payload(i) for i in range(n)])
@@ -201,7 +199,8 @@ def test_update_payload_merges_or_replaces_and_filters_follow(tmp_path, store):
         with pytest.raises(MuveraError, match="not JSON"):
             index.update_payload(3, {"a": float("nan")})
         generation = index.manifest["generation"]
-    kwargs = {"store_options": {"client": index.store.client}} if store == "qdrant" else {}
+    qdrant = store.startswith("qdrant")
+    kwargs = {"store_options": {"client": index.store.client}} if qdrant else {}
     with Index.open(tmp_path / store, mode="r", **kwargs) as reader:
         assert reader.manifest["generation"] == generation
         assert reader.get([1, 2])[1].payload == {"only": True}

@@ -142,13 +142,26 @@ def test_points_outside_the_last_commit_are_never_returned(tmp_path):
             assert result.payloads is not None and len(result.payloads[0]) == 4
 
 
+BACKENDS = ["local", "edge"]  # qdrant-client's local mode; Qdrant's engine (qdrant-edge-py)
+
+
+def _options(backend: str, tmp_path, memory: bool = False) -> dict:
+    if backend == "edge":
+        pytest.importorskip("qdrant_edge")
+        return {"edge_path": str(tmp_path / "edge")}
+    return {"location": ":memory:"} if memory else {"path": str(tmp_path / "qdata")}
+
+
 def _points(index) -> dict[int, dict]:
     store = index.store
     points, _ = store.client.scroll(store.collection, limit=10_000, with_payload=True)
     return {int(p.id): dict(p.payload) for p in points}
 
 
-def test_a_failed_upsert_keeps_the_old_document_and_leaves_no_points(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_failed_upsert_keeps_the_old_document_and_leaves_no_points(
+    tmp_path, monkeypatch, backend
+):
     """The commit of an upsert fails after its points reached Qdrant: the old version stays
     (searchable, same tokens), the new points are removed, and the next write works."""
     import muvera.index.manifest as mf
@@ -156,7 +169,7 @@ def test_a_failed_upsert_keeps_the_old_document_and_leaves_no_points(tmp_path, m
     docs = _docs(10)
     with Index.create(
         tmp_path / "ix", FDEConfig(dimension=D), store="qdrant",
-        store_options={"location": ":memory:"},
+        store_options=_options(backend, tmp_path, memory=True),
     ) as index:  # fmt: skip
         index.add(list(range(10)), docs)
         before = _points(index)
@@ -180,7 +193,8 @@ def test_a_failed_upsert_keeps_the_old_document_and_leaves_no_points(tmp_path, m
         assert len(_points(index)) == 10
 
 
-def test_readers_see_only_committed_points_and_a_writer_recovers(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_readers_see_only_committed_points_and_a_writer_recovers(tmp_path, monkeypatch, backend):
     """A writer dies between writing points (and deferring deletions) and its commit: a
     reader's searches see exactly the committed documents (k hits, none of the new points),
     and the next writer's open removes the uncommitted points."""
@@ -189,7 +203,7 @@ def test_readers_see_only_committed_points_and_a_writer_recovers(tmp_path, monke
 
     docs = _docs(20)
     path = tmp_path / "ix"
-    opts = {"path": str(tmp_path / "qdata")}
+    opts = _options(backend, tmp_path)
     with Index.create(path, FDEConfig(dimension=D), store="qdrant", store_options=opts) as index:
         index.add(list(range(12)), docs[:12])
         index.delete([0])  # committed; its point is removed after the commit
@@ -217,7 +231,10 @@ def test_readers_see_only_committed_points_and_a_writer_recovers(tmp_path, monke
         np.testing.assert_allclose(writer.tokens(7), docs[7], atol=1e-3)
 
 
-def test_a_commit_whose_deletions_did_not_reach_qdrant_is_finished_later(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_commit_whose_deletions_did_not_reach_qdrant_is_finished_later(
+    tmp_path, monkeypatch, backend
+):
     """The manifest commit is written but removing the deleted points fails (Qdrant down):
     the commit stands, readers do not see the deleted documents, the next writer removes
     them."""
@@ -225,7 +242,7 @@ def test_a_commit_whose_deletions_did_not_reach_qdrant_is_finished_later(tmp_pat
 
     docs = _docs(10)
     path = tmp_path / "ix"
-    opts = {"path": str(tmp_path / "qdata")}
+    opts = _options(backend, tmp_path)
     with Index.create(path, FDEConfig(dimension=D), store="qdrant", store_options=opts) as index:
         index.add(list(range(10)), docs)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +69,7 @@ class Index(ReadMethods, TextMethods):
         self.mode = mode
         self._lock = lock
         self._store_overrides = dict(store_overrides or {})
+        self._retired: dict[str, float] = {}  # superseded files -> since when (a writer's)
         self._load(verify)
 
     # -- construction --------------------------------------------------------------------
@@ -203,8 +205,22 @@ class Index(ReadMethods, TextMethods):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _retire(self, names: set[str], grace: float | None = None) -> None:
+        """Files the last commit no longer refers to are deleted once they have been
+        superseded for ``grace`` seconds (at a later commit, or when the writer closes):
+        a reader that read the previous manifest has that long to open its files."""
+        now, grace = time.monotonic(), mf.GRACE_S if grace is None else grace
+        for name in names:
+            self._retired.setdefault(name, now)
+        for name, since in list(self._retired.items()):
+            if now - since >= grace:
+                (self.path / name).unlink(missing_ok=True)
+                del self._retired[name]
+
     def close(self) -> None:
         """Release the writer lock (the index stays readable on disk)."""
+        if self.mode == "a":
+            self._retire(set(), grace=0.0)  # what older generations left
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -274,8 +290,7 @@ class Index(ReadMethods, TextMethods):
             manifest["checksums"] = compute_checksums(self.path, manifest, manifest["checksums"])
         mf.write_manifest(self.path, manifest)
         self.manifest = manifest
-        for name in old_files - mf.generation_files(manifest):
-            (self.path / name).unlink(missing_ok=True)
+        self._retire(old_files - mf.generation_files(manifest))
         try:
             self.store.after_commit(generation)
         except Exception as exc:  # committed all the same; retried at the next writer's open

@@ -13,8 +13,9 @@ An index directory is self-describing and written atomically::
 
 Every change ends by replacing ``manifest.json`` in one ``os.replace``. Append-only files
 are only trusted up to the sizes the manifest records, and a generation's files are
-deleted only after the next manifest is in place, so an interrupted write or a crash
-leaves the previous index complete and readable.
+deleted only after the next manifest is in place (and ``GRACE_S`` seconds later, for the
+readers opening it meanwhile), so an interrupted write or a crash leaves the previous
+index complete and readable.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ FORMAT = "muvera.Index"
 FORMAT_VERSION = 2  # 2: records.jsonl may hold payload updates (written only by indexes
 # that have some: an index without keeps version 1, readable by older versions)
 MANIFEST = "manifest.json"
+# Seconds a writer keeps the files of a superseded generation (readers that read the older
+# manifest open them meanwhile; see Index._retire).
+GRACE_S = 2.0
 
 
 class Lock:

@@ -32,7 +32,8 @@ ID_KEY = "muvera_id"  # payload key holding the document id
 GENERATION_KEY = "muvera_generation"  # payload key: the commit that added the point
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Qdrant's default HTTP request limit
 _JSON_BYTES_PER_FLOAT = 12  # a float32 written as JSON text, with separator (upper bound)
-_CONNECTION_KEYS = ("url", "path", "location", "api_key", "prefer_grpc", "timeout", "host", "port")
+_CONNECTION_KEYS = ("url", "path", "location", "api_key", "prefer_grpc", "timeout", "host", "port",
+                    "edge_path")  # fmt: skip
 _LOCAL_CLIENTS: dict[str, Any] = {}  # local-mode clients by location (one per storage)
 
 
@@ -72,7 +73,8 @@ class QdrantStore:
     """FDE candidates and MaxSim re-ranking, both inside Qdrant.
 
     Options (``store_options`` of :meth:`muvera.Index.create`): ``url`` (server or
-    cluster), or ``path`` / ``location=":memory:"`` (local mode); ``api_key`` (else the
+    cluster), ``edge_path`` (Qdrant's engine in process, :mod:`.qdrant_edge`), or ``path`` /
+    ``location=":memory:"`` (qdrant-client's local mode); ``api_key`` (else the
     ``QDRANT_API_KEY`` variable); ``collection`` (default ``"muvera"``); ``shard_number``
     and ``replication_factor`` for clusters; ``request_bytes`` (upsert batch cap, default
     a quarter of Qdrant's 32 MiB limit); ``client`` (an existing ``QdrantClient``, not
@@ -113,6 +115,13 @@ class QdrantStore:
         if options.get("client") is not None:
             return options["client"]
         kwargs = {k: options[k] for k in _CONNECTION_KEYS if options.get(k) is not None}
+        if "edge_path" in kwargs:  # Qdrant's own engine in process (qdrant-edge-py)
+            from .qdrant_edge import EdgeClient
+
+            root = str(Path(kwargs["edge_path"]).resolve())
+            if root not in _LOCAL_CLIENTS:
+                _LOCAL_CLIENTS[root] = EdgeClient(root)
+            return _LOCAL_CLIENTS[root]
         if "url" in kwargs or "host" in kwargs:
             kwargs.setdefault("api_key", os.environ.get("QDRANT_API_KEY"))
             return qdrant_client.QdrantClient(**kwargs)
