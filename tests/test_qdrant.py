@@ -257,3 +257,36 @@ def test_a_commit_whose_deletions_did_not_reach_qdrant_is_finished_later(
         assert 2 not in result.ids[0].tolist() and -1 not in result.ids[0].tolist()
     with Index.open(path) as writer:
         assert len(_points(writer)) == 8
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int8_fde_quantization_and_on_disk_tokens(tmp_path, backend):
+    """The recipe for large collections: int8 scalar quantization of the FDE vector (in
+    RAM, rescored) and token vectors on disk; the collection is created with both and the
+    two-stage search still equals exact MaxSim over all candidates."""
+    import json
+
+    from muvera import maxsim
+
+    docs = _docs(40)
+    options = {**_options(backend, tmp_path), "fde_quantization": "int8", "tokens_on_disk": True}
+    with Index.create(tmp_path / "ix", FDEConfig(dimension=D), store="qdrant",
+                      store_options=options) as index:  # fmt: skip
+        index.add(list(range(40)), docs)
+        queries = [d[:3] for d in docs[:6]]
+        result = index.search(queries, k=5, candidates=40)
+        expect = np.argsort(-maxsim(queries, docs), axis=1, kind="stable")[:, :5]
+        np.testing.assert_array_equal(result.ids, expect)
+        if backend == "edge":
+            config = json.loads((tmp_path / "edge" / "muvera" / "edge_config.json").read_text())
+            vectors = config["vectors"]
+            assert vectors["fde"]["quantization_config"]["scalar"]["type"] == "int8"
+            assert vectors["tokens"]["on_disk"] is True
+        else:
+            params = index.store.client.get_collection("muvera").config.params.vectors
+            assert params["fde"].quantization_config.scalar.type == models.ScalarType.INT8
+            assert params["tokens"].on_disk is True
+    with pytest.raises(MuveraError, match="fde_quantization"):
+        Index.create(tmp_path / "bad", FDEConfig(dimension=D), store="qdrant",
+                     store_options={**_options(backend, tmp_path / "b"),
+                                    "fde_quantization": "int4"})  # fmt: skip

@@ -34,6 +34,8 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Qdrant's default HTTP request limit
 _JSON_BYTES_PER_FLOAT = 12  # a float32 written as JSON text, with separator (upper bound)
 _CONNECTION_KEYS = ("url", "path", "location", "api_key", "prefer_grpc", "timeout", "host", "port",
                     "edge_path")  # fmt: skip
+_CREATE_KEYS = {"collection", "shard_number", "replication_factor", "request_bytes", "client",
+                "fde_quantization", "tokens_on_disk"}  # fmt: skip
 _LOCAL_CLIENTS: dict[str, Any] = {}  # local-mode clients by location (one per storage)
 
 
@@ -76,7 +78,10 @@ class QdrantStore:
     cluster), ``edge_path`` (Qdrant's engine in process, :mod:`.qdrant_edge`), or ``path`` /
     ``location=":memory:"`` (qdrant-client's local mode); ``api_key`` (else the
     ``QDRANT_API_KEY`` variable); ``collection`` (default ``"muvera"``); ``shard_number``
-    and ``replication_factor`` for clusters; ``request_bytes`` (upsert batch cap, default
+    and ``replication_factor`` for clusters; ``fde_quantization="int8"`` (int8 scalar
+    quantization of the FDE vector, kept in RAM, candidates rescored by Qdrant) and
+    ``tokens_on_disk=True`` (token vectors memory-mapped from disk), set at creation;
+    ``request_bytes`` (upsert batch cap, default
     a quarter of Qdrant's 32 MiB limit); ``client`` (an existing ``QdrantClient``, not
     persisted). Connection options (but not the API key) are kept in the manifest;
     :meth:`muvera.Index.open` takes ``store_options`` to override them.
@@ -147,13 +152,20 @@ class QdrantStore:
         qdrant_client = _import_qdrant()
         models = qdrant_client.models
         options = dict(options)
-        unknown = (
-            set(options)
-            - set(_CONNECTION_KEYS)
-            - {"collection", "shard_number", "replication_factor", "request_bytes", "client"}
-        )
+        unknown = set(options) - set(_CONNECTION_KEYS) - _CREATE_KEYS
         if unknown:
             raise MuveraError(f"unknown qdrant store options {sorted(unknown)}")
+        if options.get("fde_quantization") not in (None, "int8"):
+            raise MuveraError("fde_quantization must be None or 'int8'")
+        if not isinstance(options.get("tokens_on_disk", False), bool):
+            raise MuveraError("tokens_on_disk must be True or False")
+        int8 = None
+        if options.get("fde_quantization") == "int8":  # FDE codes in RAM, rescored by Qdrant
+            int8 = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(
+                    type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                )
+            )
         if options.get("location") == ":memory:":
             key = f"memory:{uuid.uuid4().hex}"
             _LOCAL_CLIENTS[key] = qdrant_client.QdrantClient(location=":memory:")
@@ -166,7 +178,9 @@ class QdrantStore:
             collection_name=collection,
             vectors_config={
                 "fde": models.VectorParams(
-                    size=encoder.output_dimension, distance=models.Distance.DOT
+                    size=encoder.output_dimension,
+                    distance=models.Distance.DOT,
+                    quantization_config=int8,
                 ),
                 "tokens": models.VectorParams(
                     size=encoder.config.dimension,
@@ -176,6 +190,7 @@ class QdrantStore:
                     ),
                     hnsw_config=models.HnswConfigDiff(m=0),
                     datatype=models.Datatype.FLOAT16,
+                    on_disk=bool(options.get("tokens_on_disk", False)),
                 ),
             },
             shard_number=options.get("shard_number"),

@@ -78,6 +78,13 @@ class EdgeClient:
                 )
             if params.datatype is not None and str(params.datatype.value).lower() == "float16":
                 kwargs["datatype"] = qe.VectorStorageDatatype.Float16
+            scalar = getattr(params.quantization_config, "scalar", None)
+            if scalar is not None:  # int8 scalar quantization
+                kwargs["quantization_config"] = qe.ScalarQuantizationConfig(
+                    qe.ScalarType.Int8, quantile=scalar.quantile, always_ram=scalar.always_ram
+                )
+            if params.on_disk:
+                kwargs["on_disk"] = True
             vectors[name] = qe.EdgeVectorParams(
                 size=params.size, distance=qe.Distance.Dot, **kwargs
             )
