@@ -10,6 +10,8 @@ qdrant-client's local mode (``path=`` or ``location=":memory:"``).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import uuid
@@ -37,6 +39,22 @@ _CONNECTION_KEYS = ("url", "path", "location", "api_key", "prefer_grpc", "timeou
 _CREATE_KEYS = {"collection", "shard_number", "replication_factor", "request_bytes", "client",
                 "fde_quantization", "tokens_on_disk"}  # fmt: skip
 _LOCAL_CLIENTS: dict[str, Any] = {}  # local-mode clients by location (one per storage)
+
+
+def _remember(key: str, client: Any) -> Any:
+    """Keep a local-mode or Edge client for reuse; all are closed at interpreter exit (while
+    the modules they need still exist: qdrant-client's own finaliser runs too late)."""
+    if not _LOCAL_CLIENTS:
+        atexit.register(_close_local_clients)
+    _LOCAL_CLIENTS[key] = client
+    return client
+
+
+def _close_local_clients() -> None:
+    for client in list(_LOCAL_CLIENTS.values()):
+        with contextlib.suppress(Exception):  # exiting: nothing left to tell
+            client.close()
+    _LOCAL_CLIENTS.clear()
 
 
 def _import_qdrant() -> Any:
@@ -125,7 +143,7 @@ class QdrantStore:
 
             root = str(Path(kwargs["edge_path"]).resolve())
             if root not in _LOCAL_CLIENTS:
-                _LOCAL_CLIENTS[root] = EdgeClient(root)
+                _remember(root, EdgeClient(root))
             return _LOCAL_CLIENTS[root]
         if "url" in kwargs or "host" in kwargs:
             kwargs.setdefault("api_key", os.environ.get("QDRANT_API_KEY"))
@@ -139,7 +157,7 @@ class QdrantStore:
                     "this index used an in-memory Qdrant that is gone (its process ended); "
                     "use path=... or a server url to reopen an index"
                 )
-            _LOCAL_CLIENTS[key] = qdrant_client.QdrantClient(**kwargs)
+            _remember(key, qdrant_client.QdrantClient(**kwargs))
         return _LOCAL_CLIENTS[key]
 
     @classmethod
@@ -168,7 +186,7 @@ class QdrantStore:
             )
         if options.get("location") == ":memory:":
             key = f"memory:{uuid.uuid4().hex}"
-            _LOCAL_CLIENTS[key] = qdrant_client.QdrantClient(location=":memory:")
+            _remember(key, qdrant_client.QdrantClient(location=":memory:"))
             options["location"] = key
         client = cls._client(options)
         collection = str(options.get("collection", "muvera"))
