@@ -42,6 +42,9 @@ def test_rerank_over_all_candidates_equals_exact_maxsim(tmp_path, store, maxsim_
         exact = maxsim(queries, docs)
         expect = np.argsort(-exact, axis=1, kind="stable")[:, :5]
         assert result.ids.dtype == object and result.scores.dtype == np.float32
+        stages = {"qdrant_ms"} if store.startswith("qdrant") else {"candidates_ms", "rerank_ms"}
+        assert set(result.timings) == {"fde_ms"} | stages  # each stage's milliseconds
+        assert all(v >= 0 for v in result.timings.values())
         for i in range(len(queries)):
             assert [int(x[1:]) for x in result.ids[i]] == expect[i].tolist()
             # float16 token storage: scores within its rounding

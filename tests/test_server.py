@@ -61,7 +61,8 @@ def test_search_get_health_and_stats_match_the_library(index_path):
         assert [h["id"] for h in row] == want.ids[i].tolist()
         np.testing.assert_allclose([h["score"] for h in row], want.scores[i], rtol=1e-6)
         assert [h["payload"] for h in row] == want.payloads[i]
-    assert set(body["timing_ms"]) == {"encode", "search", "total"}
+    assert set(body["timing_ms"]) == {"encode", "search", "stages", "total"}
+    assert set(body["timing_ms"]["stages"]) == {"fde", "candidates", "rerank"}
     import base64
 
     b64 = [base64.b64encode(q.astype("<f4").tobytes()).decode() for q in queries]
@@ -256,7 +257,7 @@ def test_the_search_page_in_headless_chromium(index_path, tmp_path):
                  "--virtual-time-budget=8000", "--window-size=1000,700"]  # fmt: skip
         dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
                              timeout=120).stdout  # fmt: skip
-        assert "<td>cats</td>" in dom and "Cats" in dom and "total" in dom, dom[-2000:]
+        assert "<td>cats</td>" in dom and "Cats" in dom and "MaxSim re-rank" in dom, dom[-2000:]
         shot = tmp_path / "page.png"
         subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000

@@ -4,6 +4,7 @@ mixed into :class:`muvera.Index`."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -110,12 +111,14 @@ class ReadMethods:
         k, candidates = min(k, limit), min(max(candidates, k), limit)
         queries = self._check_queries(query_multivectors, lengths, mask)
         alive, store_filter, restricted = self._filter(query_filter)
+        t0 = time.perf_counter()
         q_fdes = self.encoder.encode_queries(queries)
+        fde_ms = 1000 * (time.perf_counter() - t0)
         hits = self.store.search(
             q_fdes, queries, k, candidates, rerank=rerank, alive=alive,
             query_filter=store_filter, restricted=restricted,
         )  # fmt: skip
-        return self._result(hits, with_payloads)
+        return make_result(hits, self.records, with_payloads, {"fde_ms": fde_ms})
 
     def search_exact(
         self,

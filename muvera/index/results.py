@@ -22,15 +22,20 @@ class SearchResult:
     clamped to the number of documents) padded with -1; ``scores`` is float32
     ``(n_queries, k)`` padded with ``-inf``: exact MaxSim when
     re-ranked, FDE inner products otherwise. ``payloads`` (when asked for) holds each hit's
-    payload dict (None for padding).
+    payload dict (None for padding). ``timings``: milliseconds per stage for the whole call
+    (``fde_ms`` query FDEs; then ``candidates_ms`` and ``rerank_ms``, or ``exact_ms`` when
+    every allowed document was scored, or ``qdrant_ms`` for one Qdrant request).
     """
 
     ids: npt.NDArray[Any]
     scores: npt.NDArray[np.float32]
     payloads: list[list[dict[str, Any] | None]] | None = None
+    timings: dict[str, float] | None = None
 
 
-def make_result(hits: Hits, records: Records, with_payloads: bool) -> SearchResult:
+def make_result(
+    hits: Hits, records: Records, with_payloads: bool, timings: dict[str, float] | None = None
+) -> SearchResult:
     """Labels to ids (and payloads, from the store when it keeps them). Labels that are not
     live documents of this index (a Qdrant point written by a writer that died before its
     commit, or deleted by a commit whose clean-up did not run) are dropped, the other hits
@@ -50,4 +55,9 @@ def make_result(hits: Hits, records: Records, with_payloads: bool) -> SearchResu
         payloads = [
             [stored[label] if label >= 0 else None for label in row.tolist()] for row in labels
         ]
-    return SearchResult(ids=ids, scores=np.asarray(scores, np.float32), payloads=payloads)
+    return SearchResult(
+        ids=ids,
+        scores=np.asarray(scores, np.float32),
+        payloads=payloads,
+        timings={**(timings or {}), **(hits.timings or {})},
+    )

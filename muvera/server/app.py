@@ -6,7 +6,8 @@
 * ``POST /search`` ``{"queries": [text, ...]}``, ``{"query_vectors": [[[float]]]}`` or
   ``{"query_vectors_b64": [base64 of float32 rows]}`` (the fastest), with
   optional ``k``, ``candidates``, ``filter`` (muvera's filter dict), ``with_payloads``,
-  ``rerank``, ``exact``: ``{"results": [[{"id", "score", "payload"?}]], "timing_ms"}``.
+  ``rerank``, ``exact``: ``{"results": [[{"id", "score", "payload"?}]], "timing_ms"}``
+  (text encoding, search, and the search's stages: query FDEs, candidates, re-rank).
 * ``POST /documents`` ``{"documents": [{"id", "text" | "vectors", ...payload fields}],
   "upsert": false}``, ``DELETE /documents`` ``{"ids": [...]}`` (a writable server only),
   ``GET /documents/{id}`` (``?with_tokens=true`` adds the token vectors).
@@ -166,6 +167,7 @@ def _search(state: _State, body: dict[str, Any]) -> dict[str, Any]:
         "timing_ms": {
             "encode": 1000 * (t1 - t0),
             "search": 1000 * (t2 - t1),
+            "stages": {k.removesuffix("_ms"): v for k, v in (result.timings or {}).items()},
             "total": 1000 * (time.perf_counter() - t0),
         },
     }

@@ -76,8 +76,12 @@ async function run(event) {
     return;
   }
   const t = data.timing_ms;
-  $("timing").textContent = "query encoding " + t.encode.toFixed(1) + " ms, FDE candidates " +
-    "+ MaxSim re-rank " + t.search.toFixed(1) + " ms, total " + t.total.toFixed(1) + " ms";
+  const names = {fde: "query FDE", candidates: "FDE candidates", rerank: "MaxSim re-rank",
+                 exact: "exact MaxSim", qdrant: "Qdrant (both stages)"};
+  const stages = Object.entries(t.stages).map(([k, v]) => (names[k] || k) + " " +
+    v.toFixed(1) + " ms");
+  $("timing").textContent = ["query encoding " + t.encode.toFixed(1) + " ms", ...stages,
+    "total " + t.total.toFixed(1) + " ms"].join(", ");
   const rows = data.results[0].map((hit, i) => {
     const p = hit.payload || {};
     const text = [p.title, p.text].filter(Boolean).join(" \u2014 ") || JSON.stringify(p);

@@ -28,11 +28,17 @@ Payload = dict[str, Any] | None
 @dataclasses.dataclass(frozen=True)
 class Hits:
     """Per query, best first: labels int64 (n_q, k) padded with -1, scores
-    float32 padded with -inf; payloads when the store keeps them itself (Qdrant)."""
+    float32 padded with -inf; payloads when the store keeps them itself (Qdrant); the
+    milliseconds each stage of the store took (``timings``), when it says."""
 
     labels: Labels
     scores: npt.NDArray[np.float32]
     payloads: list[list[Payload]] | None = None
+    timings: dict[str, float] | None = None
+
+    def timed(self, **milliseconds: float) -> Hits:
+        """These hits with ``milliseconds`` added to their timings."""
+        return dataclasses.replace(self, timings={**(self.timings or {}), **milliseconds})
 
     @classmethod
     def empty(cls, n_q: int, k: int) -> Hits:
@@ -60,6 +66,7 @@ class Hits:
                 np.float32
             ),
             payloads,
+            self.timings,
         )
 
 

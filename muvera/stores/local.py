@@ -11,6 +11,7 @@ documents.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,6 +33,10 @@ EXHAUSTIVE_SIMS = 1 << 22  # scores per block of an exact search over every docu
 # exact MaxSim over them (no more work than re-ranking that many candidates, and exact).
 FILTER_EXACT_FACTOR = 4
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def _ms_since(start: float) -> float:
+    return 1000 * (time.perf_counter() - start)
 
 
 def check_float16_range(docs: TokenBatch, what: str = "add") -> None:
@@ -226,17 +231,20 @@ class LocalStore:
         if query_filter is not None:
             raise MuveraError(f"the {self.kind} store takes payload filters as a label mask")
         allowed = alive if restricted else None
-        if candidates is None or q_fdes is None:
-            return self._exhaustive(queries, k, alive)
-        if restricted and rerank and int(alive.sum()) <= FILTER_EXACT_FACTOR * candidates:
-            return self._exhaustive(queries, k, alive)  # few pass: score them all exactly
+        t0 = time.perf_counter()
+        if (candidates is None or q_fdes is None) or (
+            restricted and rerank and int(alive.sum()) <= FILTER_EXACT_FACTOR * candidates
+        ):  # everything, or the few documents a filter lets through: all scored exactly
+            return self._exhaustive(queries, k, alive).timed(exact_ms=_ms_since(t0))
         labels, scores = self._candidates(q_fdes, candidates if rerank else k, not rerank, allowed)
         # labels come from files (graph rows, store state): only live ones of this index
         hits = Hits(labels, scores).live(alive)
-        labels, scores = hits.labels, hits.scores
+        t1 = time.perf_counter()
         if not rerank:
-            return Hits(labels, scores)
-        return self._rerank(queries, labels, k)
+            return Hits(hits.labels, hits.scores).timed(candidates_ms=_ms_since(t0))
+        return self._rerank(queries, hits.labels, k).timed(
+            candidates_ms=1000 * (t1 - t0), rerank_ms=_ms_since(t1)
+        )
 
     def _rerank(self, queries: TokenBatch, labels: Labels, k: int) -> Hits:
         """Exact MaxSim of each query against its candidates (-1 = none), best ``k`` kept

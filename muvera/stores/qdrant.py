@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import json
 import os
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -450,9 +451,11 @@ class QdrantStore:
                     with_payload=True,
                 )
             )
+        t0 = time.perf_counter()
         responses = self.client.query_batch_points(
             collection_name=self.collection, requests=requests
         )
+        milliseconds = 1000 * (time.perf_counter() - t0)
         hits = Hits.empty(n_q, k)
         payloads: list[list[Payload]] = [[None] * k for _ in range(n_q)]
         for i, response in enumerate(responses):
@@ -463,4 +466,4 @@ class QdrantStore:
                 payload.pop(ID_KEY, None)
                 payload.pop(GENERATION_KEY, None)
                 payloads[i][j] = payload or None
-        return Hits(hits.labels, hits.scores, payloads)
+        return Hits(hits.labels, hits.scores, payloads, {"qdrant_ms": milliseconds})
