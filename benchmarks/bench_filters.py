@@ -15,8 +15,6 @@ Usage: ``python benchmarks/bench_filters.py``
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from encode_beir import SHARED, load_cached, split_tokens  # noqa: E402
 from machine import describe, machine  # noqa: E402
+from runner import bench_main  # noqa: E402
 
 from muvera import FDEConfig, Index, __version__  # noqa: E402
 
@@ -99,20 +98,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/filters.json")
-    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a results table")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
-        return
-    result = measure()
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(result))
-    print(f"wrote {args.out}")
-    from render_docs import refresh
-
-    refresh(args.out)
+    bench_main(__doc__, "filters.json", lambda args: measure(), markdown)
 
 
 if __name__ == "__main__":
