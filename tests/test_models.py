@@ -396,3 +396,68 @@ def test_backend_tokenization_equals_transformers(tmp_path):
         slow = shared.tokenizer(texts, padding=True, truncation="longest_first", max_length=31,
                                 return_tensors="pt")  # fmt: skip
         assert all(torch.equal(fast[k], slow[k]) for k in fast)
+
+
+def _config_with(prompts: dict, default: str | None = None) -> dict:
+    return {"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 12,
+            "document_length": 20, "do_query_expansion": False,
+            "skiplist_words": list(string.punctuation), "prompts": prompts,
+            "default_prompt_name": default}  # fmt: skip
+
+
+def test_prompts_per_side_as_sentence_transformers_applies_them(tmp_path):
+    """ColBERT-Zero's config: a "query" and a "document" prompt, no default. Each side gets
+    its own (encode_query / encode_document's rule), prompt_name= and prompt= override it
+    per call, and the result is the text with the prompt written in by hand."""
+    zero = {"query": "search_query: ", "document": "search_document: "}
+    pylate_model(tmp_path, n_dense=1, config=_config_with(zero))
+    model = ColBERT(tmp_path, device="cpu")
+    s = model.settings
+    assert (s.query_prompt, s.document_prompt) == ("search_query: ", "search_document: ")
+    texts = ["the cat sat", " leading and trailing  ", "one\ntwo"]
+
+    def same(a, b):
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+    same(model.encode_queries(texts), model.encode_queries(
+        ["search_query: " + t for t in texts], prompt=""))  # fmt: skip
+    same(model.encode_documents(texts), model.encode_documents(
+        ["search_document: " + t for t in texts], prompt=""))  # fmt: skip
+    same(model.encode_documents(texts, prompt_name="query"),
+         model.encode_documents(["search_query: " + t for t in texts], prompt=""))  # fmt: skip
+    bare = model.encode_queries(texts, prompt="")
+    assert any(a.shape != b.shape or not np.array_equal(a, b)
+               for a, b in zip(bare, model.encode_queries(texts), strict=True))  # fmt: skip
+    with pytest.raises(MuveraError, match="not one of this model's prompts"):
+        model.encode_queries(texts, prompt_name="passage")
+    with pytest.raises(MuveraError, match="not both"):
+        model.encode_queries(texts, prompt_name="query", prompt="x")
+    # PyLate's encode(is_query=...) and normalize per call
+    same(model.encode(texts, is_query=True), model.encode_queries(texts))
+    same(model.encode(texts, is_query=False), model.encode_documents(texts))
+    raw = model.encode_documents(texts, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw[0], axis=1), 1.0)
+    for r, n in zip(raw, model.encode_documents(texts), strict=True):
+        np.testing.assert_allclose(r / np.linalg.norm(r, axis=1, keepdims=True), n, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "default", "query", "document"),
+    [
+        ({"query": "q: ", "passage": "p: "}, None, "q: ", "p: "),
+        ({"corpus": "c: "}, None, "", "c: "),
+        ({"both": "b: "}, "both", "b: ", "b: "),  # only a default: both sides
+        ({"query": "q: ", "both": "b: "}, "both", "q: ", "b: "),
+        ({}, None, "", ""),
+    ],
+)
+def test_which_prompt_each_side_takes(tmp_path, prompts, default, query, document):
+    pylate_model(tmp_path, n_dense=1, config=_config_with(prompts, default))
+    s = ColBERT(tmp_path, device="cpu").settings
+    assert (s.query_prompt, s.document_prompt) == (query, document)
+
+
+def test_a_default_prompt_name_that_is_not_a_prompt_is_refused(tmp_path):
+    pylate_model(tmp_path, n_dense=1, config=_config_with({"query": "q: "}, "missing"))
+    with pytest.raises(MuveraError, match="default_prompt_name 'missing'"):
+        ColBERT(tmp_path, device="cpu")

@@ -192,8 +192,22 @@ class ColBERT:
         if not values["do_query_expansion"]:
             values["attend_to_expansion_tokens"] = False  # as PyLate: nothing to attend to
         prompts = st_config.get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
+        ):
+            raise MuveraError(f"{st_config_path}: 'prompts' must map names to strings")
+        self.prompts: dict[str, str] = dict(prompts)
         default_prompt = st_config.get("default_prompt_name")
-        prompt = prompts.get(default_prompt, "") if default_prompt else ""
+        if default_prompt and default_prompt not in prompts:
+            raise MuveraError(f"{st_config_path}: default_prompt_name {default_prompt!r} is "
+                              f"not one of its prompts {sorted(prompts)}")  # fmt: skip
+        fallback: str = prompts[default_prompt] if default_prompt else ""
+        # per side, as sentence-transformers' encode_query / encode_document: the "query"
+        # prompt; the first of "document", "passage", "corpus"; else the default prompt
+        query_prompt = prompts.get("query", fallback)
+        document_prompt = next(
+            (prompts[n] for n in ("document", "passage", "corpus") if n in prompts), fallback
+        )
         self.settings = ColBERTSettings(
             layout=layout,
             query_prefix=str(values["query_prefix"]),
@@ -203,8 +217,8 @@ class ColBERT:
             do_query_expansion=bool(values["do_query_expansion"]),
             attend_to_expansion_tokens=bool(values["attend_to_expansion_tokens"]),
             skiplist_words=tuple(values["skiplist_words"]),
-            query_prompt=prompt,
-            document_prompt=prompt,
+            query_prompt=query_prompt,
+            document_prompt=document_prompt,
         )
         self.query_prefix_id = self._prefix_id("query_prefix", self.settings.query_prefix)
         self.document_prefix_id = self._prefix_id("document_prefix", self.settings.document_prefix)
@@ -281,13 +295,20 @@ class ColBERT:
         batch_size: int | None = None,
         show_progress: bool = False,
         as_tensors: bool = False,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize: bool | None = None,
     ) -> list[Any]:
         """Token vectors of each query: a list of float32 ``(n_tokens_i, dimension)`` arrays
         (torch tensors on the model's device with ``as_tensors=True``), in input order.
 
-        With query expansion every query has exactly ``query_length`` tokens.
+        With query expansion every query has exactly ``query_length`` tokens. The query
+        prompt of the model's config is prepended (``settings.query_prompt``);
+        ``prompt_name`` picks another of its ``prompts``, ``prompt`` gives the text itself
+        (``""``: none). ``normalize`` overrides the model's setting for this call.
         """
-        return self._encode(texts, True, batch_size, show_progress, as_tensors)
+        return self._encode(texts, True, batch_size, show_progress, as_tensors,
+                            self._prompt(True, prompt_name, prompt), normalize)  # fmt: skip
 
     def encode_documents(
         self,
@@ -296,10 +317,51 @@ class ColBERT:
         batch_size: int | None = None,
         show_progress: bool = False,
         as_tensors: bool = False,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize: bool | None = None,
     ) -> list[Any]:
-        """Token vectors of each document (padding and skiplist tokens dropped); see
-        :meth:`encode_queries` for the return type."""
-        return self._encode(texts, False, batch_size, show_progress, as_tensors)
+        """Token vectors of each document (padding and skiplist tokens dropped), with the
+        document prompt (``settings.document_prompt``); see :meth:`encode_queries` for the
+        return type and the options."""
+        return self._encode(texts, False, batch_size, show_progress, as_tensors,
+                            self._prompt(False, prompt_name, prompt), normalize)  # fmt: skip
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        is_query: bool = True,
+        batch_size: int | None = None,
+        show_progress_bar: bool = False,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize_embeddings: bool | None = None,
+    ) -> list[Any]:
+        """PyLate's ``encode(sentences, is_query=...)``: :meth:`encode_queries` or
+        :meth:`encode_documents` (so PyLate code ports by changing the import)."""
+        method = self.encode_queries if is_query else self.encode_documents
+        return method(texts, batch_size=batch_size, show_progress=show_progress_bar,
+                      prompt_name=prompt_name, prompt=prompt,
+                      normalize=normalize_embeddings)  # fmt: skip
+
+    def _prompt(self, is_query: bool, prompt_name: str | None, prompt: str | None) -> str:
+        """The prompt a call prepends: ``prompt``, else the config's ``prompt_name``, else
+        the side's default."""
+        if prompt is not None and prompt_name is not None:
+            raise MuveraError("give prompt or prompt_name, not both")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise MuveraError(f"prompt must be a string, got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise MuveraError(
+                    f"prompt_name {prompt_name!r} is not one of this model's prompts "
+                    f"{sorted(self.prompts)}"
+                )
+            return self.prompts[prompt_name]
+        return self.settings.query_prompt if is_query else self.settings.document_prompt
 
     # -- encoding ------------------------------------------------------------------------
     def _check_texts(self, texts: Any, what: str) -> list[str]:
@@ -310,13 +372,17 @@ class ColBERT:
                 raise MuveraError(f"{what}: item {i} is {type(text).__name__}, not str")
         return list(texts)
 
-    def tokenize(self, texts: Sequence[str], is_query: bool) -> dict[str, Any]:
-        """Input ids, attention mask (and token types) exactly as PyLate builds them."""
+    def tokenize(
+        self, texts: Sequence[str], is_query: bool, prompt: str | None = None
+    ) -> dict[str, Any]:
+        """Input ids, attention mask (and token types) exactly as PyLate builds them
+        (``prompt``: the side's default prompt when None)."""
         torch = import_torch()
         s = self.settings
         length = s.query_length if is_query else s.document_length
         prefix_id = self.query_prefix_id if is_query else self.document_prefix_id
-        prompt = s.query_prompt if is_query else s.document_prompt
+        if prompt is None:
+            prompt = s.query_prompt if is_query else s.document_prompt
         prepared = [(prompt + t).strip() for t in texts]
         if self.do_lower_case:
             prepared = [t.lower() for t in prepared]
@@ -365,9 +431,12 @@ class ColBERT:
         batch_size: int | None,
         show_progress: bool,
         as_tensors: bool,
+        prompt: str | None = None,
+        normalize: bool | None = None,
     ) -> list[Any]:
         torch = import_torch()
         what = "encode_queries" if is_query else "encode_documents"
+        normalize = self.normalize if normalize is None else bool(normalize)
         items = self._check_texts(texts, what)
         size = batch_size if batch_size is not None else self.batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -380,7 +449,7 @@ class ColBERT:
         with torch.inference_mode():
             for start in batches:
                 idx = order[start : start + size]
-                features = self.tokenize([items[i] for i in idx], is_query)
+                features = self.tokenize([items[i] for i in idx], is_query, prompt)
                 vectors = self._forward(features).float()
                 if is_query and self.settings.do_query_expansion:
                     keep = torch.ones_like(features["input_ids"], dtype=torch.bool)
@@ -388,7 +457,7 @@ class ColBERT:
                     keep = features["attention_mask"].bool()
                     if not is_query and skip is not None:
                         keep &= ~torch.isin(features["input_ids"], skip)
-                if self.normalize:
+                if normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
                 # One selection and one device-to-host copy per batch (a per-text mask on a
                 # GPU would synchronise once per text); the counts come from the CPU mask.
