@@ -221,3 +221,30 @@ def test_a_failed_payload_update_changes_nothing_in_qdrant(tmp_path, monkeypatch
         monkeypatch.undo()
         assert index.get([4])[0].payload == _payload(4)
         assert index.search([docs[4]], k=10, query_filter=fr).ids.tolist() == before
+
+
+def test_a_search_uses_its_own_filter_mask_when_another_search_interleaves(tmp_path):
+    """The per-filter mask cache is shared by the threads that search one reader (the
+    server does): another search may store its mask between this search storing its own
+    and using it. Played here deterministically: the cache's setter runs a search with
+    another filter right after the first store; both must keep their own filter."""
+    index, docs = _index(tmp_path, "exact", 120)
+    en = {"must": [{"key": "lang", "match": {"value": "en"}}]}
+    fr = {"must": [{"key": "lang", "match": {"value": "fr"}}]}
+    interleaved: list = []
+
+    def get(self):
+        return self.__dict__.get("_racy_cache", (None, None))
+
+    def put(self, value):
+        self.__dict__["_racy_cache"] = value
+        if not interleaved:  # once: "another thread" searches with its own filter now
+            interleaved.append(self.search([docs[1][:3]], k=5, query_filter=fr,
+                                           with_payloads=True))  # fmt: skip
+
+    index.__class__ = type("Racy", (type(index),), {"_filter_cache": property(get, put)})
+    mine = index.search([docs[0][:3]], k=5, query_filter=en, with_payloads=True)
+    assert interleaved, "the interleaving did not happen"
+    assert {p["lang"] for p in mine.payloads[0]} == {"en"}
+    assert {p["lang"] for p in interleaved[0].payloads[0]} == {"fr"}
+    index.close()

@@ -168,11 +168,12 @@ class ReadMethods:
             return alive, to_point_filter(checked, self.records.id_to_label), False
         key = (filter_key(checked), self.manifest["generation"], self.records.next_label,
                len(self.records))  # fmt: skip
-        if self._filter_cache[0] != key:  # one filter used for many searches: computed once
+        cached_key, mask = self._filter_cache  # one read: searches may run in threads
+        if cached_key != key:  # one filter used for many searches: computed once
             records = self.records
             mask = allowed_mask(checked, records.label_ids, records.payloads, records.alive)
             self._filter_cache = (key, mask)
-        return self._filter_cache[1], None, True
+        return mask, None, True
 
     def _check_queries(self, query_multivectors: Any, lengths: Any, mask: Any) -> TokenBatch:
         return checked_batch(
