@@ -1,20 +1,23 @@
-"""Filtered search on SciFact: does a filter keep k hits, the exact top 10, and the speed?
+"""Filtered search: does a filter keep k hits, the exact top 10, and the speed?
 
-Builds the default index (hnswlib) over the cached SciFact token vectors of
+Builds the default index (hnswlib) over the cached token vectors of a BEIR set
+(``--data``, SciFact by default; ``encode_beir.py --data ...`` caches them) from
 ``../shared/models/minilm-colbert-128`` with a payload ``{"bucket": i % 100}`` per document,
 then for filters letting through 50%, 10%, 2% and 0.5% of the documents
-(``bucket < 50`` ...) runs the 300 test queries one at a time with the defaults (k = 10,
+(``bucket < 50`` ...) runs the set's queries one at a time with the defaults (k = 10,
 100 candidates) and compares with brute-force exact MaxSim over the documents that pass
 (``search_exact`` with the same filter): share of queries with 10 hits, share of the
 exact filtered top 10 found, p50 latency (and the unfiltered search's, for reference).
 At or below 4 x candidates passing documents the index scores them all exactly.
 Prints a table and writes ``benchmarks/results/filters.json``.
 
-Usage: ``python benchmarks/bench_filters.py``
+Usage: ``python benchmarks/bench_filters.py [--data ../shared/data/msmarco-mini --out
+benchmarks/results/filters_msmarco.json]``
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -35,8 +38,8 @@ from muvera import FDEConfig, Index, __version__  # noqa: E402
 SHARES = (None, 50, 10, 2, 0.5)  # percent of documents passing (None: no filter)
 
 
-def measure() -> dict[str, Any]:
-    cached = load_cached(SHARED / "data" / "scifact", SHARED / "models" / "minilm-colbert-128")
+def measure(data: Path) -> dict[str, Any]:
+    cached = load_cached(data, SHARED / "models" / "minilm-colbert-128")
     docs = split_tokens(cached["doc_tokens"], cached["doc_lengths"])
     queries = split_tokens(cached["query_tokens"], cached["query_lengths"])
     rows = []
@@ -69,13 +72,14 @@ def measure() -> dict[str, Any]:
                 "p95_ms": 1000 * float(np.percentile(times, 95)),
                 "exact_scoring": share is not None and passing <= 4 * 100,
             })  # fmt: skip
-    return {"muvera_version": __version__, "machine": machine(), "documents": len(docs),
-            "queries": len(queries), "rows": rows}  # fmt: skip
+    return {"muvera_version": __version__, "machine": machine(), "dataset": data.name,
+            "documents": len(docs), "queries": len(queries), "rows": rows}  # fmt: skip
 
 
 def markdown(r: dict[str, Any]) -> str:
     lines = [
-        f"{describe(r['machine'])}; SciFact, {r['documents']:,} documents, {r['queries']} "
+        f"{describe(r['machine'])}; {r.get('dataset', 'scifact')}, {r['documents']:,} "
+        f"documents, {r['queries']} "
         "queries one at a time, k = 10, 100 candidates; truth: `search_exact` with the filter:",
         "",
         "| documents passing | queries with 10 hits | exact filtered top-10 found | p50 ms | "
@@ -98,7 +102,10 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    bench_main(__doc__, "filters.json", lambda args: measure(), markdown)
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", type=Path, default=SHARED / "data" / "scifact")
+
+    bench_main(__doc__, "filters.json", lambda args: measure(args.data), markdown, arguments)
 
 
 if __name__ == "__main__":
