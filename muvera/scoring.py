@@ -49,12 +49,10 @@ def maxsim_spans(
         offsets, lengths, queries, query_offsets = _check_spans(
             tokens, offsets, lengths, queries, query_offsets
         )
-    kernel = compiled_maxsim()
-    readable = tokens.dtype in (np.float32, np.float16) and tokens.flags.c_contiguous
-    if kernel is not None and readable:
+    kernel = _kernel_for(tokens)
+    if kernel is not None:
         out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
-        work = int(lengths.sum()) * queries.shape[0] * tokens.shape[1]
-        threads = max(1, min(native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
+        threads = _threads(int(lengths.sum()) * queries.shape[0] * tokens.shape[1])
         kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
         return out
     return _spans_numpy(tokens, offsets, lengths, queries, query_offsets)
@@ -97,12 +95,10 @@ def maxsim_pairs(
     # always copied when strided (np.nonzero's results of a 2-D array are views)
     pair_query = np.ascontiguousarray(pair_query, dtype=np.int64)
     out = np.empty(offsets.shape[0], dtype=np.float32)
-    kernel = compiled_maxsim()
-    readable = tokens.dtype in (np.float32, np.float16) and tokens.flags.c_contiguous
-    if kernel is not None and readable:
+    kernel = _kernel_for(tokens)
+    if kernel is not None:
         q_lengths = np.diff(query_offsets)
-        work = int((lengths * q_lengths[pair_query]).sum()) * tokens.shape[1]
-        threads = max(1, min(native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
+        threads = _threads(int((lengths * q_lengths[pair_query]).sum()) * tokens.shape[1])
         kernel.maxsim_pairs(
             tokens, offsets, lengths, pair_query, queries, query_offsets, out, threads
         )
@@ -113,6 +109,18 @@ def maxsim_pairs(
         bounds = np.array([0, query.shape[0]], dtype=np.int64)
         out[sel] = _spans_numpy(tokens, offsets[sel], lengths[sel], query, bounds)[0]
     return out
+
+
+def _kernel_for(tokens: npt.NDArray[Any]) -> native.NativeLibrary | None:
+    """The compiled kernels when they should score and can read ``tokens`` in place (2-D,
+    C-contiguous float32 or float16), else None."""
+    readable = tokens.dtype in (np.float32, np.float16) and tokens.flags.c_contiguous
+    return compiled_maxsim() if readable else None
+
+
+def _threads(work: int) -> int:
+    """Threads worth starting for ``work`` multiply-adds."""
+    return max(1, min(native.default_threads(), work // _NATIVE_WORK_PER_THREAD))
 
 
 def compiled_maxsim() -> native.NativeLibrary | None:
