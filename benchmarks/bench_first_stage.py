@@ -32,6 +32,7 @@ from encode_beir import SHARED, load_cached, split_tokens  # noqa: E402
 
 from muvera import FDEConfig, FDEEncoder, maxsim  # noqa: E402
 from muvera.eval import load_qrels, ndcg_at_k  # noqa: E402
+from muvera.fde.numpy_steps import NumpyFDE  # noqa: E402
 from muvera.fde.plan import gray_decode  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def centered_fde(
     encoder: FDEEncoder, items: list[np.ndarray], mean: np.ndarray, document: bool
 ) -> np.ndarray:
     """The FDE with partitions taken from ``x - mean`` (values from ``x``)."""
-    kernel = encoder._numpy
+    kernel = NumpyFDE(encoder.plan)
     R, B, p, k = kernel.R, kernel.B, kernel.p, kernel.k
     X = np.concatenate(items)
     lengths = np.array([len(x) for x in items])

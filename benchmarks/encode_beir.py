@@ -4,7 +4,12 @@ The cache (``benchmarks/.cache/<dataset>-<model>.npz``, git-ignored) holds float
 matrices concatenated with their lengths and ids, so that the retrieval benchmarks can
 rerun without re-encoding. Documents are ``title + " " + text``, as BEIR does.
 
-Usage: ``python benchmarks/encode_beir.py [--data ../shared/data/scifact] [--model ...]``
+``--split train`` encodes the queries of ``qrels/train.tsv`` instead (the corpus is shared, so
+only queries are encoded and cached as ``<dataset>-<model>-train.npz``); ``--raw`` encodes
+without L2 normalisation (``normalize=False``, cached as ``...-raw.npz``).
+
+Usage: ``python benchmarks/encode_beir.py [--data ../shared/data/scifact] [--model ...]
+[--split test|train] [--raw]``
 """
 
 from __future__ import annotations
@@ -21,47 +26,67 @@ SHARED = ROOT.parent / "shared"
 CACHE = ROOT / "benchmarks" / ".cache"
 
 
-def cache_path(data: Path, model: Path) -> Path:
-    return CACHE / f"{data.name}-{model.name}.npz"
+def cache_path(data: Path, model: Path, split: str = "test", raw: bool = False) -> Path:
+    tail = ("" if split == "test" else f"-{split}") + ("-raw" if raw else "")
+    return CACHE / f"{data.name}-{model.name}{tail}.npz"
 
 
-def load_cached(data: Path, model: Path) -> dict[str, np.ndarray]:
-    with np.load(cache_path(data, model), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def load_cached(
+    data: Path, model: Path, split: str = "test", raw: bool = False
+) -> dict[str, np.ndarray]:
+    """The cached arrays; for a non-test split, its queries with the test cache's corpus."""
+    with np.load(cache_path(data, model, split, raw), allow_pickle=False) as z:
+        out = {k: z[k] for k in z.files}
+    if split != "test":
+        out.update({k: v for k, v in load_cached(data, model, "test", raw).items()
+                    if k.startswith("doc_")})  # fmt: skip
+    return out
 
 
 def split_tokens(tokens: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
     return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
-def encode(data: Path, model_dir: Path, batch_size: int, device: str) -> Path:
+def encode(
+    data: Path, model_dir: Path, batch_size: int, device: str, split: str = "test",
+    raw: bool = False,
+) -> Path:
     from muvera import ColBERT
     from muvera.eval import load_beir
 
-    corpus, queries, _ = load_beir(data)
-    doc_ids = list(corpus)
-    texts = [(corpus[d]["title"] + " " + corpus[d]["text"]).strip() for d in doc_ids]
+    corpus, queries, _ = load_beir(data, split)
+    model = ColBERT(model_dir, device=device, normalize=not raw)
+    arrays: dict[str, np.ndarray] = {}
+    t_docs = 0.0
+    if split == "test":
+        doc_ids = list(corpus)
+        texts = [(corpus[d]["title"] + " " + corpus[d]["text"]).strip() for d in doc_ids]
+        t0 = time.perf_counter()
+        docs = model.encode_documents(
+            texts, batch_size=batch_size, show_progress=sys.stderr.isatty()
+        )
+        t_docs = time.perf_counter() - t0
+        arrays.update(
+            doc_ids=np.array(doc_ids),
+            doc_lengths=np.array([len(d) for d in docs], dtype=np.int64),
+            doc_tokens=np.concatenate(docs).astype(np.float16),
+        )
     query_ids = list(queries)
-    model = ColBERT(model_dir, device=device)
-    t0 = time.perf_counter()
-    docs = model.encode_documents(texts, batch_size=batch_size, show_progress=sys.stderr.isatty())
-    t_docs = time.perf_counter() - t0
     qs = model.encode_queries([queries[q] for q in query_ids], batch_size=batch_size)
-    out = cache_path(data, model_dir)
+    out = cache_path(data, model_dir, split, raw)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npz")
     np.savez(
         tmp,
-        doc_ids=np.array(doc_ids),
-        doc_lengths=np.array([len(d) for d in docs], dtype=np.int64),
-        doc_tokens=np.concatenate(docs).astype(np.float16),
+        **arrays,
         query_ids=np.array(query_ids),
         query_lengths=np.array([len(q) for q in qs], dtype=np.int64),
         query_tokens=np.concatenate(qs).astype(np.float16),
         encode_seconds=np.array(t_docs),
     )
     tmp.replace(out)
-    print(f"encoded {len(docs)} documents in {t_docs:.0f} s and {len(qs)} queries -> {out}")
+    print(f"encoded {len(arrays.get('doc_ids', ()))} documents in {t_docs:.0f} s and "
+          f"{len(qs)} queries -> {out}")
     return out
 
 
@@ -71,12 +96,17 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=SHARED / "models" / "minilm-colbert-128")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--split", default="test", help="qrels split of the queries")
+    parser.add_argument("--raw", action="store_true", help="no L2 normalisation")
     parser.add_argument("--force", action="store_true", help="re-encode even if cached")
     args = parser.parse_args()
-    if cache_path(args.data, args.model).is_file() and not args.force:
-        print(f"cached: {cache_path(args.data, args.model)}")
+    path = cache_path(args.data, args.model, args.split, args.raw)
+    if path.is_file() and not args.force:
+        print(f"cached: {path}")
         return
-    encode(args.data, args.model, args.batch_size, args.device)
+    if args.split != "test" and not cache_path(args.data, args.model, "test", args.raw).is_file():
+        encode(args.data, args.model, args.batch_size, args.device, "test", args.raw)
+    encode(args.data, args.model, args.batch_size, args.device, args.split, args.raw)
 
 
 if __name__ == "__main__":

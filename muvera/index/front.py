@@ -23,8 +23,10 @@ from .._version import __version__
 from ..batch import TokenBatch, checked_batch
 from ..errors import MuveraError
 from ..fde import FDEConfig, FDEEncoder
+from ..fde.calibration import Calibration
 from ..stores import TOKEN_DTYPES, store_class
 from . import manifest as mf
+from .calibrating import CALIBRATED_FORMAT_VERSION, decide, encoder_for, initial_section
 from .checksums import compute_checksums, verify_checksums
 from .loading import load_generation
 from .reading import ReadMethods
@@ -84,6 +86,7 @@ class Index(ReadMethods, TextMethods):
         token_dtype: str = "float16",
         metadata: dict[str, Any] | None = None,
         checksums: bool = False,
+        calibration: str | Calibration = "auto",
     ) -> Index:
         """Create an empty index in ``path`` (a new or empty directory) and open it for writing.
 
@@ -95,7 +98,11 @@ class Index(ReadMethods, TextMethods):
         conversion makes float16 searches slower than float32 ones (measured in
         ``benchmarks/bench_retrieval.py``). ``checksums=True`` records a CRC-32 of every
         file at each commit, for ``Index.open(..., verify=True)`` and :meth:`verify` (see
-        :mod:`muvera.index.checksums` for the cost).
+        :mod:`muvera.index.checksums` for the cost). ``calibration``: "auto" (default)
+        fits a centring at the first :meth:`add` when its tokens share a large common
+        component (anisotropy >= 0.5; see :mod:`muvera.fde.calibration`), "centre" always
+        does, "off" never does; a fitted :class:`~muvera.fde.calibration.Calibration`
+        is used as given. :attr:`calibration` reports what was decided.
         """
         path = Path(path)
         if isinstance(encoder, FDEConfig):
@@ -109,6 +116,7 @@ class Index(ReadMethods, TextMethods):
                 f"token_dtype must be one of {sorted(TOKEN_DTYPES)}, got {token_dtype!r}"
             )
         kind = store_class(store)
+        section = initial_section(calibration, encoder)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise MuveraError(
                 f"cannot create an index in {path}: it exists and is not an empty directory"
@@ -122,6 +130,9 @@ class Index(ReadMethods, TextMethods):
             encoder.save(path / "encoder.npz")
             created = kind.create(path, encoder, options, token_dtype)
             manifest = mf.new_manifest(encoder, store, created.options, metadata)
+            manifest["calibration"] = section
+            if section["kind"] == "centre":
+                manifest["format_version"] = CALIBRATED_FORMAT_VERSION
             record = created.save(path, 0)
             state = mf.write_state(path, 0, {"alive": np.zeros(0, bool), **record.arrays})
             manifest.update(state=state, tokens=record.tokens)
@@ -244,6 +255,15 @@ class Index(ReadMethods, TextMethods):
             self._commit()
 
     @property
+    def calibration(self) -> dict[str, Any]:
+        """What this index decided: ``{"kind": "none" | "pending" | "centre", ...}`` with
+        the reason (none), or the fitted mean's anisotropy and token count (centre)."""
+        section = dict(self.manifest.get("calibration") or {"kind": "none", "reason": "made "
+                       "before calibration existed", "anisotropy": None})  # fmt: skip
+        section.pop("mean", None)
+        return section
+
+    @property
     def ids(self) -> list[Any]:
         """Ids of the live documents, in insertion order."""
         return self.records.ids
@@ -276,6 +296,8 @@ class Index(ReadMethods, TextMethods):
         manifest = dict(self.manifest)
         if self.records.updated:
             manifest["format_version"] = max(int(manifest["format_version"]), 2)
+        if (manifest.get("calibration") or {}).get("kind") == "centre":
+            manifest["format_version"] = max(int(manifest["format_version"]), 3)
         manifest.update(
             generation=generation,
             library_version=__version__,
@@ -347,7 +369,14 @@ class Index(ReadMethods, TextMethods):
         )
         if not len(docs):
             return
+        section = decide(
+            self.manifest.get("calibration") or {}, np.asarray(docs.tokens), self.encoder,
+            self.records.next_label == 0,
+        )  # fmt: skip
         with self._mutation():
+            if section is not None and isinstance(self.encoder, FDEEncoder):
+                self.manifest = dict(self.manifest, calibration=section)
+                self.encoder = encoder_for(section, self.encoder, self.path)
             if replace:
                 known = self.records.id_to_label
                 self._remove(np.array([known[d] for d in doc_ids if d in known], dtype=np.int64))

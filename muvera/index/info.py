@@ -36,7 +36,7 @@ def describe(index: Any) -> dict[str, Any]:
         "store": manifest["store"]["kind"],
         "store_parameters": {**(manifest["store"].get("options") or {}), **entry},
         "token_dtype": (manifest.get("tokens") or {}).get("dtype"),
-        "calibration": None,  # no calibration is fitted by this version
+        "calibration": index.calibration,
         "checksums": "checksums" in manifest,
         "files": files,
         "bytes": total,

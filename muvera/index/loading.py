@@ -11,8 +11,10 @@ import numpy as np
 
 from ..errors import MuveraError
 from ..fde import FDEEncoder
+from ..fde.calibration import CalibratedEncoder
 from ..stores import Store, store_class
 from . import manifest as mf
+from .calibrating import encoder_for
 from .checksums import verify_checksums
 from .records import Records
 
@@ -25,7 +27,7 @@ _DAMAGE = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
 
 def load_generation(
     path: Path, overrides: dict[str, Any], verify: bool = False
-) -> tuple[dict[str, Any], FDEEncoder, Store, Records]:
+) -> tuple[dict[str, Any], FDEEncoder | CalibratedEncoder, Store, Records]:
     """The manifest, encoder, store and records of the committed generation.
 
     A writer may commit meanwhile and delete the files of the generation being read: the
@@ -60,15 +62,16 @@ def _committed_since(path: Path, manifest: dict[str, Any]) -> bool:
 
 def _load_files(
     path: Path, manifest: dict[str, Any], overrides: dict[str, Any]
-) -> tuple[dict[str, Any], FDEEncoder, Store, Records]:
-    encoder = FDEEncoder.load(path / manifest["encoder"])
-    config, fde_dimension = encoder.config, int(manifest["fde_dimension"])
-    if (config.dimension, encoder.output_dimension) != (manifest["token_dimension"], fde_dimension):
+) -> tuple[dict[str, Any], FDEEncoder | CalibratedEncoder, Store, Records]:
+    plain = FDEEncoder.load(path / manifest["encoder"])
+    config, fde_dimension = plain.config, int(manifest["fde_dimension"])
+    if (config.dimension, plain.output_dimension) != (manifest["token_dimension"], fde_dimension):
         raise MuveraError(
             f"index {path}: its encoder ({config.dimension}-d tokens, "
-            f"{encoder.output_dimension}-d FDEs) does not match its manifest "
+            f"{plain.output_dimension}-d FDEs) does not match its manifest "
             f"({manifest['token_dimension']}-d, {fde_dimension}-d)"
         )
+    encoder = encoder_for(manifest.get("calibration"), plain, path)
     arrays = mf.read_state(path, manifest)
     store = store_class(manifest["store"]["kind"]).open(path, manifest, arrays, overrides)
     alive = np.asarray(arrays.get("alive", np.zeros(0)), dtype=bool)

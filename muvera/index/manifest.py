@@ -51,8 +51,9 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 2  # 2: records.jsonl may hold payload updates (written only by indexes
-# that have some: an index without keeps version 1, readable by older versions)
+FORMAT_VERSION = 3  # 2: records.jsonl may hold payload updates; 3: a calibration section
+# of kind "centre". Each is written only by indexes that use it: others keep version 1,
+# readable by older versions.
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from ..batch import TokenBatch, checked_batch
 from ..errors import MuveraError
 from ..fde import FDEEncoder
+from ..fde.calibration import CalibratedEncoder
 from ..stores import Hits, Store
 from .filters import allowed_mask, check_filter, filter_key, to_point_filter
 from .records import Records
@@ -43,7 +44,7 @@ class ReadMethods:
 
     path: Path
     manifest: dict[str, Any]
-    encoder: FDEEncoder
+    encoder: FDEEncoder | CalibratedEncoder
     store: Store
     records: Records
     token_dimension: int
