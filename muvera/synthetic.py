@@ -22,13 +22,17 @@ def planted_corpus(
     doc_tokens: tuple[int, int] = (40, 120),
     query_tokens: int = 12,
     noise: float = 0.9,
+    common: float = 0.0,
     seed: int = 0,
 ) -> tuple[list[npt.NDArray[np.float32]], list[npt.NDArray[np.float32]], npt.NDArray[np.int64]]:
     """Unit-norm token clouds and queries with one planted relevant document each.
 
     Documents have between ``doc_tokens[0]`` and ``doc_tokens[1]`` tokens drawn around
     ``vocabulary`` random directions; query ``i`` is ``query_tokens`` tokens of document
-    ``targets[i]`` with Gaussian noise of relative size ``noise`` added.
+    ``targets[i]`` with Gaussian noise of relative size ``noise`` added. ``common`` > 0
+    adds ``common`` times one fixed unit vector to every token before the final
+    normalisation: an anisotropic token space, as models whose tokens share a large
+    common component make (3.0 puts the mean token's norm near 0.95).
 
     Returns
     -------
@@ -68,4 +72,8 @@ def planted_corpus(
         take = min(query_tokens, len(docs[t]))
         picked = docs[t][rng.choice(len(docs[t]), take, replace=False)]
         queries.append(unit(picked + jitter(picked.shape, noise)))
+    if common:
+        shared = unit(rng.standard_normal(dim)) * common
+        docs = [unit(d + shared) for d in docs]
+        queries = [unit(q + shared) for q in queries]
     return docs, queries, targets

@@ -167,7 +167,7 @@ class Calibration:
         ):
             raise MuveraError("calibration section has a malformed mean, anisotropy or tokens")
         values = np.array(mean, dtype=np.float64)
-        if not np.isfinite(values).all() or not np.isfinite(ratio):
+        if not (np.isfinite(values).all() and np.isfinite(ratio)) or np.abs(values).max() > 3e38:
             raise MuveraError("calibration mean holds NaN or infinite values")
         if dimension is not None and values.shape[0] != dimension:
             raise MuveraError(
