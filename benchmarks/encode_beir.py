@@ -48,7 +48,11 @@ def split_tokens(tokens: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
 
 
 def encode(
-    data: Path, model_dir: Path, batch_size: int, device: str, split: str = "test",
+    data: Path,
+    model_dir: Path,
+    batch_size: int,
+    device: str,
+    split: str = "test",
     raw: bool = False,
 ) -> Path:
     from muvera import ColBERT
@@ -85,8 +89,10 @@ def encode(
         encode_seconds=np.array(t_docs),
     )
     tmp.replace(out)
-    print(f"encoded {len(arrays.get('doc_ids', ()))} documents in {t_docs:.0f} s and "
-          f"{len(qs)} queries -> {out}")
+    print(
+        f"encoded {len(arrays.get('doc_ids', ()))} documents in {t_docs:.0f} s and "
+        f"{len(qs)} queries -> {out}"
+    )
     return out
 
 

@@ -175,7 +175,7 @@ def test_auto_calibration_rescues_an_anisotropic_space(tmp_path, store, caplog):
 
 
 def test_auto_calibration_stays_off_on_an_isotropic_space(tmp_path):
-    docs, queries, targets = _planted(0.0)
+    docs, queries, _ = _planted(0.0)
     with Index.create(tmp_path / "ix", FDEConfig(dimension=32), store="exact") as index:
         index.add(list(range(len(docs))), docs)
         assert index.calibration["kind"] == "none"
