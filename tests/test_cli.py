@@ -107,6 +107,17 @@ def test_index_hnsw_quantization_option(capsys, tmp_path, beir, model_dir):
     assert (store.quantization, store.ef, store.quantized) == ("none", 40, False)
 
 
+def test_index_calibration_option(capsys, tmp_path, beir, model_dir):
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu", "--calibration", "off")  # fmt: skip
+    assert code == 0, err
+    assert Index.open(tmp_path / "ix", mode="r").calibration["reason"] == "calibration='off'"
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "c",
+                       "--device", "cpu", "--calibration", "centre")  # fmt: skip
+    assert code == 2 and "at least 1000 token vectors" in err  # 8 short documents
+    assert not (tmp_path / "c").exists()
+
+
 def test_eval_table_json_and_plot(capsys, tmp_path, beir, model, model_dir):
     pytest.importorskip("matplotlib")
     code, out, _ = run(capsys, "eval", beir, "--model", model_dir, "--candidates", "2,4,100",

@@ -59,3 +59,29 @@ def test_v1_index_takes_new_writes(tmp_path, name):
         assert len(index) == EXPECTED[name]["len"] + 2
         assert index.search([extra[1]], k=1, candidates=50).ids[0, 0] == "x1"
         assert "d0" not in index
+
+
+V3 = Path(__file__).parent / "data" / "index-v3"  # written by tests/data/make_index_v3.py
+
+
+@pytest.mark.parametrize("name", ["exact-float16", "hnswlib-float16"])
+def test_v3_calibrated_index_searches_as_written(tmp_path, name, maxsim_kernel):
+    expected = json.loads((V3 / "expected.json").read_text())[name]
+    shutil.copytree(V3 / name, tmp_path / name)
+    with np.load(V3 / "queries.npz") as data:
+        queries = [data[f"arr_{i}"] for i in range(len(data.files))]
+    with Index.open(tmp_path / name, mode="r") as index:
+        assert index.manifest["format_version"] == 3
+        assert index.calibration == expected["calibration"]
+        assert len(index) == expected["len"]
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+        fde = index.search(queries, k=5, rerank=False)
+        if name.startswith("exact") or maxsim_kernel == "native":
+            assert fde.ids.tolist() == expected["fde_ids"]
+            np.testing.assert_allclose(fde.scores, expected["fde_scores"], rtol=1e-5, atol=1e-5)
+    with Index.open(tmp_path / name) as index:  # takes new writes, stays calibrated
+        index.add(["x"], [queries[0]])
+        assert index.search([queries[0]], k=1, candidates=40).ids[0, 0] == "x"
+        assert index.calibration == expected["calibration"]

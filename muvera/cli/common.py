@@ -113,6 +113,7 @@ def _build_index(
         store=store,
         store_options=_store_options(args) if hasattr(args, "qdrant_url") else None,
         token_dtype=getattr(args, "token_dtype", "float16"),
+        calibration=getattr(args, "calibration", "auto"),
         metadata={
             "model": _model_name(args.model),
             "model_options": {"trust_remote_code": bool(args.trust_remote_code)},

@@ -41,6 +41,13 @@ def _add_fde_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fill-empty-partitions", action="store_true")
     group.add_argument("--final-projection-dimension", type=int, default=None)
     group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument(
+        "--calibration",
+        choices=("auto", "centre", "off"),
+        default="auto",
+        help="centre the tokens' FDEs on the corpus mean: auto (default) when the first "
+        "batch's tokens share a large common component",
+    )
 
 
 def _add_store_args(parser: argparse.ArgumentParser) -> None:
