@@ -17,7 +17,10 @@ nDCG@10 as a fraction of exact, the share of the exact top-10 found, FDE-only nD
 p50 per query; and brute-force FDE search (exact store): share of the exact top-10 inside
 the FDE top-100/200/500 with and without calibration.
 
-Usage: ``python benchmarks/bench_quality.py [--cases scifact:train:orig,...]``
+``--sweep 100,200,300`` instead measures the default index at each candidate count (how the
+default count was chosen: ``--cases`` of the tuning split, ``--out`` another file).
+
+Usage: ``python benchmarks/bench_quality.py [--cases scifact:train:orig,...] [--sweep ...]``
 (encodes what is missing into ``benchmarks/.cache`` first; ~15 min for all cases).
 """
 
@@ -154,7 +157,56 @@ def measure_case(case: str, candidates: int) -> dict[str, Any]:
     return row
 
 
+def sweep_case(case: str, counts: list[int]) -> dict[str, Any]:
+    """The default index (hnswlib, auto calibration) at each candidate count."""
+    name, split, variant = case.split(":")
+    c = load_case(name, split, variant)
+    docs = split_tokens(c["docs"], c["doc_lengths"])
+    queries = split_tokens(c["queries"], c["query_lengths"])
+    offsets = np.concatenate([[0], np.cumsum(c["doc_lengths"])[:-1]]).astype(np.int64)
+    q_offsets = np.concatenate([[0], np.cumsum(c["query_lengths"])]).astype(np.int64)
+    exact = maxsim_spans(c["docs"], offsets, c["doc_lengths"], c["queries"], q_offsets)
+    exact_top = np.argsort(-exact, axis=1, kind="stable")
+    doc_ids, qids = np.array(c["doc_ids"]), c["query_ids"]
+
+    def ndcg(ids: np.ndarray, scores: np.ndarray) -> float:
+        run = {qids[i]: dict(zip(ids[i].tolist(), scores[i].tolist(), strict=True))
+               for i in range(len(qids))}  # fmt: skip
+        return ndcg_at_k(run, c["qrels"], 10)
+
+    top = exact_top[:, :100]
+    exact_ndcg = ndcg(doc_ids[top], np.take_along_axis(exact, top, 1))
+    exact_top10 = doc_ids[exact_top[:, :10]]
+    row: dict[str, Any] = {"case": case, "held_out": not case.startswith(TUNED_ON)}
+    config = FDEConfig(dimension=c["docs"].shape[1])
+    with tempfile.TemporaryDirectory() as tmp, Index.create(Path(tmp) / "ix", config) as index:
+        index.add(list(doc_ids), docs)
+        for n in counts:
+            result = index.search(queries, k=10, candidates=n)
+            times = []
+            for q in queries:
+                t0 = time.perf_counter()
+                index.search([q], k=10, candidates=n)
+                times.append(time.perf_counter() - t0)
+            row[str(n)] = {
+                "ndcg_ratio": ndcg(result.ids, result.scores) / exact_ndcg,
+                "found": found(result.ids, exact_top10),
+                "p50_ms": 1000 * float(np.median(times)),
+                "p95_ms": 1000 * float(np.percentile(times, 95)),
+            }
+    print(row, file=sys.stderr, flush=True)
+    return row
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    if args.sweep:
+        counts = [int(x) for x in args.sweep.split(",")]
+        return {
+            "machine": machine(),
+            "muvera": __version__,
+            "sweep": counts,
+            "rows": [sweep_case(case, counts) for case in args.cases.split(",")],
+        }
     rows = [measure_case(case, args.candidates) for case in args.cases.split(",")]
     return {
         "machine": machine(),
@@ -168,6 +220,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    if "sweep" in result:
+        counts = result["sweep"]
+        lines = [
+            f"{describe(result['machine'])}; muvera {result['muvera']}. Default index "
+            "(hnswlib, calibration auto) at each candidate count: x exact MaxSim nDCG@10 / "
+            "exact top-10 found / p50 ms / p95 ms.",
+            "",
+            "| case | held out | " + " | ".join(f"{n} candidates" for n in counts) + " |",
+            "| --- | :-: |" + " ---: |" * len(counts),
+        ]
+        for r in result["rows"]:
+            cells = [
+                f"{r[str(n)]['ndcg_ratio']:.4f} / {r[str(n)]['found']:.1%} / "
+                f"{r[str(n)]['p50_ms']:.2f} / {r[str(n)]['p95_ms']:.2f}"
+                for n in counts
+            ]
+            held = "yes" if r["held_out"] else "tuning"
+            lines.append(f"| {r['case']} | {held} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
     lines = [
         f"{describe(result['machine'])}; muvera {result['muvera']}. Protocol: "
         f"{result['protocol']}. Index: hnswlib, FDE top-{result['rows'][0]['candidates']} "
@@ -194,6 +265,9 @@ def markdown(result: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default=CASES, help="dataset:split:variant,...")
     parser.add_argument("--candidates", type=int, default=CANDIDATES, help="FDE candidates")
+    parser.add_argument(
+        "--sweep", help="comma-separated candidate counts: the default index at each instead"
+    )
 
 
 if __name__ == "__main__":
