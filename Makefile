@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard muvera/native/*.c m
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	$(if $(TORCH),$(BIN)/python -m pip install -q -e ".[models]")
+	$(if $(TORCH),$(BIN)/python -m pip install -q -e ".[models,reference]")
 	touch $@
 
 # The demo needs torch (pinned, installed first) and the 'demo' extra: transformers, hnswlib

@@ -54,7 +54,7 @@ def _cmd_demo(args: argparse.Namespace, status: _Status) -> int:
         try:
             qids = list(queries)[: args.show]
             tokens = model.encode_queries([queries[q] for q in qids])
-            hits = index.search(tokens, k=args.k, candidates=100, with_payloads=True)
+            hits = index.search(tokens, k=args.k, with_payloads=True)
             payloads = _payloads(hits)
             for i, qid in enumerate(qids):
                 print(f"\nquery {qid}: {queries[qid]}")

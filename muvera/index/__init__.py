@@ -3,6 +3,6 @@ per-document records (:mod:`.records`)."""
 
 from .front import Index
 from .reading import Document
-from .results import SearchResult
+from .results import DEFAULT_CANDIDATES, SearchResult
 
-__all__ = ["Document", "Index", "SearchResult"]
+__all__ = ["DEFAULT_CANDIDATES", "Document", "Index", "SearchResult"]

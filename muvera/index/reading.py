@@ -19,7 +19,7 @@ from ..fde.calibration import CalibratedEncoder
 from ..stores import Hits, Store
 from .filters import allowed_mask, check_filter, filter_key, to_point_filter
 from .records import Records
-from .results import SearchResult, make_result
+from .results import DEFAULT_CANDIDATES, SearchResult, make_result
 
 __all__ = ["Document", "ReadMethods"]
 
@@ -81,7 +81,7 @@ class ReadMethods:
         self,
         query_multivectors: Any,
         k: int = 10,
-        candidates: int = 100,
+        candidates: int = DEFAULT_CANDIDATES,
         *,
         rerank: bool = True,
         lengths: Any = None,

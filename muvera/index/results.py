@@ -11,7 +11,12 @@ import numpy.typing as npt
 from ..stores import Hits
 from .records import Records
 
-__all__ = ["SearchResult", "make_result"]
+__all__ = ["DEFAULT_CANDIDATES", "SearchResult", "make_result"]
+
+# FDE candidates re-ranked by default: chosen on SciFact train queries (the original tokens
+# and an anisotropic variant) by benchmarks/bench_quality.py --sweep, checked on held-out
+# data (docs/parameters.md).
+DEFAULT_CANDIDATES = 200
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import MuveraError
 from .records import json_payload
+from .results import DEFAULT_CANDIDATES
 
 if TYPE_CHECKING:
     from .results import SearchResult
@@ -56,7 +57,7 @@ class TextMethods:
         model: Any,
         texts: Sequence[str],
         k: int = 10,
-        candidates: int = 100,
+        candidates: int = DEFAULT_CANDIDATES,
         *,
         rerank: bool = True,
         query_filter: Any = None,

@@ -9,6 +9,9 @@ model's own library computes, without depending on PyLate or sentence-transforme
   expansion tokens, the skiplist and prompts. Missing fields take PyLate's defaults.
 * **Stanford ColBERT**: ``config.json`` with ``HF_ColBERT``, the projection as
   ``linear.weight`` inside the main checkpoint, settings in ``artifact.metadata``.
+* **sentence-transformers 6** ``MultiVectorEncoder`` (a ``MultiVectorMask`` module): no
+  prefixes; lengths, "fixed"/"min" query expansion and the skiplist per task from the
+  modules' configs, normalised only with a ``Normalize`` module (:mod:`.st6`).
 * **Plain encoders** (transformers or sentence-transformers, no Dense): token states as
   they are, no prefixes, no expansion, no skiplist (unless given).
 
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MuveraError
+from . import st6
 from .checkpoint import (
     INSTALL_HINT,
     import_torch,
@@ -38,9 +42,9 @@ from .checkpoint import (
     resolve_directory,
 )
 from .plain import plain_defaults
-from .pylate import PYLATE_FIELDS, pylate_defaults, read_modules
+from .pylate import PYLATE_FIELDS, pylate_defaults, read_modules, side_prompts
 from .stanford import stanford_layout
-from .tokenizer import batch_encode, progress_callback
+from .tokenizer import batch_encode, check_texts, progress_callback
 
 __all__ = ["ColBERT", "ColBERTSettings"]
 
@@ -49,8 +53,8 @@ __all__ = ["ColBERT", "ColBERTSettings"]
 class ColBERTSettings:
     """How a :class:`ColBERT` turns text into tokens (resolved from the checkpoint).
 
-    ``layout`` is "pylate", "stanford" or "plain"; ``query_prompt`` / ``document_prompt``
-    are prepended to the text (the config's default prompt, if any).
+    ``layout`` is "pylate", "sentence-transformers", "stanford" or "plain";
+    ``query_prompt`` / ``document_prompt`` are prepended to the text.
     """
 
     layout: str
@@ -63,6 +67,10 @@ class ColBERTSettings:
     skiplist_words: tuple[str, ...]
     query_prompt: str = ""
     document_prompt: str = ""
+    skiplist_tasks: tuple[str, ...] = ("document",)
+    expansion_strategy: str = "fixed"
+    expansion_token: str | None = None
+    expansion_length: int = 0  # sentence-transformers 6 only (PyLate: query_length)
 
 
 class ColBERT:
@@ -79,8 +87,9 @@ class ColBERT:
         Allow custom architectures shipped with the checkpoint (e.g. NeuML's BertHash).
     dtype : {"float32", "float16", "bfloat16"}, default "float32"
         Weights and activations dtype; half precision needs a GPU. Outputs are float32.
-    normalize : bool, default True
-        L2-normalise every token vector (PyLate's default).
+    normalize : bool, optional
+        L2-normalise every token vector. Default: the model's own (a sentence-transformers 6
+        model: whether it has a Normalize module; every other layout: True, PyLate's).
     batch_size : int, default 32
         Texts per forward pass (texts are sorted by length into batches).
     revision : str, optional
@@ -104,7 +113,7 @@ class ColBERT:
         trust_remote_code: bool = False,
         *,
         dtype: str = "float32",
-        normalize: bool = True,
+        normalize: bool | None = None,
         batch_size: int = 32,
         revision: str | None = None,
         query_prefix: str | None = None,
@@ -130,7 +139,6 @@ class ColBERT:
             raise MuveraError(
                 "dtype='float16' needs a GPU device; use 'bfloat16' or 'float32' on CPU"
             )
-        self.normalize = bool(normalize)
         self.batch_size = batch_size
         self.directory = resolve_directory(name_or_path, revision)
         self.name = str(name_or_path)
@@ -168,7 +176,11 @@ class ColBERT:
             ) from None
         self.do_lower_case = bool(sbert.get("do_lower_case", False))
         self.dense = [load_dense(self.directory / p, trust_remote_code) for p in modules["dense"]]
-        if stanford:
+        if modules["mask"] is not None:
+            layout = st6.LAYOUT
+            defaults = st6.st6_defaults(self.directory / modules["mask"], sbert,
+                                        self._max_positions())  # fmt: skip
+        elif stanford:
             layout = "stanford"
             self.dense, defaults = stanford_layout(self.directory, transformer_dir)
         elif self.dense or any(f in st_config for f in PYLATE_FIELDS):
@@ -189,25 +201,11 @@ class ColBERT:
         values: dict[str, Any] = {
             k: (v if v is not None else defaults[k]) for k, v in overrides.items()
         }
+        self.normalize = bool(modules["normalize"] if normalize is None and layout ==
+                              st6.LAYOUT else True if normalize is None else normalize)  # fmt: skip
         if not values["do_query_expansion"]:
             values["attend_to_expansion_tokens"] = False  # as PyLate: nothing to attend to
-        prompts = st_config.get("prompts") or {}
-        if not isinstance(prompts, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
-        ):
-            raise MuveraError(f"{st_config_path}: 'prompts' must map names to strings")
-        self.prompts: dict[str, str] = dict(prompts)
-        default_prompt = st_config.get("default_prompt_name")
-        if default_prompt and default_prompt not in prompts:
-            raise MuveraError(f"{st_config_path}: default_prompt_name {default_prompt!r} is "
-                              f"not one of its prompts {sorted(prompts)}")  # fmt: skip
-        fallback: str = prompts[default_prompt] if default_prompt else ""
-        # per side, as sentence-transformers' encode_query / encode_document: the "query"
-        # prompt; the first of "document", "passage", "corpus"; else the default prompt
-        query_prompt = prompts.get("query", fallback)
-        document_prompt = next(
-            (prompts[n] for n in ("document", "passage", "corpus") if n in prompts), fallback
-        )
+        self.prompts, query_prompt, document_prompt = side_prompts(st_config, st_config_path)
         self.settings = ColBERTSettings(
             layout=layout,
             query_prefix=str(values["query_prefix"]),
@@ -219,12 +217,16 @@ class ColBERT:
             skiplist_words=tuple(values["skiplist_words"]),
             query_prompt=query_prompt,
             document_prompt=document_prompt,
+            **{k: defaults[k] for k in st6.EXTRA if k in defaults},
         )
         self.query_prefix_id = self._prefix_id("query_prefix", self.settings.query_prefix)
         self.document_prefix_id = self._prefix_id("document_prefix", self.settings.document_prefix)
-        self.expansion_id = self._expansion_token_id()
+        self.expansion_id: int | None = self._expansion_token_id()
         skip_ids: Any = self.tokenizer.convert_tokens_to_ids(list(self.settings.skiplist_words))
         self.skiplist_ids = sorted({int(i) for i in skip_ids})
+        if layout == st6.LAYOUT:
+            self.expansion_id = st6.expansion_id(self.tokenizer, self.settings.expansion_token)
+            self.skiplist_ids = st6.skiplist_ids(self.tokenizer, self.settings.skiplist_words)
         self.model.to(device=self.device, dtype=dtypes[dtype]).eval()
         self._dtype = dtypes[dtype]
         for layer in self.dense:
@@ -364,14 +366,6 @@ class ColBERT:
         return self.settings.query_prompt if is_query else self.settings.document_prompt
 
     # -- encoding ------------------------------------------------------------------------
-    def _check_texts(self, texts: Any, what: str) -> list[str]:
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise MuveraError(f"{what} takes a list of strings, got {type(texts).__name__}")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise MuveraError(f"{what}: item {i} is {type(text).__name__}, not str")
-        return list(texts)
-
     def tokenize(
         self, texts: Sequence[str], is_query: bool, prompt: str | None = None
     ) -> dict[str, Any]:
@@ -379,10 +373,12 @@ class ColBERT:
         (``prompt``: the side's default prompt when None)."""
         torch = import_torch()
         s = self.settings
-        length = s.query_length if is_query else s.document_length
-        prefix_id = self.query_prefix_id if is_query else self.document_prefix_id
         if prompt is None:
             prompt = s.query_prompt if is_query else s.document_prompt
+        if s.layout == st6.LAYOUT:
+            return st6.tokenize(self, list(texts), is_query, prompt)
+        length = s.query_length if is_query else s.document_length
+        prefix_id = self.query_prefix_id if is_query else self.document_prefix_id
         prepared = [(prompt + t).strip() for t in texts]
         if self.do_lower_case:
             prepared = [t.lower() for t in prepared]
@@ -437,7 +433,7 @@ class ColBERT:
         torch = import_torch()
         what = "encode_queries" if is_query else "encode_documents"
         normalize = self.normalize if normalize is None else bool(normalize)
-        items = self._check_texts(texts, what)
+        items = check_texts(texts, what)
         size = batch_size if batch_size is not None else self.batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise MuveraError(f"batch_size must be a positive int, got {size!r}")
@@ -450,10 +446,11 @@ class ColBERT:
             for start in batches:
                 idx = order[start : start + size]
                 features = self.tokenize([items[i] for i in idx], is_query, prompt)
+                keep = features.pop("scoring_mask", None)  # sentence-transformers 6
                 vectors = self._forward(features).float()
-                if is_query and self.settings.do_query_expansion:
+                if keep is None and is_query and self.settings.do_query_expansion:
                     keep = torch.ones_like(features["input_ids"], dtype=torch.bool)
-                else:
+                elif keep is None:
                     keep = features["attention_mask"].bool()
                     if not is_query and skip is not None:
                         keep &= ~torch.isin(features["input_ids"], skip)

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import MuveraError
 from .checkpoint import read_json
 
-__all__ = ["PYLATE_DEFAULTS", "PYLATE_FIELDS", "pylate_defaults", "read_modules"]
+__all__ = ["PYLATE_DEFAULTS", "PYLATE_FIELDS", "pylate_defaults", "read_modules", "side_prompts"]
 
 PYLATE_DEFAULTS: dict[str, Any] = {
     "query_prefix": "[Q] ",
@@ -31,16 +31,36 @@ def pylate_defaults(st_config: dict[str, Any]) -> dict[str, Any]:
     return {f: st_config.get(f, PYLATE_DEFAULTS[f]) for f in PYLATE_FIELDS}
 
 
+def side_prompts(st_config: dict[str, Any], where: Path) -> tuple[dict[str, str], str, str]:
+    """``(prompts, query prompt, document prompt)`` of a config, per side as
+    sentence-transformers' ``encode_query`` / ``encode_document`` pick them: the "query"
+    prompt; the first of "document", "passage", "corpus"; else the default prompt."""
+    prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
+    ):
+        raise MuveraError(f"{where}: 'prompts' must map names to strings")
+    default = st_config.get("default_prompt_name")
+    if default and default not in prompts:
+        raise MuveraError(f"{where}: default_prompt_name {default!r} is not one of its "
+                          f"prompts {sorted(prompts)}")  # fmt: skip
+    fallback: str = prompts[default] if default else ""
+    document = next((prompts[n] for n in ("document", "passage", "corpus") if n in prompts),
+                    fallback)  # fmt: skip
+    return dict(prompts), prompts.get("query", fallback), document
+
+
 def read_modules(directory: Path) -> dict[str, Any]:
-    """The Transformer folder and the Dense folders, in order, from ``modules.json``
-    (none: the folder itself is the transformer)."""
+    """The Transformer folder, the Dense folders in order, the MultiVectorMask folder (None
+    if there is none) and whether a Normalize module follows, from ``modules.json`` (none:
+    the folder itself is the transformer)."""
     path = directory / "modules.json"
     if not path.is_file():
-        return {"transformer": "", "dense": []}
+        return {"transformer": "", "dense": [], "mask": None, "normalize": False}
     modules = read_json(path)
     if not isinstance(modules, list):
         raise MuveraError(f"{path} must hold a list of modules")
-    transformer = None
+    transformer, mask, normalize = None, None, False
     dense: list[str] = []
     for module in sorted(modules, key=lambda m: m.get("idx", 0)):
         kind = str(module.get("type", ""))
@@ -48,6 +68,10 @@ def read_modules(directory: Path) -> dict[str, Any]:
             transformer = module.get("path", "")
         elif kind.endswith("Dense"):
             dense.append(module.get("path", ""))
+        elif kind.endswith("MultiVectorMask"):
+            mask = module.get("path", "")
+        elif kind.endswith("Normalize"):
+            normalize = True
     if transformer is None:
         raise MuveraError(f"{path} lists no Transformer module")
-    return {"transformer": transformer, "dense": dense}
+    return {"transformer": transformer, "dense": dense, "mask": mask, "normalize": normalize}

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["batch_encode", "progress_callback", "progress_lines"]
+from ..errors import MuveraError
+
+__all__ = ["batch_encode", "check_texts", "progress_callback", "progress_lines"]
 
 _TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def check_texts(texts: Any, what: str) -> list[str]:
+    """``texts`` as a list, if it is a sequence of strings (else a MuveraError)."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise MuveraError(f"{what} takes a list of strings, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise MuveraError(f"{what}: item {i} is {type(text).__name__}, not str")
+    return list(texts)
 
 
 def batch_encode(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..index.results import DEFAULT_CANDIDATES
+
 __all__ = ["PAGE"]
 
 PAGE = """<!doctype html>
@@ -39,7 +41,8 @@ PAGE = """<!doctype html>
   <details><summary>filter, candidates, API key</summary>
     <p><textarea id="filter" rows="3"
       placeholder='{"must": [{"key": "lang", "match": {"value": "en"}}]}'></textarea></p>
-    <p>candidates <input id="candidates" type="number" min="1" value="100" style="width:6rem">
+    <p>candidates <input id="candidates" type="number" min="1" value="{DEFAULT_CANDIDATES}"
+       style="width:6rem">
        API key <input id="key" type="password"></p>
   </details>
 </form>
@@ -97,4 +100,4 @@ if (asked) { $("q").value = asked; run(); }
 </script>
 </body>
 </html>
-"""
+""".replace("{DEFAULT_CANDIDATES}", str(DEFAULT_CANDIDATES))
