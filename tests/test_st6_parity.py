@@ -87,7 +87,8 @@ def test_multivector_encoder_parity(tmp_path, case):
     _close(ours.encode_queries(QUERIES), reference.encode_query(QUERIES))
     _close(ours.encode_documents(DOCUMENTS), reference.encode_document(DOCUMENTS))
     # per-call options as the reference takes them
-    _close(ours.encode_queries(QUERIES, prompt="x: "), reference.encode_query(QUERIES, prompt="x: "))
+    _close(ours.encode_queries(QUERIES, prompt="x: "),
+           reference.encode_query(QUERIES, prompt="x: "))  # fmt: skip
     _close(ours.encode(DOCUMENTS, is_query=False, normalize_embeddings=True),
            reference.encode_document(DOCUMENTS, normalize_embeddings=True))  # fmt: skip
 
