@@ -105,3 +105,43 @@ def test_image_models_are_refused(tmp_path):
     config.write_text(json.dumps({**data, "skiplist_tasks": ["images"]}))
     with pytest.raises(MuveraError, match="skiplist_tasks"):
         ColBERT(path, device="cpu")
+
+
+# -- token pooling -------------------------------------------------------------------------
+@pytest.mark.parametrize("pool_factor", [1.5, 2, 3, 1000])
+@pytest.mark.parametrize("protected", [0, 1, 3])
+def test_token_pooling_matches_the_reference(pool_factor, protected):
+    """PyLate's pooling (condensed Ward, protected tokens first, means not re-normalised) as
+    sentence-transformers 6 implements it with normalize_embeddings=False."""
+    from sentence_transformers.multi_vector_encoder.modules import HierarchicalTokenPooling
+
+    from muvera.models.pooling import pool_tokens
+
+    rng = np.random.default_rng(0)
+    docs = []
+    for n in (0, 1, 2, 3, 5, 17, 64, 200):
+        x = rng.standard_normal((n, 16)).astype(np.float32)
+        docs.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9))
+    reference = HierarchicalTokenPooling(pool_factor=pool_factor, num_protected_tokens=protected,
+                                         normalize_embeddings=False)  # fmt: skip
+    _close(pool_tokens(docs, pool_factor, protected),
+           reference.pool([torch.from_numpy(d) for d in docs]))  # fmt: skip
+
+
+def test_encode_documents_pools_as_pylate(tmp_path):
+    from muvera.models.pooling import pool_tokens
+
+    _, path = _build(tmp_path, "m", **CASES["fixed"])
+    model = ColBERT(path, device="cpu")
+    plain = model.encode_documents(DOCUMENTS)
+    pooled = model.encode(DOCUMENTS, is_query=False, pool_factor=2)
+    _close(pooled, [torch.from_numpy(x) for x in pool_tokens(plain, 2, 1)])
+    assert sum(len(x) for x in pooled) < sum(len(x) for x in plain)
+    tensors = model.encode_documents(DOCUMENTS, pool_factor=2, as_tensors=True)
+    _close([t.numpy() for t in tensors], [torch.from_numpy(x) for x in pooled])
+    assert [len(x) for x in model.encode(QUERIES, pool_factor=2)] == [12] * len(QUERIES)
+    for bad in (0.5, float("nan"), "2", True):
+        with pytest.raises(MuveraError, match="pool_factor"):
+            pool_tokens(plain, bad)
+    with pytest.raises(MuveraError, match="protected_tokens"):
+        pool_tokens(plain, 2, -1)

@@ -9,11 +9,9 @@ model's own library computes, without depending on PyLate or sentence-transforme
   expansion tokens, the skiplist and prompts. Missing fields take PyLate's defaults.
 * **Stanford ColBERT**: ``config.json`` with ``HF_ColBERT``, the projection as
   ``linear.weight`` inside the main checkpoint, settings in ``artifact.metadata``.
-* **sentence-transformers 6** ``MultiVectorEncoder`` (a ``MultiVectorMask`` module): no
-  prefixes; lengths, "fixed"/"min" query expansion and the skiplist per task from the
-  modules' configs, normalised only with a ``Normalize`` module (:mod:`.st6`).
-* **Plain encoders** (transformers or sentence-transformers, no Dense): token states as
-  they are, no prefixes, no expansion, no skiplist (unless given).
+* **sentence-transformers 6** ``MultiVectorEncoder`` (a ``MultiVectorMask`` module): see
+  :mod:`.st6`.
+* **Plain encoders** (no Dense): token states as they are, no prefix, expansion, skiplist.
 
 PyLate's rules, reproduced: the prefix token goes right after [CLS] (texts are stripped and
 tokenized to ``length - 1`` first); queries with expansion are padded with [MASK] to
@@ -42,6 +40,7 @@ from .checkpoint import (
     resolve_directory,
 )
 from .plain import plain_defaults
+from .pooling import pool_tokens
 from .pylate import PYLATE_FIELDS, pylate_defaults, read_modules, side_prompts
 from .stanford import stanford_layout
 from .tokenizer import batch_encode, check_texts, progress_callback
@@ -322,12 +321,16 @@ class ColBERT:
         prompt_name: str | None = None,
         prompt: str | None = None,
         normalize: bool | None = None,
+        pool_factor: float = 1,
+        protected_tokens: int = 1,
     ) -> list[Any]:
         """Token vectors of each document (padding and skiplist tokens dropped), with the
         document prompt (``settings.document_prompt``); see :meth:`encode_queries` for the
-        return type and the options."""
-        return self._encode(texts, False, batch_size, show_progress, as_tensors,
-                            self._prompt(False, prompt_name, prompt), normalize)  # fmt: skip
+        return type and the options. ``pool_factor`` > 1: :mod:`muvera.models.pooling`."""
+        pool, device = pool_factor != 1, self.device if as_tensors else None
+        out = self._encode(texts, False, batch_size, show_progress, as_tensors and not pool,
+                           self._prompt(False, prompt_name, prompt), normalize)  # fmt: skip
+        return pool_tokens(out, pool_factor, protected_tokens, device) if pool else out
 
     def encode(
         self,
@@ -339,13 +342,18 @@ class ColBERT:
         prompt_name: str | None = None,
         prompt: str | None = None,
         normalize_embeddings: bool | None = None,
+        pool_factor: float = 1,
+        protected_tokens: int = 1,
     ) -> list[Any]:
-        """PyLate's ``encode(sentences, is_query=...)``: :meth:`encode_queries` or
-        :meth:`encode_documents` (so PyLate code ports by changing the import)."""
-        method = self.encode_queries if is_query else self.encode_documents
-        return method(texts, batch_size=batch_size, show_progress=show_progress_bar,
-                      prompt_name=prompt_name, prompt=prompt,
-                      normalize=normalize_embeddings)  # fmt: skip
+        """PyLate's ``encode(sentences, is_query=..., pool_factor=...)``: :meth:`encode_queries`
+        or :meth:`encode_documents` (so PyLate code ports by changing the import)."""
+        options: dict[str, Any] = dict(batch_size=batch_size, show_progress=show_progress_bar,
+                                       prompt_name=prompt_name, prompt=prompt,
+                                       normalize=normalize_embeddings)  # fmt: skip
+        if is_query:  # (PyLate pools documents only)
+            return self.encode_queries(texts, **options)
+        return self.encode_documents(texts, pool_factor=pool_factor,
+                                     protected_tokens=protected_tokens, **options)  # fmt: skip
 
     def _prompt(self, is_query: bool, prompt_name: str | None, prompt: str | None) -> str:
         """The prompt a call prepends: ``prompt``, else the config's ``prompt_name``, else
