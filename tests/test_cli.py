@@ -118,6 +118,26 @@ def test_index_calibration_option(capsys, tmp_path, beir, model_dir):
     assert not (tmp_path / "c").exists()
 
 
+def test_index_and_add_pool_document_tokens(capsys, tmp_path, beir, model, model_dir):
+    from muvera.models.pooling import pool_tokens
+
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu", "--pool-factor", "2")  # fmt: skip
+    assert code == 0, err
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"_id": "x1", "title": "", "text": TEXTS["d1"][1]}) + "\n")
+    code, _, err = run(capsys, "add", tmp_path / "ix", extra, "--device", "cpu")
+    assert code == 0, err
+    with Index.open(tmp_path / "ix", mode="r") as index:
+        assert index.metadata["pool_factor"] == 2
+        for doc_id, text in (("d1", " ".join(TEXTS["d1"])), ("x1", TEXTS["d1"][1])):
+            expected = pool_tokens(model.encode_documents([text.strip()]), 2)[0]
+            assert index.tokens(doc_id).shape == expected.shape
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "b",
+                       "--device", "cpu", "--pool-factor", "0.5")  # fmt: skip
+    assert code == 2 and "pool_factor" in err
+
+
 def test_eval_table_json_and_plot(capsys, tmp_path, beir, model, model_dir):
     pytest.importorskip("matplotlib")
     code, out, _ = run(capsys, "eval", beir, "--model", model_dir, "--candidates", "2,4,100",

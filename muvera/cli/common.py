@@ -117,10 +117,12 @@ def _build_index(
         metadata={
             "model": _model_name(args.model),
             "model_options": {"trust_remote_code": bool(args.trust_remote_code)},
+            "pool_factor": getattr(args, "pool_factor", 1.0),
         },
     )
     try:
-        _add_corpus(index, model, corpus, status, keep_text=keep_text, upsert=False)
+        _add_corpus(index, model, corpus, status, keep_text=keep_text, upsert=False,
+                    pool_factor=getattr(args, "pool_factor", 1.0))  # fmt: skip
     except BaseException:
         index.close()
         if created:  # a half-built index would only block the next attempt
@@ -137,6 +139,7 @@ def _add_corpus(
     *,
     keep_text: bool,
     upsert: bool,
+    pool_factor: float = 1.0,
 ) -> None:
     """Encode ``corpus`` and add (or upsert) it: every field of a record goes into its
     payload (``keep_text=False``: all but title and text)."""
@@ -155,7 +158,7 @@ def _add_corpus(
             )
     status(f"encoding {len(ids):,} documents ...")
     t0 = time.perf_counter()
-    tokens = model.encode_documents(texts, show_progress=status.progress)
+    tokens = model.encode_documents(texts, show_progress=status.progress, pool_factor=pool_factor)
     encode_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     (index.upsert if upsert else index.add)(ids, tokens, payloads)

@@ -40,7 +40,9 @@ def _cmd_add(args: argparse.Namespace, status: _Status) -> int:
             raise MuveraError(f"index {args.index} records no model; pass --model")
         model = _load_model(name, args, None if args.model else meta.get("model_options"))
         before = len(index)
-        _add_corpus(index, model, corpus, status, keep_text=not args.no_text, upsert=args.upsert)
+        factor = args.pool_factor if args.pool_factor is not None else meta.get("pool_factor", 1)
+        _add_corpus(index, model, corpus, status, keep_text=not args.no_text, upsert=args.upsert,
+                    pool_factor=factor)  # fmt: skip
         added = len(index) - before
     print(
         f"{'upserted' if args.upsert else 'added'} {len(corpus):,} documents into {args.index} "

@@ -102,6 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", type=Path, help="BEIR folder or JSONL file (_id/id, title, text)")
     p.add_argument("--out", type=Path, required=True, help="index directory to create")
     p.add_argument("--no-text", action="store_true", help="do not keep title/text in payloads")
+    p.add_argument("--pool-factor", type=float, default=1.0,
+                   help="pool each document's tokens to about 1/N as PyLate does (default 1: "
+                   "none); later `add`s use the same")  # fmt: skip
     _add_model_args(p, required=True)
     _add_fde_args(p)
     _add_store_args(p)
@@ -111,6 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", type=Path, help="BEIR folder or JSONL file (_id/id, title, text)")
     p.add_argument("--upsert", action="store_true", help="replace documents whose ids exist")
     p.add_argument("--no-text", action="store_true", help="do not keep title/text in payloads")
+    p.add_argument("--pool-factor", type=float, help="default: the index's (see `index`)")
     _add_model_args(p, required=False)
 
     p = sub.add_parser("delete", help="delete documents from an index by id")
