@@ -90,32 +90,39 @@ def found(top: np.ndarray, exact_top10: np.ndarray) -> float:
     return float(np.mean([len(set(t) & set(e)) / 10 for t, e in pairs]))
 
 
-def measure_case(case: str, candidates: int) -> dict[str, Any]:
+def prepare(case: str) -> dict[str, Any]:
+    """A case's documents and queries, the exact MaxSim top-10 ids, exact nDCG@10 and an
+    nDCG@10 function of (ids, scores) results."""
     name, split, variant = case.split(":")
     c = load_case(name, split, variant)
-    docs = split_tokens(c["docs"], c["doc_lengths"])
-    queries = split_tokens(c["queries"], c["query_lengths"])
     offsets = np.concatenate([[0], np.cumsum(c["doc_lengths"])[:-1]]).astype(np.int64)
     q_offsets = np.concatenate([[0], np.cumsum(c["query_lengths"])]).astype(np.int64)
     exact = maxsim_spans(c["docs"], offsets, c["doc_lengths"], c["queries"], q_offsets)
-    exact_top = np.argsort(-exact, axis=1, kind="stable")
-    exact_top10 = exact_top[:, :10]
-    doc_ids, qids, qrels = c["doc_ids"], c["query_ids"], c["qrels"]
+    top = np.argsort(-exact, axis=1, kind="stable")[:, :100]
+    doc_ids, qids = np.array(c["doc_ids"]), c["query_ids"]
 
     def ndcg(ids: np.ndarray, scores: np.ndarray) -> float:
         run = {
             qids[i]: {str(d): float(s) for d, s in zip(ids[i], scores[i], strict=True) if d != -1}
             for i in range(len(qids))
         }
-        return ndcg_at_k(run, qrels, 10)
+        return ndcg_at_k(run, c["qrels"], 10)
 
-    top100 = exact_top[:, :100]
-    exact_ndcg = ndcg(np.array(doc_ids)[top100], np.take_along_axis(exact, top100, 1))
-    label = {d: i for i, d in enumerate(doc_ids)}
+    return {
+        "docs": split_tokens(c["docs"], c["doc_lengths"]),
+        "queries": split_tokens(c["queries"], c["query_lengths"]),
+        "doc_ids": list(c["doc_ids"]),
+        "dimension": c["docs"].shape[1],
+        "exact_top10": doc_ids[top[:, :10]],
+        "exact_ndcg": ndcg(doc_ids[top], np.take_along_axis(exact, top, 1)),
+        "ndcg": ndcg,
+    }
 
-    def as_labels(ids: np.ndarray) -> np.ndarray:
-        return np.vectorize(lambda d: label.get(d, -1), otypes=[np.int64])(ids)
 
+def measure_case(case: str, candidates: int) -> dict[str, Any]:
+    t = prepare(case)
+    docs, queries, doc_ids, ndcg = t["docs"], t["queries"], t["doc_ids"], t["ndcg"]
+    exact_top10, exact_ndcg = t["exact_top10"], t["exact_ndcg"]
     row: dict[str, Any] = {
         "case": case,
         "held_out": not case.startswith(TUNED_ON),
@@ -124,7 +131,7 @@ def measure_case(case: str, candidates: int) -> dict[str, Any]:
         "exact_ndcg@10": exact_ndcg,
         "candidates": candidates,
     }
-    cfg = FDEConfig(dimension=c["docs"].shape[1])
+    cfg = FDEConfig(dimension=t["dimension"])
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("auto", "off"):
             for store in ("hnswlib", "exact"):
@@ -133,8 +140,7 @@ def measure_case(case: str, candidates: int) -> dict[str, Any]:
                     index.add(doc_ids, docs)
                     cal = index.calibration
                     if store == "exact":
-                        fde = index.search(queries, k=500, rerank=False)
-                        top = as_labels(fde.ids)
+                        top = index.search(queries, k=500, rerank=False).ids
                         for n in (100, 200, 500):
                             row[f"{mode}_bruteforce_found_{n}"] = found(top[:, :n], exact_top10)
                         continue
@@ -150,7 +156,7 @@ def measure_case(case: str, candidates: int) -> dict[str, Any]:
                     row["anisotropy"] = cal.get("anisotropy")
                     row["calibration_reason"] = cal.get("reason")
                 row[f"{mode}_ndcg_ratio"] = ndcg(result.ids, result.scores) / exact_ndcg
-                row[f"{mode}_found"] = found(as_labels(result.ids), exact_top10)
+                row[f"{mode}_found"] = found(result.ids, exact_top10)
                 row[f"{mode}_fde_ndcg@10"] = ndcg(fde_only.ids, fde_only.scores)
                 row[f"{mode}_p50_ms"] = 1000 * float(np.median(times))
     print(row, file=sys.stderr, flush=True)
@@ -159,28 +165,12 @@ def measure_case(case: str, candidates: int) -> dict[str, Any]:
 
 def sweep_case(case: str, counts: list[int]) -> dict[str, Any]:
     """The default index (hnswlib, auto calibration) at each candidate count."""
-    name, split, variant = case.split(":")
-    c = load_case(name, split, variant)
-    docs = split_tokens(c["docs"], c["doc_lengths"])
-    queries = split_tokens(c["queries"], c["query_lengths"])
-    offsets = np.concatenate([[0], np.cumsum(c["doc_lengths"])[:-1]]).astype(np.int64)
-    q_offsets = np.concatenate([[0], np.cumsum(c["query_lengths"])]).astype(np.int64)
-    exact = maxsim_spans(c["docs"], offsets, c["doc_lengths"], c["queries"], q_offsets)
-    exact_top = np.argsort(-exact, axis=1, kind="stable")
-    doc_ids, qids = np.array(c["doc_ids"]), c["query_ids"]
-
-    def ndcg(ids: np.ndarray, scores: np.ndarray) -> float:
-        run = {qids[i]: dict(zip(ids[i].tolist(), scores[i].tolist(), strict=True))
-               for i in range(len(qids))}  # fmt: skip
-        return ndcg_at_k(run, c["qrels"], 10)
-
-    top = exact_top[:, :100]
-    exact_ndcg = ndcg(doc_ids[top], np.take_along_axis(exact, top, 1))
-    exact_top10 = doc_ids[exact_top[:, :10]]
+    t = prepare(case)
+    queries, ndcg, exact_ndcg = t["queries"], t["ndcg"], t["exact_ndcg"]
     row: dict[str, Any] = {"case": case, "held_out": not case.startswith(TUNED_ON)}
-    config = FDEConfig(dimension=c["docs"].shape[1])
+    config = FDEConfig(dimension=t["dimension"])
     with tempfile.TemporaryDirectory() as tmp, Index.create(Path(tmp) / "ix", config) as index:
-        index.add(list(doc_ids), docs)
+        index.add(t["doc_ids"], t["docs"])
         for n in counts:
             result = index.search(queries, k=10, candidates=n)
             times = []
@@ -190,7 +180,7 @@ def sweep_case(case: str, counts: list[int]) -> dict[str, Any]:
                 times.append(time.perf_counter() - t0)
             row[str(n)] = {
                 "ndcg_ratio": ndcg(result.ids, result.scores) / exact_ndcg,
-                "found": found(result.ids, exact_top10),
+                "found": found(result.ids, t["exact_top10"]),
                 "p50_ms": 1000 * float(np.median(times)),
                 "p95_ms": 1000 * float(np.percentile(times, 95)),
             }
