@@ -432,9 +432,11 @@ def test_prompts_per_side_as_sentence_transformers_applies_them(tmp_path):
         model.encode_queries(texts, prompt_name="passage")
     with pytest.raises(MuveraError, match="not both"):
         model.encode_queries(texts, prompt_name="query", prompt="x")
-    # PyLate's encode(is_query=...) and normalize per call
-    same(model.encode(texts, is_query=True), model.encode_queries(texts))
-    same(model.encode(texts, is_query=False), model.encode_documents(texts))
+    # PyLate's encode(is_query=...): no side prompt unless asked (as PyLate 1.6's encode)
+    same(model.encode(texts, is_query=True), bare)
+    same(model.encode(texts, is_query=True, prompt_name="query"), model.encode_queries(texts))
+    same(model.encode(texts, is_query=False, prompt_name="document"),
+         model.encode_documents(texts))  # fmt: skip
     raw = model.encode_documents(texts, normalize=False)
     assert not np.allclose(np.linalg.norm(raw[0], axis=1), 1.0)
     for r, n in zip(raw, model.encode_documents(texts), strict=True):

@@ -89,8 +89,10 @@ def test_multivector_encoder_parity(tmp_path, case):
     # per-call options as the reference takes them
     _close(ours.encode_queries(QUERIES, prompt="x: "),
            reference.encode_query(QUERIES, prompt="x: "))  # fmt: skip
-    _close(ours.encode(DOCUMENTS, is_query=False, normalize_embeddings=True),
-           reference.encode_document(DOCUMENTS, normalize_embeddings=True))  # fmt: skip
+    _close(ours.encode(DOCUMENTS, is_query=False, prompt_name="document",
+                       normalize_embeddings=True),
+           reference.encode_document(DOCUMENTS, prompt_name="document",
+                                     normalize_embeddings=True))  # fmt: skip
 
 
 def test_image_models_are_refused(tmp_path):
@@ -134,7 +136,7 @@ def test_encode_documents_pools_as_pylate(tmp_path):
     _, path = _build(tmp_path, "m", **CASES["fixed"])
     model = ColBERT(path, device="cpu")
     plain = model.encode_documents(DOCUMENTS)
-    pooled = model.encode(DOCUMENTS, is_query=False, pool_factor=2)
+    pooled = model.encode(DOCUMENTS, is_query=False, prompt_name="document", pool_factor=2)
     _close(pooled, [torch.from_numpy(x) for x in pool_tokens(plain, 2, 1)])
     assert sum(len(x) for x in pooled) < sum(len(x) for x in plain)
     tensors = model.encode_documents(DOCUMENTS, pool_factor=2, as_tensors=True)

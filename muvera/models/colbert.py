@@ -41,7 +41,13 @@ from .checkpoint import (
 )
 from .plain import plain_defaults
 from .pooling import pool_tokens
-from .pylate import PYLATE_FIELDS, pylate_defaults, read_modules, side_prompts
+from .pylate import (
+    PYLATE_FIELDS,
+    expansion_token_id,
+    pylate_defaults,
+    read_modules,
+    side_prompts,
+)
 from .stanford import stanford_layout
 from .tokenizer import batch_encode, check_texts, progress_callback
 
@@ -204,7 +210,8 @@ class ColBERT:
                               st6.LAYOUT else True if normalize is None else normalize)  # fmt: skip
         if not values["do_query_expansion"]:
             values["attend_to_expansion_tokens"] = False  # as PyLate: nothing to attend to
-        self.prompts, query_prompt, document_prompt = side_prompts(st_config, st_config_path)
+        self.prompts, query_prompt, document_prompt, self._default_prompt = side_prompts(
+            st_config, st_config_path)  # fmt: skip
         self.settings = ColBERTSettings(
             layout=layout,
             query_prefix=str(values["query_prefix"]),
@@ -220,7 +227,8 @@ class ColBERT:
         )
         self.query_prefix_id = self._prefix_id("query_prefix", self.settings.query_prefix)
         self.document_prefix_id = self._prefix_id("document_prefix", self.settings.document_prefix)
-        self.expansion_id: int | None = self._expansion_token_id()
+        self.expansion_id: int | None = expansion_token_id(
+            self.tokenizer, self.settings.do_query_expansion)  # fmt: skip
         skip_ids: Any = self.tokenizer.convert_tokens_to_ids(list(self.settings.skiplist_words))
         self.skiplist_ids = sorted({int(i) for i in skip_ids})
         if layout == st6.LAYOUT:
@@ -261,18 +269,6 @@ class ColBERT:
                 f"with it has it in its vocabulary); pass {name}='' to encode without one"
             )
         return int(token_id)
-
-    def _expansion_token_id(self) -> int:
-        for token_id in (
-            self.tokenizer.mask_token_id,
-            self.tokenizer.eos_token_id,
-            self.tokenizer.pad_token_id,
-        ):
-            if token_id is not None:
-                return int(token_id)
-        if self.settings.do_query_expansion:
-            raise MuveraError("query expansion needs a [MASK], EOS or pad token in the tokenizer")
-        return 0
 
     # -- public API ----------------------------------------------------------------------
     @property
@@ -345,8 +341,11 @@ class ColBERT:
         pool_factor: float = 1,
         protected_tokens: int = 1,
     ) -> list[Any]:
-        """PyLate's ``encode(sentences, is_query=..., pool_factor=...)``: :meth:`encode_queries`
-        or :meth:`encode_documents` (so PyLate code ports by changing the import)."""
+        """PyLate's ``encode(sentences, is_query=..., pool_factor=...)``, as PyLate 1.6 computes
+        it (so PyLate code ports by changing the import): unlike :meth:`encode_queries` /
+        :meth:`encode_documents`, no side prompt unless asked (``default_prompt_name``'s only)."""
+        if prompt is None and prompt_name is None:
+            prompt = self._default_prompt
         options: dict[str, Any] = dict(batch_size=batch_size, show_progress=show_progress_bar,
                                        prompt_name=prompt_name, prompt=prompt,
                                        normalize=normalize_embeddings)  # fmt: skip

@@ -12,7 +12,14 @@ from typing import Any
 from ..errors import MuveraError
 from .checkpoint import read_json
 
-__all__ = ["PYLATE_DEFAULTS", "PYLATE_FIELDS", "pylate_defaults", "read_modules", "side_prompts"]
+__all__ = [
+    "PYLATE_DEFAULTS",
+    "PYLATE_FIELDS",
+    "expansion_token_id",
+    "pylate_defaults",
+    "read_modules",
+    "side_prompts",
+]
 
 PYLATE_DEFAULTS: dict[str, Any] = {
     "query_prefix": "[Q] ",
@@ -31,10 +38,22 @@ def pylate_defaults(st_config: dict[str, Any]) -> dict[str, Any]:
     return {f: st_config.get(f, PYLATE_DEFAULTS[f]) for f in PYLATE_FIELDS}
 
 
-def side_prompts(st_config: dict[str, Any], where: Path) -> tuple[dict[str, str], str, str]:
-    """``(prompts, query prompt, document prompt)`` of a config, per side as
-    sentence-transformers' ``encode_query`` / ``encode_document`` pick them: the "query"
-    prompt; the first of "document", "passage", "corpus"; else the default prompt."""
+def expansion_token_id(tokenizer: Any, needed: bool) -> int:
+    """PyLate's query expansion token: [MASK], else EOS, else pad (a MuveraError when the
+    model expands queries and the tokenizer has none of them)."""
+    for token_id in (tokenizer.mask_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if token_id is not None:
+            return int(token_id)
+    if needed:
+        raise MuveraError("query expansion needs a [MASK], EOS or pad token in the tokenizer")
+    return 0
+
+
+def side_prompts(st_config: dict[str, Any], where: Path) -> tuple[dict[str, str], str, str, str]:
+    """``(prompts, query prompt, document prompt, default prompt)`` of a config: per side as
+    sentence-transformers' ``encode_query`` / ``encode_document`` pick them (the "query"
+    prompt; the first of "document", "passage", "corpus"; else the default prompt), and the
+    ``default_prompt_name``'s alone (``""`` without one), which PyLate's ``encode`` uses."""
     prompts = st_config.get("prompts") or {}
     if not isinstance(prompts, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
@@ -47,7 +66,7 @@ def side_prompts(st_config: dict[str, Any], where: Path) -> tuple[dict[str, str]
     fallback: str = prompts[default] if default else ""
     document = next((prompts[n] for n in ("document", "passage", "corpus") if n in prompts),
                     fallback)  # fmt: skip
-    return dict(prompts), prompts.get("query", fallback), document
+    return dict(prompts), prompts.get("query", fallback), document, fallback
 
 
 def read_modules(directory: Path) -> dict[str, Any]:

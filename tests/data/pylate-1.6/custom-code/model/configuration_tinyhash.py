@@ -1,0 +1,6 @@
+
+from transformers import BertConfig
+
+
+class TinyHashConfig(BertConfig):
+    model_type = "tiny-hash-bert"
