@@ -36,23 +36,36 @@ CASES = {
                              skiplist_tasks=["query", "document"]),
     "no-expansion-no-normalize": dict(expansion=None, dense=None, normalize=False,
                                       prompts={"query": "q: ", "passage": "p: "}),
+    "modernbert-bpe": dict(expansion={"strategy": "fixed", "length": 16}, dense=8,
+                           normalize=True, prompts={"query": "query: "},
+                           base_kind="modernbert"),
 }  # fmt: skip
 
 
-def _build(tmp_path, name, expansion, dense, normalize, prompts=None, skiplist_tasks=None):
+def _build(tmp_path, name, expansion, dense, normalize, prompts=None, skiplist_tasks=None,
+           base_kind="bert"):  # fmt: skip
     from sentence_transformers.base.modules import Dense, Transformer
     from sentence_transformers.multi_vector_encoder import MultiVectorEncoder
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
     from sentence_transformers.sentence_transformer.modules import Normalize
 
     base = tmp_path / f"{name}-base"
-    tok = write_tokenizer(base, prefixes=())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tok), hidden_size=HIDDEN, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=64)  # fmt: skip
-    BertModel(config).save_pretrained(base)
-    tok.save_pretrained(base)
+    if base_kind == "modernbert":  # a byte-level BPE tokenizer: spaces are tokens
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).parent / "data"))
+        from make_pylate_fixtures import tiny_modernbert
+
+        tiny_modernbert(base, 3)
+    else:
+        tok = write_tokenizer(base, prefixes=())
+        torch.manual_seed(0)
+        config = BertConfig(vocab_size=len(tok), hidden_size=HIDDEN, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64,
+                            max_position_embeddings=64)  # fmt: skip
+        BertModel(config).save_pretrained(base)
+        tok.save_pretrained(base)
     modules = [Transformer(str(base), query_length=16, document_length=24,
                            query_expansion=expansion)]  # fmt: skip
     if dense:
