@@ -47,10 +47,12 @@ def _close_qdrant_clients() -> None:
     qdrant._LOCAL_CLIENTS.clear()
 
 
-@pytest.mark.parametrize("store", ["exact", "hnswlib", "qdrant", "qdrant-edge"])
+@pytest.mark.parametrize("store", ["exact", "hnswlib", "hnswlib-calibrated", "qdrant",
+                                   "qdrant-edge"])  # fmt: skip
 def test_kill_9_never_loses_a_commit(tmp_path, store):
     """Qdrant runs as qdrant-client's local mode on disk, and as Qdrant's own engine
-    (Qdrant Edge: its WAL and segments)."""
+    (Qdrant Edge: its WAL and segments); "hnswlib-calibrated" is a calibrated index
+    (format version 3), which must stay calibrated."""
     pytest.importorskip("qdrant_client" if store.startswith("qdrant") else "hnswlib")
     if store == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
@@ -59,8 +61,14 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         "qdrant": {"path": str(tmp_path / "qdata")},
         "qdrant-edge": {"edge_path": str(tmp_path / "edge")},
     }.get(store)
-    kind = "qdrant" if options else store
-    Index.create(path, CONFIG, store=kind, store_options=options).close()
+    kind = "qdrant" if options else store.removesuffix("-calibrated")
+    calibration: object = "off"
+    if store.endswith("-calibrated"):
+        from muvera.fde.calibration import Calibration
+
+        calibration = Calibration.fit(np.concatenate([_doc(i) for i in range(400)]))
+    Index.create(path, CONFIG, store=kind, store_options=options,
+                 calibration=calibration).close()  # fmt: skip
     _close_qdrant_clients()  # the writers' processes open the storage
     ctx = mp.get_context("spawn")
     rng = np.random.default_rng(0)
@@ -74,6 +82,7 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
         with Index.open(path, mode="r") as index:
+            assert index.calibration["kind"] == ("centre" if calibration != "off" else "none")
             ids = index.ids
             if kind == "qdrant":  # every listed document is in Qdrant, nothing else shows
                 assert set(ids) <= set(_qdrant_ids(index))
