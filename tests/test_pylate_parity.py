@@ -23,6 +23,11 @@ QUERIES = ["hello world", "  the cat sat on the mat.  ", "", "one\ntwo three",
            " ".join(["dog"] * 30)]  # fmt: skip
 DOCUMENTS = ["the dog ran in the park, fast!", "", "   ", "line one\nline two",
              " ".join(["the cat sat on the mat."] * 12)]  # fmt: skip
+POOLED = ["the dog ran in the park, fast!", "hello world", "one two three four five six",
+          "a cat sat on the mat and the dog ran in the park with muvera vectors"]  # fmt: skip
+# (on the tiny ModernBERT's near-identical tokens PyLate's own pooling fails: "negative
+# distances"; muvera clamps them as sentence-transformers 6 does)
+POOLED_BY_PYLATE = {"bert-1dense", "bert-prompts", "custom-code", "stanford"}
 LAYOUTS = {"stanford": "stanford"}
 
 
@@ -54,3 +59,6 @@ def test_outputs_equal_pylate(family):
             _check(out, expected, f"{side}_{norm}", family)
         encode = model.encode_queries if side == "queries" else model.encode_documents
         _check(encode(texts), expected, f"{side}_prompted", family)
+    pooled = model.encode(POOLED, is_query=False, pool_factor=2)  # (never fails here)
+    if "documents_pooled" in expected or family in POOLED_BY_PYLATE:
+        _check(pooled, expected, "documents_pooled", family)
