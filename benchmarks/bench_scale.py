@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", default="10000,30000,100000")
     parser.add_argument("--batch", type=int, default=10000, help="documents per add() call")
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--candidates", type=int, default=100, help="FDE candidates re-ranked")
     parser.add_argument("--exact-queries", type=int, default=20)
     parser.add_argument(
         "--ef", default="", help="also query with these hnswlib ef values (comma-separated)"
@@ -104,7 +105,7 @@ def main() -> None:
             latencies, hits, top1 = [], 0, []
             for q, t in zip(queries, targets, strict=True):
                 t0 = time.perf_counter()
-                result = index.search([q], k=10, candidates=100)
+                result = index.search([q], k=10, candidates=args.candidates)
                 latencies.append(time.perf_counter() - t0)
                 hits += int(result.ids[0, 0] == t)
                 top1.append(int(result.ids[0, 0]))
@@ -120,7 +121,7 @@ def main() -> None:
                 lat, found, same = [], 0, 0
                 for i, (q, t) in enumerate(zip(queries, targets, strict=True)):
                     t0 = time.perf_counter()
-                    top = int(index.search([q], k=10, candidates=100).ids[0, 0])
+                    top = int(index.search([q], k=10, candidates=args.candidates).ids[0, 0])
                     lat.append(time.perf_counter() - t0)
                     found += int(top == t)
                     same += int(i < n_exact and top == exact_top1[i])
@@ -160,7 +161,15 @@ def main() -> None:
     print(markdown({"rows": rows}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"muvera_version": __version__, "config": "default", "rows": rows}, indent=2)
+        json.dumps(
+            {
+                "muvera_version": __version__,
+                "config": "default",
+                "candidates": args.candidates,
+                "rows": rows,
+            },
+            indent=2,
+        )
         + "\n"
     )
     print(f"wrote {args.out}")
