@@ -297,7 +297,9 @@ class Index(ReadMethods, TextMethods):
         if self.records.updated:
             manifest["format_version"] = max(int(manifest["format_version"]), 2)
         if (manifest.get("calibration") or {}).get("kind") == "centre":
-            manifest["format_version"] = max(int(manifest["format_version"]), 3)
+            manifest["format_version"] = max(
+                int(manifest["format_version"]), CALIBRATED_FORMAT_VERSION
+            )
         manifest.update(
             generation=generation,
             library_version=__version__,
