@@ -206,8 +206,8 @@ class ColBERT:
         values: dict[str, Any] = {
             k: (v if v is not None else defaults[k]) for k, v in overrides.items()
         }
-        self.normalize = bool(modules["normalize"] if normalize is None and layout ==
-                              st6.LAYOUT else True if normalize is None else normalize)  # fmt: skip
+        own = modules["normalize"] if layout == st6.LAYOUT else True  # the model's own choice
+        self.normalize = bool(own if normalize is None else normalize)
         if not values["do_query_expansion"]:
             values["attend_to_expansion_tokens"] = False  # as PyLate: nothing to attend to
         self.prompts, query_prompt, document_prompt, self._default_prompt = side_prompts(
