@@ -119,6 +119,16 @@ def prepare(case: str) -> dict[str, Any]:
     }
 
 
+def one_at_a_time(index: Index, queries: list[np.ndarray], candidates: int) -> list[float]:
+    """Milliseconds of each query searched alone (k=10)."""
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        index.search([q], k=10, candidates=candidates)
+        times.append(1000 * (time.perf_counter() - t0))
+    return times
+
+
 def measure_case(case: str, candidates: int) -> dict[str, Any]:
     t = prepare(case)
     docs, queries, doc_ids, ndcg = t["docs"], t["queries"], t["doc_ids"], t["ndcg"]
@@ -146,11 +156,7 @@ def measure_case(case: str, candidates: int) -> dict[str, Any]:
                         continue
                     result = index.search(queries, k=10, candidates=candidates)
                     fde_only = index.search(queries, k=10, rerank=False)
-                    times = []
-                    for q in queries:
-                        t0 = time.perf_counter()
-                        index.search([q], k=10, candidates=candidates)
-                        times.append(time.perf_counter() - t0)
+                    times = one_at_a_time(index, queries, candidates)
                 row[f"{mode}_calibration"] = cal.get("kind")
                 if mode == "auto":
                     row["anisotropy"] = cal.get("anisotropy")
@@ -158,7 +164,7 @@ def measure_case(case: str, candidates: int) -> dict[str, Any]:
                 row[f"{mode}_ndcg_ratio"] = ndcg(result.ids, result.scores) / exact_ndcg
                 row[f"{mode}_found"] = found(result.ids, exact_top10)
                 row[f"{mode}_fde_ndcg@10"] = ndcg(fde_only.ids, fde_only.scores)
-                row[f"{mode}_p50_ms"] = 1000 * float(np.median(times))
+                row[f"{mode}_p50_ms"] = float(np.median(times))
     print(row, file=sys.stderr, flush=True)
     return row
 
@@ -173,16 +179,12 @@ def sweep_case(case: str, counts: list[int]) -> dict[str, Any]:
         index.add(t["doc_ids"], t["docs"])
         for n in counts:
             result = index.search(queries, k=10, candidates=n)
-            times = []
-            for q in queries:
-                t0 = time.perf_counter()
-                index.search([q], k=10, candidates=n)
-                times.append(time.perf_counter() - t0)
+            times = one_at_a_time(index, queries, n)
             row[str(n)] = {
                 "ndcg_ratio": ndcg(result.ids, result.scores) / exact_ndcg,
                 "found": found(result.ids, t["exact_top10"]),
-                "p50_ms": 1000 * float(np.median(times)),
-                "p95_ms": 1000 * float(np.percentile(times, 95)),
+                "p50_ms": float(np.median(times)),
+                "p95_ms": float(np.percentile(times, 95)),
             }
     print(row, file=sys.stderr, flush=True)
     return row

@@ -19,12 +19,8 @@ from muvera import ColBERT
 
 DATA = Path(__file__).parent / "data" / "pylate-1.6"
 FAMILIES = sorted(p.name for p in DATA.iterdir() if p.is_dir())
-QUERIES = ["hello world", "  the cat sat on the mat.  ", "", "one\ntwo three",
-           " ".join(["dog"] * 30)]  # fmt: skip
-DOCUMENTS = ["the dog ran in the park, fast!", "", "   ", "line one\nline two",
-             " ".join(["the cat sat on the mat."] * 12)]  # fmt: skip
-POOLED = ["the dog ran in the park, fast!", "hello world", "one two three four five six",
-          "a cat sat on the mat and the dog ran in the park with muvera vectors"]  # fmt: skip
+TEXTS = json.loads((DATA / "texts.json").read_text())  # what the fixture script encoded
+QUERIES, DOCUMENTS, POOLED = TEXTS["queries"], TEXTS["documents"], TEXTS["pooled"]
 # (on the tiny ModernBERT's near-identical tokens PyLate's own pooling fails: "negative
 # distances"; muvera clamps them as sentence-transformers 6 does)
 POOLED_BY_PYLATE = {"bert-1dense", "bert-prompts", "custom-code", "stanford"}

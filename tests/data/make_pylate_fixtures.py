@@ -161,6 +161,8 @@ def main() -> None:
     shutil.rmtree(base)
     for readme in OUT.rglob("README.md"):
         readme.unlink()
+    (OUT / "texts.json").write_text(json.dumps({"queries": QUERIES, "documents": DOCUMENTS,
+                                                 "pooled": POOLED}, indent=1) + "\n")  # fmt: skip
     (OUT / "versions.json").write_text(json.dumps({"pylate": pylate.__version__,
                                                    "torch": torch.__version__}) + "\n")  # fmt: skip
     print(f"wrote {OUT}")
