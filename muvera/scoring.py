@@ -10,6 +10,7 @@ import numpy.typing as npt
 from . import native
 from .batch import Batch, is_torch_tensor, prepare_batch
 from .errors import MuveraError
+from .token_codes import QuantizedTokens
 
 __all__ = ["compiled_maxsim", "maxsim", "maxsim_pairs", "maxsim_spans"]
 
@@ -20,7 +21,7 @@ _NATIVE_WORK_PER_THREAD = 1 << 23  # multiply-adds that pay for one more thread
 
 
 def maxsim_spans(
-    tokens: npt.NDArray[Any],
+    tokens: npt.NDArray[Any] | QuantizedTokens,
     offsets: npt.NDArray[np.int64],
     lengths: npt.NDArray[np.int64],
     queries: npt.NDArray[np.float32],
@@ -30,7 +31,8 @@ def maxsim_spans(
 ) -> npt.NDArray[np.float32]:
     """Exact MaxSim of queries against documents stored as spans of token rows.
 
-    ``tokens`` float32/float16 ``(rows, d)`` is read in place (a memory map is fine):
+    ``tokens`` float32/float16 ``(rows, d)`` or a
+    :class:`~muvera.token_codes.QuantizedTokens` is read in place (a memory map is fine):
     document ``j`` is rows ``offsets[j] .. offsets[j] + lengths[j]``. ``queries`` float32
     ``(query rows, d)``, query ``i`` being rows ``query_offsets[i] .. query_offsets[i+1]``.
     Returns float32 ``(n_queries, n_documents)`` with :func:`maxsim`'s conventions.
@@ -59,7 +61,7 @@ def maxsim_spans(
 
 
 def maxsim_pairs(
-    tokens: npt.NDArray[Any],
+    tokens: npt.NDArray[Any] | QuantizedTokens,
     offsets: npt.NDArray[np.int64],
     lengths: npt.NDArray[np.int64],
     pair_query: npt.NDArray[np.int64],
@@ -111,9 +113,12 @@ def maxsim_pairs(
     return out
 
 
-def _kernel_for(tokens: npt.NDArray[Any]) -> native.NativeLibrary | None:
+def _kernel_for(tokens: Any) -> native.NativeLibrary | None:
     """The compiled kernels when they should score and can read ``tokens`` in place (2-D,
-    C-contiguous float32 or float16), else None."""
+    C-contiguous float32 or float16, or quantized rows), else None."""
+    if isinstance(tokens, QuantizedTokens):
+        readable = tokens.rows.dtype == np.uint8 and tokens.rows.flags.c_contiguous
+        return compiled_maxsim() if readable else None
     readable = tokens.dtype in (np.float32, np.float16) and tokens.flags.c_contiguous
     return compiled_maxsim() if readable else None
 
@@ -131,7 +136,7 @@ def compiled_maxsim() -> native.NativeLibrary | None:
 
 
 def _check_spans(
-    tokens: npt.NDArray[Any],
+    tokens: npt.NDArray[Any] | QuantizedTokens,
     offsets: Any,
     lengths: Any,
     queries: Any,
@@ -165,7 +170,9 @@ def _check_spans(
 
 
 def _gather_spans(
-    tokens: npt.NDArray[Any], offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+    tokens: npt.NDArray[Any] | QuantizedTokens,
+    offsets: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float32]:
     """The spans' rows as one float32 array: a slice when they lie next to each other."""
     total = int(lengths.sum())
@@ -178,7 +185,7 @@ def _gather_spans(
 
 
 def _spans_numpy(
-    tokens: npt.NDArray[Any],
+    tokens: npt.NDArray[Any] | QuantizedTokens,
     offsets: npt.NDArray[np.int64],
     lengths: npt.NDArray[np.int64],
     queries: npt.NDArray[np.float32],

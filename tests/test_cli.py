@@ -107,6 +107,22 @@ def test_index_hnsw_quantization_option(capsys, tmp_path, beir, model_dir):
     assert (store.quantization, store.ef, store.quantized) == ("none", 40, False)
 
 
+def test_index_token_dtype_int8_then_search(capsys, tmp_path, beir, model, model_dir):
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu", "--token-dtype", "int8")  # fmt: skip
+    assert code == 0, err
+    index = Index.open(tmp_path / "ix", mode="r")
+    assert (index.manifest["tokens"]["dtype"], index.manifest["format_version"]) == ("int8", 4)
+    encoded = model.encode_documents([f"{t} {x}".strip() for t, x in TEXTS.values()])
+    for doc, want in zip(TEXTS, encoded, strict=True):  # codes within half a step (1/254)
+        np.testing.assert_allclose(index.tokens(doc), want, rtol=0, atol=1 / 254 + 1e-6)
+    code, out, err = run(capsys, "search", tmp_path / "ix", "the cat on the mat", "--json",
+                         "--device", "cpu")  # fmt: skip
+    want = index.search(model.encode_queries(["the cat on the mat"]), k=10)
+    assert code == 0, err
+    assert [r["id"] for r in json.loads(out)["results"]] == list(want.ids[0])
+
+
 def test_index_calibration_option(capsys, tmp_path, beir, model_dir):
     code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
                        "--device", "cpu", "--calibration", "off")  # fmt: skip

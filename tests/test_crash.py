@@ -47,12 +47,13 @@ def _close_qdrant_clients() -> None:
     qdrant._LOCAL_CLIENTS.clear()
 
 
-@pytest.mark.parametrize("store", ["exact", "hnswlib", "hnswlib-calibrated", "qdrant",
-                                   "qdrant-edge"])  # fmt: skip
+@pytest.mark.parametrize("store", ["exact", "exact-int8", "hnswlib", "hnswlib-calibrated",
+                                   "qdrant", "qdrant-edge"])  # fmt: skip
 def test_kill_9_never_loses_a_commit(tmp_path, store):
     """Qdrant runs as qdrant-client's local mode on disk, and as Qdrant's own engine
     (Qdrant Edge: its WAL and segments); "hnswlib-calibrated" is a calibrated index
-    (format version 3), which must stay calibrated."""
+    (format version 3), which must stay calibrated; "exact-int8" keeps int8 token codes
+    (format version 4)."""
     pytest.importorskip("qdrant_client" if store.startswith("qdrant") else "hnswlib")
     if store == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
@@ -61,14 +62,14 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         "qdrant": {"path": str(tmp_path / "qdata")},
         "qdrant-edge": {"edge_path": str(tmp_path / "edge")},
     }.get(store)
-    kind = "qdrant" if options else store.removesuffix("-calibrated")
+    kind = "qdrant" if options else store.removesuffix("-calibrated").removesuffix("-int8")
     calibration: object = "off"
     if store.endswith("-calibrated"):
         from muvera.fde.calibration import Calibration
 
         calibration = Calibration.fit(np.concatenate([_doc(i) for i in range(400)]))
-    Index.create(path, CONFIG, store=kind, store_options=options,
-                 calibration=calibration).close()  # fmt: skip
+    Index.create(path, CONFIG, store=kind, store_options=options, calibration=calibration,
+                 token_dtype="int8" if store.endswith("-int8") else "float16").close()  # fmt: skip
     _close_qdrant_clients()  # the writers' processes open the storage
     ctx = mp.get_context("spawn")
     rng = np.random.default_rng(0)

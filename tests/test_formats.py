@@ -85,3 +85,25 @@ def test_v3_calibrated_index_searches_as_written(tmp_path, name, maxsim_kernel):
         index.add(["x"], [queries[0]])
         assert index.search([queries[0]], k=1, candidates=40).ids[0, 0] == "x"
         assert index.calibration == expected["calibration"]
+
+
+V4 = Path(__file__).parent / "data" / "index-v4"  # written by tests/data/make_index_v4.py
+
+
+@pytest.mark.parametrize("name", ["exact-int8", "hnswlib-int4"])
+def test_v4_quantized_index_searches_as_written(tmp_path, name, maxsim_kernel):
+    expected = json.loads((V4 / "expected.json").read_text())[name]
+    shutil.copytree(V4 / name, tmp_path / name)
+    with np.load(V4 / "queries.npz") as data:
+        queries = [data[f"arr_{i}"] for i in range(len(data.files))]
+    with Index.open(tmp_path / name, mode="r") as index:
+        assert index.manifest["format_version"] == 4
+        assert len(index) == expected["len"]
+        np.testing.assert_array_equal(index.get(["d5"])[0].tokens, expected["tokens_d5"])
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+    with Index.open(tmp_path / name) as index:  # takes new writes in the same codes
+        index.add(["x"], [queries[0]])
+        assert index.search([queries[0]], k=1, candidates=40).ids[0, 0] == "x"
+        assert index.manifest["tokens"]["dtype"] == name.split("-")[1]

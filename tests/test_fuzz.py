@@ -27,9 +27,11 @@ def _source(tmp_path: Path, store: str) -> Path:
     path = tmp_path / "source"
     config = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2)
     options = {"path": str(tmp_path / "qdata")} if store == "qdrant" else None
+    kind, _, codes = store.partition("-")  # "hnswlib-int4": quantized token codes
     with Index.create(
-        path, config, store=store, store_options=options, checksums=store == "exact"
-    ) as index:
+        path, config, store=kind, store_options=options, checksums=store == "exact",
+        token_dtype=codes or "float16",
+    ) as index:  # fmt: skip
         index.add([f"d{i}" for i in range(40)], docs, [{"i": i} for i in range(40)])
         index.delete(["d3", "d4"])
     if store == "qdrant":
@@ -66,7 +68,7 @@ def _mutations(source: Path) -> list[dict]:
     return mutations
 
 
-@pytest.mark.parametrize("store", ["exact", "hnswlib", "qdrant"])
+@pytest.mark.parametrize("store", ["exact", "hnswlib", "hnswlib-int4", "qdrant"])
 def test_fuzzed_folders_raise_muvera_error_or_work(tmp_path, store):
     pytest.importorskip("qdrant_client" if store == "qdrant" else "hnswlib")
     source = _source(tmp_path, store)

@@ -176,7 +176,7 @@ def test_create_and_open_errors(tmp_path):
     with pytest.raises(MuveraError, match="no muvera index"):
         Index.open(tmp_path / "nothing")
     with pytest.raises(MuveraError, match="token_dtype"):
-        Index.create(tmp_path / "c", FDEConfig(dimension=D), token_dtype="int8")
+        Index.create(tmp_path / "c", FDEConfig(dimension=D), token_dtype="int2")
 
 
 @pytest.mark.parametrize("store", ["exact", "hnswlib"])

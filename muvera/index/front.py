@@ -94,15 +94,19 @@ class Index(ReadMethods, TextMethods):
         to it (hnswlib: ``M``, ``ef_construction``, ``ef``, ``quantization``; qdrant: see
         :class:`muvera.stores.QdrantStore`). ``token_dtype`` is "float16" (default: half
         the disk of "float32", and re-ranking reads half the bytes; scores within float16
-        rounding of float32's) or "float32". Without the compiled kernel, numpy's float16
-        conversion makes float16 searches slower than float32 ones (measured in
-        ``benchmarks/bench_retrieval.py``). ``checksums=True`` records a CRC-32 of every
-        file at each commit, for ``Index.open(..., verify=True)`` and :meth:`verify` (see
-        :mod:`muvera.index.checksums` for the cost). ``calibration``: "auto" (default)
-        fits a centring at the first :meth:`add` when its tokens share a large common
-        component (anisotropy >= 0.5; see :mod:`muvera.fde.calibration`), "centre" always
-        does, "off" never does; a fitted :class:`~muvera.fde.calibration.Calibration`
-        is used as given. :attr:`calibration` reports what was decided.
+        rounding of float32's), "float32", or the quantized "int8" / "int4" (one float32
+        scale and 1 or 1/2 byte per value: about 1/2 or 1/4 of float16's token bytes, the
+        re-rank scoring the decoded vectors; fidelity measured in
+        ``benchmarks/bench_token_codes.py``; local stores only). Without the compiled
+        kernel, numpy's float16 conversion makes float16 searches slower than float32 ones
+        (measured in ``benchmarks/bench_retrieval.py``). ``checksums=True`` records a
+        CRC-32 of every file at each commit, for ``Index.open(..., verify=True)`` and
+        :meth:`verify` (see :mod:`muvera.index.checksums` for the cost). ``calibration``:
+        "auto" (default) fits a centring at the first :meth:`add` when its tokens share a
+        large common component (anisotropy >= 0.5; see :mod:`muvera.fde.calibration`),
+        "centre" always does, "off" never does; a fitted
+        :class:`~muvera.fde.calibration.Calibration` is used as given. :attr:`calibration`
+        reports what was decided.
         """
         path = Path(path)
         if isinstance(encoder, FDEConfig):
@@ -131,8 +135,7 @@ class Index(ReadMethods, TextMethods):
             created = kind.create(path, encoder, options, token_dtype)
             manifest = mf.new_manifest(encoder, store, created.options, metadata)
             manifest["calibration"] = section
-            if section["kind"] == "centre":
-                manifest["format_version"] = CALIBRATED_FORMAT_VERSION
+            manifest["format_version"] = _format_version(manifest, token_dtype, False)
             record = created.save(path, 0)
             state = mf.write_state(path, 0, {"alive": np.zeros(0, bool), **record.arrays})
             manifest.update(state=state, tokens=record.tokens)
@@ -270,7 +273,8 @@ class Index(ReadMethods, TextMethods):
 
     @property
     def token_dtype(self) -> Any:
-        """numpy dtype of the stored token vectors (Qdrant: float16)."""
+        """numpy dtype of the stored token vectors (Qdrant: float16; int8 for "int4", two
+        codes a byte)."""
         return TOKEN_DTYPES[(self.manifest.get("tokens") or {}).get("dtype", "float16")]
 
     def _check_writable(self) -> None:
@@ -294,12 +298,9 @@ class Index(ReadMethods, TextMethods):
             self.path, generation, {"alive": self.records.alive, **record.arrays}
         )
         manifest = dict(self.manifest)
-        if self.records.updated:
-            manifest["format_version"] = max(int(manifest["format_version"]), 2)
-        if (manifest.get("calibration") or {}).get("kind") == "centre":
-            manifest["format_version"] = max(
-                int(manifest["format_version"]), CALIBRATED_FORMAT_VERSION
-            )
+        manifest["format_version"] = _format_version(
+            manifest, record.tokens.get("dtype"), self.records.updated
+        )
         manifest.update(
             generation=generation,
             library_version=__version__,
@@ -447,3 +448,16 @@ class Index(ReadMethods, TextMethods):
             part_ids, part_payloads = doc_ids[start:stop], payloads[start:stop]
             self.store.add(labels, fdes, part, part_ids, part_payloads)
             self.records.append(labels, part_ids, part_payloads)
+
+
+def _format_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) -> int:
+    """The oldest format version that can read the index: each feature raises it only where
+    it is used (see :data:`muvera.index.manifest.FORMAT_VERSION`)."""
+    version = int(manifest["format_version"])
+    if updated:
+        version = max(version, 2)
+    if (manifest.get("calibration") or {}).get("kind") == "centre":
+        version = max(version, CALIBRATED_FORMAT_VERSION)
+    if token_dtype in ("int8", "int4"):
+        version = max(version, mf.QUANTIZED_FORMAT_VERSION)
+    return version

@@ -38,6 +38,7 @@ from .checksums import check_checksums
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "QUANTIZED_FORMAT_VERSION",
     "Lock",
     "check_manifest",
     "file_name",
@@ -51,9 +52,10 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 3  # 2: records.jsonl may hold payload updates; 3: a calibration section
-# of kind "centre". Each is written only by indexes that use it: others keep version 1,
-# readable by older versions.
+FORMAT_VERSION = 4  # 2: records.jsonl may hold payload updates; 3: a calibration section
+# of kind "centre"; 4: quantized token codes (token dtype int8/int4). Each is written only
+# by indexes that use it: others keep version 1, readable by older versions.
+QUANTIZED_FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).

@@ -95,16 +95,15 @@ class NativeLibrary:
     ) -> None:
         """Exact MaxSim of every query against every document span (``muvera_maxsim``).
 
-        ``tokens`` float32 or float16 ``(rows, d)`` (a memory map is read in place);
+        ``tokens`` float32 or float16 ``(rows, d)``, or a
+        :class:`~muvera.token_codes.QuantizedTokens` (a memory map is read in place);
         document ``j`` is rows ``offsets[j] .. offsets[j] + lengths[j]`` (int64);
         ``queries`` float32 ``(query rows, d)`` with ``query_offsets`` int64 ``(n_q + 1,)``;
         ``out`` float32 ``(n_q, n_docs)``. All C-contiguous (checked by the caller). The
         GIL is released while it runs.
         """
         status = self._maxsim(
-            tokens.ctypes.data,
-            int(tokens.dtype.itemsize == 2),
-            tokens.shape[1],
+            *_token_rows(tokens),
             offsets.ctypes.data,
             lengths.ctypes.data,
             offsets.shape[0],
@@ -136,9 +135,7 @@ class NativeLibrary:
         ``n_threads`` threads.
         """
         status = self._pairs(
-            tokens.ctypes.data,
-            int(tokens.dtype.itemsize == 2),
-            tokens.shape[1],
+            *_token_rows(tokens),
             offsets.ctypes.data,
             lengths.ctypes.data,
             pair_query.ctypes.data,
@@ -206,3 +203,12 @@ class NativeLibrary:
         )
         if status != 0:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+
+
+def _token_rows(tokens: Any) -> tuple[int, int, int]:
+    """(address, kind, d) of a token matrix for the MaxSim kernels: kind 0 float32, 1 float16,
+    2/3 the quantized rows of a :class:`~muvera.token_codes.QuantizedTokens` (its ``code``)."""
+    code = getattr(tokens, "code", None)
+    if code is not None:
+        return tokens.rows.ctypes.data, int(code), int(tokens.dimension)
+    return tokens.ctypes.data, int(tokens.dtype.itemsize == 2), int(tokens.shape[1])

@@ -49,6 +49,39 @@ static void halfs_to_floats(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
+/* Token rows of the quantized kinds (muvera/token_codes.py): a float32 scale, then d int8
+ * codes (kind 2) or ceil(d/2) bytes of two 4-bit codes, low nibble first, stored as
+ * code + 8 (kind 3). Decoded to scale * code, the product numpy computes. */
+enum { KIND_F32 = 0, KIND_F16 = 1, KIND_I8 = 2, KIND_I4 = 3 };
+
+static int64_t row_bytes(int64_t kind, int64_t d) {
+    switch (kind) {
+    case KIND_F16: return 2 * d;
+    case KIND_I8: return 4 + d;
+    case KIND_I4: return 4 + (d + 1) / 2;
+    default: return 4 * d;
+    }
+}
+
+static void codes_to_floats(const unsigned char *src, int64_t kind, int64_t d, float *dst,
+                            int64_t n) {
+    const int64_t stride = row_bytes(kind, d);
+    for (int64_t t = 0; t < n; ++t, src += stride, dst += d) {
+        float scale;
+        memcpy(&scale, src, sizeof scale);
+        const unsigned char *c = src + 4;
+        if (kind == KIND_I8) {
+            for (int64_t i = 0; i < d; ++i) dst[i] = scale * (float)(int8_t)c[i];
+        } else {
+            for (int64_t i = 0; i + 1 < d; i += 2) {
+                dst[i] = scale * (float)((int)(c[i / 2] & 15u) - 8);
+                dst[i + 1] = scale * (float)((int)(c[i / 2] >> 4) - 8);
+            }
+            if (d % 2) dst[d - 1] = scale * (float)((int)(c[d / 2] & 15u) - 8);
+        }
+    }
+}
+
 #ifdef MUVERA_HAVE_VECTOR_EXT
 typedef int32_t vi16 __attribute__((vector_size(64)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
@@ -197,7 +230,7 @@ typedef struct {
 
 typedef struct {
     const void *tokens;
-    int64_t half, d;
+    int64_t kind, d; /* KIND_*: how a token row is stored */
     const int64_t *offsets, *lengths;
     int64_t n_docs; /* spans: documents, or (query, document) pairs when pair_query is set */
     const qgroup *groups;
@@ -231,7 +264,7 @@ static void *maxsim_worker(void *arg) {
     for (int64_t j = 0; j < job->n_docs; ++j)
         if (job->lengths[j] > max_len) max_len = job->lengths[j];
     float *buf = NULL;
-    if (job->half && max_len > 0) {
+    if (job->kind != KIND_F32 && max_len > 0) {
         buf = (float *)malloc((size_t)(max_len * d) * sizeof(float));
         if (buf == NULL) {
             job->status = -1;
@@ -251,16 +284,21 @@ static void *maxsim_worker(void *arg) {
         if (n <= 0) continue;
         if (j + 1 < job->n_docs && job->lengths[j + 1] > 0) { /* the next span: in cache by
                                                                * the time its turn comes */
-            const int64_t size = job->half ? 2 : 4;
-            const char *next = (const char *)job->tokens + job->offsets[j + 1] * d * size;
-            for (int64_t b = 0; b < job->lengths[j + 1] * d * size; b += 64) PREFETCH(next + b);
+            const int64_t size = row_bytes(job->kind, d);
+            const char *next = (const char *)job->tokens + job->offsets[j + 1] * size;
+            for (int64_t b = 0; b < job->lengths[j + 1] * size; b += 64) PREFETCH(next + b);
         }
         const float *x;
-        if (job->half) {
-            halfs_to_floats((const uint16_t *)job->tokens + job->offsets[j] * d, buf, n * d);
+        const unsigned char *row =
+            (const unsigned char *)job->tokens + job->offsets[j] * row_bytes(job->kind, d);
+        if (job->kind == KIND_F16) {
+            halfs_to_floats((const uint16_t *)row, buf, n * d);
+            x = buf;
+        } else if (job->kind != KIND_F32) {
+            codes_to_floats(row, job->kind, d, buf, n);
             x = buf;
         } else {
-            x = (const float *)job->tokens + job->offsets[j] * d;
+            x = (const float *)row;
         }
         for (int64_t q = q0; q < q1; ++q) {
             const float total = groups_score(x, n, d, job->groups, job->group_start[q],
@@ -275,7 +313,7 @@ static void *maxsim_worker(void *arg) {
 
 /* Queries transposed into groups (group_start: (n_queries + 1,)), then the spans scored by
  * n_threads workers; pair_query NULL = every query x every span. */
-static int64_t maxsim_run(const void *tokens, int64_t half, int64_t d, const int64_t *offsets,
+static int64_t maxsim_run(const void *tokens, int64_t kind, int64_t d, const int64_t *offsets,
                           const int64_t *lengths, int64_t n_docs, const int64_t *pair_query,
                           const float *queries, const int64_t *q_offsets, int64_t n_queries,
                           float *scores, int64_t n_threads) {
@@ -321,7 +359,7 @@ static int64_t maxsim_run(const void *tokens, int64_t half, int64_t d, const int
     int64_t next_doc = 0;
     maxsim_job jobs[MAX_THREADS];
     for (int64_t t = 0; t < n_threads; ++t) {
-        maxsim_job job = {tokens,   half,      d,        offsets,    lengths, n_docs,
+        maxsim_job job = {tokens,   kind,      d,        offsets,    lengths, n_docs,
                           groups,   group_start, q_offsets, n_groups, n_queries, pair_query,
                           scores,   &next_doc,   0};
         jobs[t] = job;
@@ -339,7 +377,8 @@ static int64_t maxsim_run(const void *tokens, int64_t half, int64_t d, const int
 /*
  * Exact MaxSim of every query against every document.
  *
- * tokens      float32, or float16 when half != 0: token rows of width d.
+ * tokens      token rows of width d: float32 (kind 0), float16 (1), or a float32 scale
+ *             and d int8 codes (2) or ceil(d/2) bytes of 4-bit codes (3), see row_bytes.
  * offsets, lengths  (n_docs,) int64: document j is rows offsets[j] .. + lengths[j].
  * queries     (sum of query lengths, d) float32 row-major, queries concatenated.
  * q_offsets   (n_queries + 1,) int64: query i is rows q_offsets[i] .. q_offsets[i+1].
@@ -348,12 +387,12 @@ static int64_t maxsim_run(const void *tokens, int64_t half, int64_t d, const int
  * n_threads   threads that claim documents one at a time (a late starter does fewer).
  * Returns 0, or -1 when memory cannot be allocated.
  */
-MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
+MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t kind, int64_t d,
                                     const int64_t *offsets, const int64_t *lengths,
                                     int64_t n_docs, const float *queries,
                                     const int64_t *q_offsets, int64_t n_queries,
                                     float *scores, int64_t n_threads) {
-    return maxsim_run(tokens, half, d, offsets, lengths, n_docs, NULL, queries, q_offsets,
+    return maxsim_run(tokens, kind, d, offsets, lengths, n_docs, NULL, queries, q_offsets,
                       n_queries, scores, n_threads);
 }
 
@@ -366,11 +405,11 @@ MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t half, int64_t d,
  * scores      (n_pairs,) float32 out, with muvera_maxsim's conventions.
  * The other arguments and the return value are muvera_maxsim's.
  */
-MUVERA_EXPORT int64_t muvera_maxsim_pairs(const void *tokens, int64_t half, int64_t d,
+MUVERA_EXPORT int64_t muvera_maxsim_pairs(const void *tokens, int64_t kind, int64_t d,
                                           const int64_t *offsets, const int64_t *lengths,
                                           const int64_t *pair_query, int64_t n_pairs,
                                           const float *queries, const int64_t *q_offsets,
                                           int64_t n_queries, float *scores, int64_t n_threads) {
-    return maxsim_run(tokens, half, d, offsets, lengths, n_pairs, pair_query, queries,
+    return maxsim_run(tokens, kind, d, offsets, lengths, n_pairs, pair_query, queries,
                       q_offsets, n_queries, scores, n_threads);
 }

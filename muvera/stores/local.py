@@ -4,7 +4,8 @@ vectors in one append-only file beside them, re-ranked by :mod:`muvera.scoring`.
 :class:`LocalStore` implements :class:`~muvera.stores.base.Store` once for both; a subclass
 says only how it keeps FDEs (``_add_fdes``, ``_delete_fdes``, ``_candidates``,
 ``_save_fdes``). Token vectors: ``tokens.bin`` (float16 or float32 rows of the token
-dimension, documents one after another); each label's span (offset, length) lives in the
+dimension, or int8/int4 codes with a scale per row as :mod:`muvera.token_codes` stores
+them; documents one after another); each label's span (offset, length) lives in the
 generation's state file. Compaction writes ``tokens-<generation>.bin`` without dead
 documents.
 """
@@ -22,11 +23,13 @@ from ..batch import TokenBatch
 from ..errors import MuveraError
 from ..files import AppendOnlyFile
 from ..scoring import maxsim_pairs, maxsim_spans
+from ..token_codes import CODE_KINDS, QuantizedTokens, encode_rows, row_bytes
 from .base import Hits, Labels, Payload, StoreRecord
 
 __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
 
-TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32}
+# token formats -> numpy type of the stored values ("int4" packs two codes in each byte)
+TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32, "int8": np.int8, "int4": np.int8}
 COMPACT_AT = 0.5  # compact the token file once half of its vectors are dead
 EXHAUSTIVE_SIMS = 1 << 22  # scores per block of an exact search over every document
 # A filter that lets at most this many times `candidates` documents through is answered by
@@ -76,6 +79,11 @@ class LocalStore:
         if dtype not in TOKEN_DTYPES:
             raise MuveraError(f"token dtype must be one of {sorted(TOKEN_DTYPES)}, got {dtype!r}")
         self.token_dtype = TOKEN_DTYPES[dtype]
+        self.token_format = str(dtype)
+        self.row_bytes = (
+            row_bytes(dtype, token_dimension) if dtype in CODE_KINDS
+            else np.dtype(self.token_dtype).itemsize * token_dimension
+        )  # fmt: skip
         self._token_section = dict(tokens)
         self._tokens = AppendOnlyFile(
             directory / tokens["file"], int(tokens["bytes"]), map_now=True
@@ -87,11 +95,10 @@ class LocalStore:
     def _check_spans(self, alive: Any) -> None:
         """Every live document's token span inside the committed token file (read from
         disk, so checked before the compiled MaxSim reads it). O(documents)."""
-        row_bytes = np.dtype(self.token_dtype).itemsize * self.token_dimension
         name = self._tokens.path.name
-        if self._tokens.committed % row_bytes:
+        if self._tokens.committed % self.row_bytes:
             raise MuveraError(f"{name}: {self._tokens.committed} bytes is not whole token rows")
-        rows = self._tokens.committed // row_bytes
+        rows = self._tokens.committed // self.row_bytes
         live = np.ones(self.offsets.shape, bool) if alive is None else np.asarray(alive, bool)
         if self.offsets.ndim != 1 or not self.offsets.shape == self.lengths.shape == live.shape:
             raise MuveraError("the state file's token spans do not match its documents")
@@ -193,9 +200,11 @@ class LocalStore:
         payloads: list[Payload],
     ) -> None:
         del ids, payloads  # kept by the index
-        itemsize = np.dtype(self.token_dtype).itemsize * self.token_dimension
-        first = self._tokens.committed // itemsize
-        values = np.ascontiguousarray(docs.tokens, dtype=self.token_dtype)
+        first = self._tokens.committed // self.row_bytes
+        if self.token_format in CODE_KINDS:
+            values = encode_rows(docs.tokens, self.token_format)
+        else:
+            values = np.ascontiguousarray(docs.tokens, dtype=self.token_dtype)
         start = self._tokens.append(values.tobytes())
         self._tokens.committed = start + values.nbytes
         self._add_fdes(labels, fdes)
@@ -208,9 +217,16 @@ class LocalStore:
     def update_payloads(self, labels: list[int], payloads: list[Payload]) -> None:
         """Nothing: payloads live in the index's records."""
 
-    def token_matrix(self) -> npt.NDArray[Any]:
-        """Every committed token row, ``(rows, d)`` float16/float32, memory-mapped."""
+    def token_matrix(self) -> npt.NDArray[Any] | QuantizedTokens:
+        """Every committed token row, ``(rows, d)`` float16/float32 or quantized,
+        memory-mapped."""
+        if self.token_format in CODE_KINDS:
+            return QuantizedTokens(self._raw_rows(), self.token_format, self.token_dimension)
         return self._tokens.view(self.token_dtype).reshape(-1, self.token_dimension)
+
+    def _raw_rows(self) -> npt.NDArray[np.uint8]:
+        """The token file's committed rows as bytes, ``(rows, row_bytes)`` uint8."""
+        return self._tokens.view(np.uint8).reshape(-1, self.row_bytes)
 
     def tokens(self, label: int) -> npt.NDArray[np.float32]:
         off, n = int(self.offsets[label]), int(self.lengths[label])
@@ -312,12 +328,12 @@ class LocalStore:
         if dead == 0.0 or (not force and dead <= COMPACT_AT):
             return False
         live = np.flatnonzero(alive)
-        view = self.token_matrix()
+        view = self._raw_rows()
         new_offsets = np.zeros_like(self.offsets)
         new_offsets[live] = np.cumsum(self.lengths[live]) - self.lengths[live]
         spans = zip(self.offsets[live].tolist(), self.lengths[live].tolist(), strict=True)
         parts = [view[o : o + n] for o, n in spans]
-        data = np.concatenate(parts).astype(self.token_dtype).tobytes() if parts else b""
+        data = np.concatenate(parts).tobytes() if parts else b""
         target = AppendOnlyFile(self.directory / f"tokens-{generation:06d}.bin", 0)
         target.append(data)
         target.committed = len(data)

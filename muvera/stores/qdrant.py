@@ -166,8 +166,13 @@ class QdrantStore:
         cls, directory: Path, encoder: Any, options: dict[str, Any], token_dtype: str
     ) -> QdrantStore:
         """A new collection for ``encoder``'s FDEs and tokens (Qdrant keeps tokens as
-        float16 whatever ``token_dtype`` says)."""
-        del directory, token_dtype
+        float16 when ``token_dtype`` is a float type; quantized codes are refused)."""
+        del directory
+        if token_dtype not in ("float16", "float32"):
+            raise MuveraError(
+                f"the qdrant store keeps float16 tokens; token_dtype={token_dtype!r} is for "
+                "the hnswlib and exact stores"
+            )
         qdrant_client = _import_qdrant()
         models = qdrant_client.models
         options = dict(options)

@@ -1,0 +1,126 @@
+"""Quantized token vectors for the re-rank: int8 or int4 codes with one float32 scale per
+token.
+
+A token row of ``d`` values is stored as its scale (float32, little-endian) followed by its
+codes: ``d`` signed bytes (``"int8"``: ``code = round(x / scale)``, ``scale = max|x| / 127``)
+or ``ceil(d / 2)`` bytes of two 4-bit codes each (``"int4"``: ``scale = max|x| / 7``, code
+``c`` in ``-7 .. 7`` stored as the nibble ``c + 8``, the even position in the low nibble,
+an odd ``d`` padded with a zero code). A value decodes to ``scale * code`` in float32, the
+same product in numpy and in the compiled MaxSim kernel (``maxsim.c``), so both see the
+same vectors. A row of zeros has scale 0.
+
+Per-token scales keep vectors of any norm (raw, unnormalised model outputs) as exact as
+normalised ones: the error of a value is at most ``scale / 2`` (max|x| / 254 for int8).
+
+>>> x = np.array([[0.5, -0.25, 0.0], [0.0, 0.0, 0.0]], np.float32)
+>>> rows = encode_rows(x, "int8")
+>>> rows.shape, row_bytes("int8", 3), row_bytes("int4", 3)
+((2, 7), 7, 6)
+>>> decode_rows(rows, "int8", 3)
+array([[ 0.5      , -0.2519685,  0.       ],
+       [ 0.       ,  0.       ,  0.       ]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import MuveraError
+
+__all__ = ["CODE_KINDS", "QuantizedTokens", "decode_rows", "encode_rows", "row_bytes"]
+
+# name -> (largest code, the kernel's kind number: 0 float32, 1 float16 are plain arrays)
+CODE_KINDS = {"int8": (127, 2), "int4": (7, 3)}
+_SCALE = np.dtype("<f4")
+
+
+def _check_kind(kind: str) -> int:
+    if kind not in CODE_KINDS:
+        raise MuveraError(f"token codes must be one of {sorted(CODE_KINDS)}, got {kind!r}")
+    return CODE_KINDS[kind][0]
+
+
+def row_bytes(kind: str, dimension: int) -> int:
+    """Bytes of one stored token row of ``dimension`` values: 4 (the scale) + the codes."""
+    _check_kind(kind)
+    return 4 + (dimension if kind == "int8" else (dimension + 1) // 2)
+
+
+def encode_rows(x: npt.NDArray[Any], kind: str) -> npt.NDArray[np.uint8]:
+    """Quantize float rows ``(n, d)`` (finite) to stored rows, uint8 ``(n, row_bytes)``."""
+    top = _check_kind(kind)
+    x = np.asarray(x, dtype=np.float32)
+    n, d = x.shape
+    peak = np.abs(x).max(axis=1) if d else np.zeros(n, np.float32)
+    scale = (peak / np.float32(top)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1))
+    codes = np.clip(np.rint(x / safe[:, None]), -top, top).astype(np.int8)
+    out = np.empty((n, row_bytes(kind, d)), dtype=np.uint8)
+    out[:, :4] = scale.astype(_SCALE).view(np.uint8).reshape(n, 4)
+    if kind == "int8":
+        out[:, 4:] = codes.view(np.uint8)
+    else:
+        nibbles = (codes.astype(np.int16) + 8).astype(np.uint8)
+        if d % 2:
+            nibbles = np.concatenate([nibbles, np.full((n, 1), 8, np.uint8)], axis=1)
+        out[:, 4:] = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+    return out
+
+
+def decode_rows(rows: npt.NDArray[np.uint8], kind: str, dimension: int) -> npt.NDArray[np.float32]:
+    """Stored rows uint8 ``(n, row_bytes)`` back to float32 ``(n, dimension)``."""
+    _check_kind(kind)
+    rows = np.ascontiguousarray(rows, dtype=np.uint8)
+    n = rows.shape[0]
+    if rows.ndim != 2 or rows.shape[1] != row_bytes(kind, dimension):
+        raise MuveraError(f"{kind} token rows of {dimension} values must be (n, "
+                          f"{row_bytes(kind, dimension)}) bytes, got {rows.shape}")  # fmt: skip
+    scale = rows[:, :4].copy().view(_SCALE).reshape(n).astype(np.float32)
+    if kind == "int8":
+        codes = rows[:, 4:].view(np.int8).astype(np.float32)
+    else:
+        packed = rows[:, 4:]
+        both = np.empty((n, packed.shape[1] * 2), np.int16)
+        both[:, 0::2] = packed & 15
+        both[:, 1::2] = packed >> 4
+        codes = (both[:, :dimension] - 8).astype(np.float32)
+    return (scale[:, None] * codes).astype(np.float32, copy=False)
+
+
+class QuantizedTokens:
+    """A matrix of stored token rows read in place (a memory map is fine): indexing rows
+    decodes them to float32, ``shape`` is ``(rows, dimension)`` as for a float matrix, and
+    the compiled MaxSim kernel reads :attr:`rows` directly.
+
+    >>> q = QuantizedTokens(encode_rows(np.eye(2, dtype=np.float32), "int4"), "int4", 2)
+    >>> q.shape, q[1:2]
+    ((2, 2), array([[0., 1.]], dtype=float32))
+    """
+
+    ndim = 2
+
+    def __init__(self, rows: npt.NDArray[np.uint8], kind: str, dimension: int) -> None:
+        if rows.ndim != 2 or rows.shape[1] != row_bytes(kind, dimension):
+            need = row_bytes(kind, dimension)
+            raise MuveraError(
+                f"{kind} token rows of {dimension} values need {need} bytes each, got {rows.shape}"
+            )
+        self.rows = rows
+        self.kind = kind
+        self.code = CODE_KINDS[kind][1]
+        self.dimension = dimension
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows.shape[0], self.dimension)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getitem__(self, key: Any) -> npt.NDArray[np.float32]:
+        if not isinstance(key, slice):
+            raise TypeError("QuantizedTokens takes row slices")
+        return decode_rows(self.rows[key], self.kind, self.dimension)
