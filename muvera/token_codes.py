@@ -3,11 +3,12 @@ token.
 
 A token row of ``d`` values is stored as its scale (float32, little-endian) followed by its
 codes: ``d`` signed bytes (``"int8"``: ``code = round(x / scale)``, ``scale = max|x| / 127``)
-or ``ceil(d / 2)`` bytes of two 4-bit codes each (``"int4"``: ``scale = max|x| / 7``, code
-``c`` in ``-7 .. 7`` stored as the nibble ``c + 8``, the even position in the low nibble,
-an odd ``d`` padded with a zero code). A value decodes to ``scale * code`` in float32, the
-same product in numpy and in the compiled MaxSim kernel (``maxsim.c``), so both see the
-same vectors. A row of zeros has scale 0.
+or ``h = ceil(d / 2)`` bytes of two 4-bit codes each (``"int4"``: ``scale = max|x| / 7``,
+code ``c`` in ``-7 .. 7`` stored as the nibble ``c + 8``; byte ``i`` holds value ``i`` in
+its low nibble and value ``h + i`` in its high one, an odd ``d`` padded with a zero code,
+so that both halves decode with contiguous vector loads). A value decodes to
+``scale * code`` in float32, the same product in numpy and in the compiled MaxSim kernel
+(``maxsim.c``), so both see the same vectors. A row of zeros has scale 0.
 
 Per-token scales keep vectors of any norm (raw, unnormalised model outputs) as exact as
 normalised ones: the error of a value is at most ``scale / 2`` (max|x| / 254 for int8).
@@ -66,7 +67,8 @@ def encode_rows(x: npt.NDArray[Any], kind: str) -> npt.NDArray[np.uint8]:
         nibbles = (codes.astype(np.int16) + 8).astype(np.uint8)
         if d % 2:
             nibbles = np.concatenate([nibbles, np.full((n, 1), 8, np.uint8)], axis=1)
-        out[:, 4:] = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+        half = (d + 1) // 2
+        out[:, 4:] = nibbles[:, :half] | (nibbles[:, half:] << 4)
     return out
 
 
@@ -83,9 +85,10 @@ def decode_rows(rows: npt.NDArray[np.uint8], kind: str, dimension: int) -> npt.N
         codes = rows[:, 4:].view(np.int8).astype(np.float32)
     else:
         packed = rows[:, 4:]
-        both = np.empty((n, packed.shape[1] * 2), np.int16)
-        both[:, 0::2] = packed & 15
-        both[:, 1::2] = packed >> 4
+        half = packed.shape[1]
+        both = np.empty((n, 2 * half), np.int16)
+        both[:, :half] = packed & 15
+        both[:, half:] = packed >> 4
         codes = (both[:, :dimension] - 8).astype(np.float32)
     return (scale[:, None] * codes).astype(np.float32, copy=False)
 

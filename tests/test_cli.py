@@ -123,6 +123,31 @@ def test_index_token_dtype_int8_then_search(capsys, tmp_path, beir, model, model
     assert [r["id"] for r in json.loads(out)["results"]] == list(want.ids[0])
 
 
+def test_index_encodes_and_adds_in_chunks_under_one_commit(
+    capsys, tmp_path, beir, model, model_dir, monkeypatch
+):
+    from muvera.cli import common
+
+    monkeypatch.setattr(common, "_ADD_CHUNK", 3)  # 8 documents: chunks of 3, 3, 2
+    seen = []
+    real = model.__class__.encode_documents
+
+    def counting(self, texts, **kw):
+        seen.append(len(texts))
+        return real(self, texts, **kw)
+
+    monkeypatch.setattr(model.__class__, "encode_documents", counting)
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert seen == [3, 3, 2]
+    with Index.open(tmp_path / "ix", mode="r") as index:
+        assert len(index) == 8 and index.manifest["generation"] == 1  # one commit
+        want = model.encode_documents([f"{t} {x}".strip() for t, x in TEXTS.values()])
+        for doc, tokens in zip(TEXTS, want, strict=True):
+            np.testing.assert_allclose(index.tokens(doc), tokens, atol=1e-3)
+
+
 def test_index_calibration_option(capsys, tmp_path, beir, model_dir):
     code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
                        "--device", "cpu", "--calibration", "off")  # fmt: skip

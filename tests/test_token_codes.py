@@ -23,10 +23,11 @@ RUNNABLE = [v for v in native.VARIANTS if native.load_variant(v) is not None]
 
 def test_the_stored_layout_literally():
     """Scale first (float32 little-endian), then the codes: int8 as signed bytes, int4 as
-    nibbles code + 8, the even position low, an odd dimension padded with code 0."""
+    nibbles code + 8, byte i = value i (low) and value ceil(d/2) + i (high), an odd
+    dimension padded with code 0."""
     x = np.array([[7.0, -7.0, 1.0]], np.float32)
     four = encode_rows(x, "int4")
-    assert four.tobytes() == np.float32(1.0).tobytes() + bytes([15 | (1 << 4), 9 | (8 << 4)])
+    assert four.tobytes() == np.float32(1.0).tobytes() + bytes([15 | (9 << 4), 1 | (8 << 4)])
     eight = encode_rows(np.array([[2.54, -1.27, 0.0]], np.float32), "int8")
     assert eight[0, 4:].view(np.int8).tolist() == [127, -64, 0]  # -63.5 rounds to even
     assert eight[0, :4].view("<f4")[0] == np.float32(np.float32(2.54) / np.float32(127))

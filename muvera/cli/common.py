@@ -13,6 +13,10 @@ from typing import Any
 from ..errors import MuveraError
 from ..fde import FDEConfig
 
+# documents encoded and added at a time by `index` / `add` (inside one bulk commit): bounds
+# the memory of their token vectors whatever the corpus size
+_ADD_CHUNK = 4096
+
 
 class _Status:
     def __init__(self, quiet: bool) -> None:
@@ -157,15 +161,24 @@ def _add_corpus(
                 "pass --upsert to replace them"
             )
     status(f"encoding {len(ids):,} documents ...")
-    t0 = time.perf_counter()
-    tokens = model.encode_documents(texts, show_progress=status.progress, pool_factor=pool_factor)
-    encode_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    (index.upsert if upsert else index.add)(ids, tokens, payloads)
+    encode_s = index_s = 0.0
+    with index.bulk():  # chunks bound the memory; one commit at the end
+        for start in range(0, len(ids), _ADD_CHUNK):
+            part = slice(start, start + _ADD_CHUNK)
+            t0 = time.perf_counter()
+            tokens = model.encode_documents(
+                texts[part], show_progress=status.progress, pool_factor=pool_factor
+            )
+            t1 = time.perf_counter()
+            (index.upsert if upsert else index.add)(ids[part], tokens, payloads[part])
+            encode_s, index_s = encode_s + t1 - t0, index_s + time.perf_counter() - t1
+            if len(ids) > _ADD_CHUNK:
+                status(f"{min(start + _ADD_CHUNK, len(ids)):,} / {len(ids):,} documents")
+        t1 = time.perf_counter()
+    index_s += time.perf_counter() - t1  # the commit
     status(
-        f"encoded in {encode_s:.1f} s ({len(ids) / encode_s:.1f} documents/s); "
-        f"FDEs + {index.manifest['store']['kind']} index in {time.perf_counter() - t0:.1f} s "
-        f"-> {index.path}"
+        f"encoded in {encode_s:.1f} s ({len(ids) / max(encode_s, 1e-9):.1f} documents/s); "
+        f"FDEs + {index.manifest['store']['kind']} index in {index_s:.1f} s -> {index.path}"
     )
 
 

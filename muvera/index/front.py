@@ -26,6 +26,7 @@ from ..fde import FDEConfig, FDEEncoder
 from ..fde.calibration import Calibration
 from ..stores import TOKEN_DTYPES, store_class
 from . import manifest as mf
+from .bulk import BulkMethods
 from .calibrating import CALIBRATED_FORMAT_VERSION, decide, encoder_for, initial_section
 from .checksums import compute_checksums, verify_checksums
 from .loading import load_generation
@@ -39,7 +40,7 @@ _log = logging.getLogger("muvera")
 _ADD_BATCH = 2048  # documents per FDE batch inside one add()
 
 
-class Index(ReadMethods, TextMethods):
+class Index(ReadMethods, TextMethods, BulkMethods):
     """FDE index + token store + exact MaxSim re-ranking, persisted in a directory.
 
     Create with :meth:`create`, reopen with :meth:`open`. Ids are unique ints or strings
@@ -384,7 +385,7 @@ class Index(ReadMethods, TextMethods):
                 known = self.records.id_to_label
                 self._remove(np.array([known[d] for d in doc_ids if d in known], dtype=np.int64))
             self._append(doc_ids, docs, checked)
-            self._commit()
+            self._commit_change(len(docs))
 
     def update_payload(
         self, doc_id: int | str, values: dict[str, Any], *, replace: bool = False
@@ -398,7 +399,7 @@ class Index(ReadMethods, TextMethods):
         with self._mutation():
             self.records.update(label, payload)
             self.store.update_payloads([label], [payload])
-            self._commit()
+            self._commit_change(0)
 
     def delete(self, ids: Sequence[int] | Sequence[str]) -> None:
         """Delete documents by id; an unknown id raises (nothing is deleted then).
@@ -418,8 +419,9 @@ class Index(ReadMethods, TextMethods):
             return
         with self._mutation():
             self._remove(np.array([known[d] for d in doc_ids], dtype=np.int64))
-            self._commit()
-        self._compact(force=False)
+            self._commit_change(0)
+        if self._bulk is None:
+            self._compact(force=False)
 
     def compact(self) -> None:
         """Rewrite the token file without deleted documents' vectors (atomic)."""

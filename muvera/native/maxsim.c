@@ -50,8 +50,9 @@ static void halfs_to_floats(const uint16_t *src, float *dst, int64_t n) {
 }
 
 /* Token rows of the quantized kinds (muvera/token_codes.py): a float32 scale, then d int8
- * codes (kind 2) or ceil(d/2) bytes of two 4-bit codes, low nibble first, stored as
- * code + 8 (kind 3). Decoded to scale * code, the product numpy computes. */
+ * codes (kind 2) or h = ceil(d/2) bytes of two 4-bit codes stored as code + 8, byte i
+ * holding value i (low nibble) and value h + i (high nibble) (kind 3). Decoded to
+ * scale * code, the product numpy computes; both int4 halves are contiguous loops. */
 enum { KIND_F32 = 0, KIND_F16 = 1, KIND_I8 = 2, KIND_I4 = 3 };
 
 static int64_t row_bytes(int64_t kind, int64_t d) {
@@ -73,11 +74,10 @@ static void codes_to_floats(const unsigned char *src, int64_t kind, int64_t d, f
         if (kind == KIND_I8) {
             for (int64_t i = 0; i < d; ++i) dst[i] = scale * (float)(int8_t)c[i];
         } else {
-            for (int64_t i = 0; i + 1 < d; i += 2) {
-                dst[i] = scale * (float)((int)(c[i / 2] & 15u) - 8);
-                dst[i + 1] = scale * (float)((int)(c[i / 2] >> 4) - 8);
-            }
-            if (d % 2) dst[d - 1] = scale * (float)((int)(c[d / 2] & 15u) - 8);
+            const int64_t h = (d + 1) / 2;
+            for (int64_t i = 0; i < h; ++i) dst[i] = scale * (float)((int)(c[i] & 15u) - 8);
+            for (int64_t i = 0; i < d - h; ++i)
+                dst[h + i] = scale * (float)((int)(c[i] >> 4) - 8);
         }
     }
 }

@@ -1,0 +1,190 @@
+"""The default index at scale on a text-like corpus (``scale_corpus.py``: documents
+resampled from the shared model's real token vectors, real queries).
+
+The corpus is added in steps (10k, 30k, 100k documents by default) to one index (hnswlib,
+default settings, the ``--token-dtype`` asked for), ``--batch`` documents per ``add``.
+After each step it records: the build rate of the step and overall, bytes per document on
+disk split into token file / FDE graph / the rest, the writer's peak RSS (which includes
+the corpus generator's ~0.6 GiB of source vectors), and, in a fresh read-only process (a
+reader as a user would start one): its peak RSS, per-query latency of the query sample
+searched one at a time (p50 / p95, after one warm-up pass), and the share of the exact
+MaxSim top-10 (brute force over the float16 documents, cached in ``benchmarks/.cache``)
+that the two-stage top-10 finds.
+
+Usage: ``python benchmarks/bench_scale_text.py [--steps 10000,30000,100000]
+[--token-dtype float16|int8|int4] [--out benchmarks/results/scale_text_int8.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import describe, machine  # noqa: E402
+from runner import bench_main  # noqa: E402
+from scale_corpus import TextLikeCorpus  # noqa: E402
+
+from muvera import FDEConfig, Index, __version__  # noqa: E402
+from muvera.scoring import maxsim_spans  # noqa: E402
+
+CACHE = ROOT / "benchmarks" / ".cache"
+GT_BLOCK = 5000  # documents per block of the brute-force ground truth
+
+
+def ground_truth(corpus: TextLikeCorpus, n_docs: int, queries: list[np.ndarray]) -> np.ndarray:
+    """Exact MaxSim top-10 document numbers of every query over documents 0 .. n_docs
+    (float16 tokens, as generated), cached per corpus parameters."""
+    CACHE.mkdir(exist_ok=True)
+    key = f"scale_text-s{corpus.seed}-n{corpus.noise}-{n_docs}-{len(queries)}.npy"
+    if (CACHE / key).is_file():
+        return np.load(CACHE / key)
+    q_all = np.concatenate(queries)
+    q_off = np.concatenate([[0], np.cumsum([len(q) for q in queries])]).astype(np.int64)
+    best = np.full((len(queries), 10), -1, np.int64)
+    best_s = np.full((len(queries), 10), -np.inf, np.float32)
+    for start in range(0, n_docs, GT_BLOCK):
+        docs = corpus.documents(start, min(n_docs, start + GT_BLOCK))
+        lengths = np.array([len(d) for d in docs], np.int64)
+        scores = maxsim_spans(np.concatenate(docs), np.cumsum(lengths) - lengths, lengths,
+                              q_all, q_off)  # fmt: skip
+        ids = np.broadcast_to(np.arange(start, start + len(docs)), scores.shape)
+        all_s, all_i = np.concatenate([best_s, scores], 1), np.concatenate([best, ids], 1)
+        top = np.argsort(-all_s, axis=1, kind="stable")[:, :10]
+        best_s, best = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
+    np.save(CACHE / key, best)
+    return best
+
+
+def read_side(path: Path, queries_file: Path) -> dict[str, Any]:
+    """Run in a fresh process: open read-only, search every query alone twice (the first
+    pass warms up), report latencies of the second, the top-10 ids and peak RSS."""
+    with np.load(queries_file) as z:
+        queries = [z[f"arr_{i}"] for i in range(len(z.files))]
+    with Index.open(path, mode="r") as index:
+        rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        for q in queries:
+            index.search([q], k=10)
+        times, ids = [], []
+        for q in queries:
+            t0 = time.perf_counter()
+            result = index.search([q], k=10)
+            times.append(1000 * (time.perf_counter() - t0))
+            ids.append([int(x) for x in result.ids[0]])
+    return {"times_ms": times, "ids": ids, "rss_open": rss_open,
+            "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # fmt: skip
+
+
+def disk(path: Path, index: Index) -> dict[str, int]:
+    sizes = {p.name: p.stat().st_size for p in path.iterdir() if p.is_file()}
+    tokens = sizes.get(index.manifest["tokens"]["file"], 0)
+    graph = sizes.get((index.manifest["store"]["entry"] or {}).get("file", ""), 0)
+    return {"tokens": tokens, "graph": graph, "other": sum(sizes.values()) - tokens - graph}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    corpus = TextLikeCorpus.from_cache(seed=args.seed)
+    queries = corpus.queries(args.queries)
+    steps = [int(s) for s in args.steps.split(",")]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ix"
+        qfile = Path(tmp) / "queries.npz"
+        np.savez(qfile, *queries)
+        index = Index.create(path, FDEConfig(dimension=corpus.dimension),
+                             token_dtype=args.token_dtype)  # fmt: skip
+        built, total_s = 0, 0.0
+        for step in steps:
+            step_s, first = 0.0, built
+            while built < step:
+                stop = min(step, built + args.batch)
+                docs = corpus.documents(built, stop)
+                t0 = time.perf_counter()
+                index.add(list(range(built, stop)), docs)
+                step_s += time.perf_counter() - t0
+                built = stop
+                print(f"added {built} ({(built - first) / step_s:.0f} docs/s this step)",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            total_s += step_s
+            sizes = disk(path, index)
+            writer_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            reader = json.loads(subprocess.run(
+                [sys.executable, __file__, "--reader", str(path), str(qfile)],
+                capture_output=True, text=True, check=True,
+            ).stdout)  # fmt: skip
+            truth = ground_truth(corpus, built, queries)
+            pairs = list(zip(reader["ids"], truth.tolist(), strict=True))
+            found = [len(set(ids) & set(t)) / 10 for ids, t in pairs]
+            top1 = [ids[0] == t[0] for ids, t in pairs]
+            row = {
+                "documents": built,
+                "tokens_per_doc": float(np.mean([len(d) for d in corpus.documents(0, 200)])),
+                "step_docs_per_s": (built - first) / step_s,
+                "docs_per_s": built / total_s,
+                "bytes_per_doc": {k: v / built for k, v in sizes.items()},
+                "total_bytes_per_doc": sum(sizes.values()) / built,
+                "writer_peak_rss": writer_rss,
+                "reader_rss_after_open": reader["rss_open"],
+                "reader_peak_rss": reader["rss_peak"],
+                "p50_ms": float(np.percentile(reader["times_ms"], 50)),
+                "p95_ms": float(np.percentile(reader["times_ms"], 95)),
+                "exact_top10_found": float(np.mean(found)),
+                "exact_top1_first": float(np.mean(top1)),
+            }
+            print(row, file=sys.stderr, flush=True)
+            rows.append(row)
+        index.close()
+    return {"machine": machine(), "muvera": __version__, "token_dtype": args.token_dtype,
+            "batch": args.batch, "queries": len(queries), "rows": rows}  # fmt: skip
+
+
+def markdown(result: dict[str, Any]) -> str:
+    gib = 2**30
+    lines = [
+        f"{describe(result['machine'])}; muvera {result['muvera']}. Default index (hnswlib), "
+        f"token_dtype {result['token_dtype']}, {result['batch']:,} documents per add, "
+        f"{result['queries']} real queries; exact top-10 by brute force on float16 tokens.",
+        "",
+        "| documents | docs/s (step / all) | KiB/doc total (tokens + graph + rest) "
+        "| writer peak RSS GiB | reader RSS GiB (open / peak) | p50 / p95 ms "
+        "| exact top-10 found | exact top-1 first |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        b = r["bytes_per_doc"]
+        lines.append(
+            f"| {r['documents']:,} | {r['step_docs_per_s']:.0f} / {r['docs_per_s']:.0f} "
+            f"| {r['total_bytes_per_doc'] / 1024:.1f} ({b['tokens'] / 1024:.1f} + "
+            f"{b['graph'] / 1024:.1f} + {b['other'] / 1024:.1f}) "
+            f"| {r['writer_peak_rss'] / gib:.2f} "
+            f"| {r['reader_rss_after_open'] / gib:.2f} / {r['reader_peak_rss'] / gib:.2f} "
+            f"| {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {r['exact_top10_found']:.3f} "
+            f"| {r['exact_top1_first']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", default="10000,30000,100000")
+    parser.add_argument("--batch", type=int, default=10000, help="documents per add() call")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--token-dtype", default="float16")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--reader":
+        print(json.dumps(read_side(Path(sys.argv[2]), Path(sys.argv[3]))))
+    else:
+        bench_main(__doc__, "scale_text.json", measure, markdown, add_arguments)
