@@ -24,18 +24,25 @@ def _doc(i: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)  # unit rows: its own best match
 
 
-def _writer(path: str) -> None:
+def _writer(path: str, bulk: bool = False) -> None:
     with Index.open(path) as index:
         i = max(index.records.label_ids, default=-1) + 1  # ids never used yet
         i += i % 2
-        while True:  # adds, upserts, deletes and compactions until killed
-            index.add([i, i + 1], [_doc(i), _doc(i + 1)])
-            index.upsert([i], [_doc(i)])
-            if i % 6 == 0:
-                index.delete([i + 1])
-            if i % 10 == 0:
-                index.compact()
-            i += 2
+        if bulk:  # everything inside one bulk, committed every 6 documents added
+            with index.bulk(commit_every=6):
+                _write_forever(index, i)
+        _write_forever(index, i)
+
+
+def _write_forever(index: Index, i: int) -> None:
+    while True:  # adds, upserts, deletes and compactions until killed
+        index.add([i, i + 1], [_doc(i), _doc(i + 1)])
+        index.upsert([i], [_doc(i)])
+        if i % 6 == 0:
+            index.delete([i + 1])
+        if i % 10 == 0:
+            index.compact()
+        i += 2
 
 
 def _close_qdrant_clients() -> None:
@@ -48,12 +55,12 @@ def _close_qdrant_clients() -> None:
 
 
 @pytest.mark.parametrize("store", ["exact", "exact-int8", "hnswlib", "hnswlib-calibrated",
-                                   "qdrant", "qdrant-edge"])  # fmt: skip
+                                   "hnswlib-bulk", "qdrant", "qdrant-edge"])  # fmt: skip
 def test_kill_9_never_loses_a_commit(tmp_path, store):
     """Qdrant runs as qdrant-client's local mode on disk, and as Qdrant's own engine
     (Qdrant Edge: its WAL and segments); "hnswlib-calibrated" is a calibrated index
     (format version 3), which must stay calibrated; "exact-int8" keeps int8 token codes
-    (format version 4)."""
+    (format version 4); "hnswlib-bulk" writes inside ``Index.bulk(commit_every=6)``."""
     pytest.importorskip("qdrant_client" if store.startswith("qdrant") else "hnswlib")
     if store == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
@@ -62,7 +69,7 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         "qdrant": {"path": str(tmp_path / "qdata")},
         "qdrant-edge": {"edge_path": str(tmp_path / "edge")},
     }.get(store)
-    kind = "qdrant" if options else store.removesuffix("-calibrated").removesuffix("-int8")
+    kind = "qdrant" if options else store.split("-")[0]
     calibration: object = "off"
     if store.endswith("-calibrated"):
         from muvera.fde.calibration import Calibration
@@ -75,7 +82,7 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
     rng = np.random.default_rng(0)
     seen = 0
     for _ in range(8):
-        proc = ctx.Process(target=_writer, args=(str(path),))
+        proc = ctx.Process(target=_writer, args=(str(path), store.endswith("-bulk")))
         proc.start()
         _wait_for_a_commit(path, proc)  # start-up (imports, connections) done
         time.sleep(float(rng.uniform(0, 0.6)))  # then some more commits, killed anywhere
