@@ -18,8 +18,8 @@ Usage: ``python benchmarks/bench_scale_text.py [--steps 10000,30000,100000]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +37,7 @@ from runner import bench_main  # noqa: E402
 from scale_corpus import TextLikeCorpus  # noqa: E402
 
 from muvera import FDEConfig, Index, __version__  # noqa: E402
+from muvera.index.manifest import generation_files  # noqa: E402
 from muvera.scoring import maxsim_spans  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -69,11 +70,12 @@ def ground_truth(corpus: TextLikeCorpus, n_docs: int, queries: list[np.ndarray])
 
 def read_side(path: Path, queries_file: Path) -> dict[str, Any]:
     """Run in a fresh process: open read-only, search every query alone twice (the first
-    pass warms up), report latencies of the second, the top-10 ids and peak RSS."""
+    pass warms up), report latencies of the second, the top-10 ids, RSS after opening and
+    peak RSS (the interpreter and numpy included)."""
     with np.load(queries_file) as z:
         queries = [z[f"arr_{i}"] for i in range(len(z.files))]
     with Index.open(path, mode="r") as index:
-        rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        rss_open = memory("VmRSS")
         for q in queries:
             index.search([q], k=10)
         times, ids = [], []
@@ -82,12 +84,23 @@ def read_side(path: Path, queries_file: Path) -> dict[str, Any]:
             result = index.search([q], k=10)
             times.append(1000 * (time.perf_counter() - t0))
             ids.append([int(x) for x in result.ids[0]])
-    return {"times_ms": times, "ids": ids, "rss_open": rss_open,
-            "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # fmt: skip
+    return {"times_ms": times, "ids": ids, "rss_open": rss_open, "rss_peak": memory("VmHWM")}
+
+
+def memory(field: str) -> int:
+    """Bytes of a /proc/self/status field: VmHWM (peak RSS of this process image; unlike
+    ru_maxrss it starts afresh at exec) or VmRSS."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def disk(path: Path, index: Index) -> dict[str, int]:
-    sizes = {p.name: p.stat().st_size for p in path.iterdir() if p.is_file()}
+    """Bytes of the committed generation's files (superseded ones still in their grace
+    period are not counted), plus the manifest and encoder."""
+    names = generation_files(index.manifest) | {"manifest.json", "encoder.npz"}
+    sizes = {n: (path / n).stat().st_size for n in names if (path / n).is_file()}
     tokens = sizes.get(index.manifest["tokens"]["file"], 0)
     graph = sizes.get((index.manifest["store"]["entry"] or {}).get("file", ""), 0)
     return {"tokens": tokens, "graph": graph, "other": sum(sizes.values()) - tokens - graph}
@@ -102,23 +115,27 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         path = Path(tmp) / "ix"
         qfile = Path(tmp) / "queries.npz"
         np.savez(qfile, *queries)
-        index = Index.create(path, FDEConfig(dimension=corpus.dimension),
-                             token_dtype=args.token_dtype)  # fmt: skip
+        config = FDEConfig(dimension=corpus.dimension, num_repetitions=args.repetitions,
+                           final_projection_dimension=args.final_projection)  # fmt: skip
+        index = Index.create(path, config, token_dtype=args.token_dtype)
         built, total_s = 0, 0.0
         for step in steps:
             step_s, first = 0.0, built
-            while built < step:
-                stop = min(step, built + args.batch)
-                docs = corpus.documents(built, stop)
+            with index.bulk() if args.bulk else contextlib.nullcontext():
+                while built < step:
+                    stop = min(step, built + args.batch)
+                    docs = corpus.documents(built, stop)
+                    t0 = time.perf_counter()
+                    index.add(list(range(built, stop)), docs)
+                    step_s += time.perf_counter() - t0
+                    built = stop
+                    print(f"added {built} ({(built - first) / step_s:.0f} docs/s this step)",
+                          file=sys.stderr, flush=True)  # fmt: skip
                 t0 = time.perf_counter()
-                index.add(list(range(built, stop)), docs)
-                step_s += time.perf_counter() - t0
-                built = stop
-                print(f"added {built} ({(built - first) / step_s:.0f} docs/s this step)",
-                      file=sys.stderr, flush=True)  # fmt: skip
+            step_s += time.perf_counter() - t0  # the bulk's commit
             total_s += step_s
             sizes = disk(path, index)
-            writer_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            writer_rss = memory("VmHWM")
             reader = json.loads(subprocess.run(
                 [sys.executable, __file__, "--reader", str(path), str(qfile)],
                 capture_output=True, text=True, check=True,
@@ -146,14 +163,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             rows.append(row)
         index.close()
     return {"machine": machine(), "muvera": __version__, "token_dtype": args.token_dtype,
-            "batch": args.batch, "queries": len(queries), "rows": rows}  # fmt: skip
+            "batch": args.batch, "bulk": args.bulk, "fde": config.to_dict(),
+            "fde_dimension": index.encoder.output_dimension, "queries": len(queries),
+            "rows": rows}  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:
     gib = 2**30
     lines = [
-        f"{describe(result['machine'])}; muvera {result['muvera']}. Default index (hnswlib), "
-        f"token_dtype {result['token_dtype']}, {result['batch']:,} documents per add, "
+        f"{describe(result['machine'])}; muvera {result['muvera']}. hnswlib index (default "
+        f"options), FDE R={result['fde']['num_repetitions']} -> {result['fde_dimension']:,} "
+        f"dims, token_dtype {result['token_dtype']}, {result['batch']:,} documents per add"
+        f"{', one bulk commit per step' if result['bulk'] else ' (a commit each)'}, "
         f"{result['queries']} real queries; exact top-10 by brute force on float16 tokens.",
         "",
         "| documents | docs/s (step / all) | KiB/doc total (tokens + graph + rest) "
@@ -181,6 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--token-dtype", default="float16")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repetitions", type=int, default=20, help="FDE num_repetitions")
+    parser.add_argument("--final-projection", type=int, default=None, help="FDE final dims")
+    parser.add_argument("--bulk", action="store_true", help="one bulk commit per step")
 
 
 if __name__ == "__main__":
