@@ -10,7 +10,7 @@ import numpy.typing as npt
 from . import native
 from .batch import Batch, is_torch_tensor, prepare_batch
 from .errors import MuveraError
-from .token_codes import QuantizedTokens
+from .token_codes import QuantizedTokens, centre_terms
 
 __all__ = ["compiled_maxsim", "maxsim", "maxsim_pairs", "maxsim_spans"]
 
@@ -56,6 +56,9 @@ def maxsim_spans(
         out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
         threads = _threads(int(lengths.sum()) * queries.shape[0] * tokens.shape[1])
         kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
+        centre = getattr(tokens, "centre", None)
+        if centre is not None:  # the kernel scored r = x - centre
+            out += centre_terms(queries, query_offsets, centre)[:, None]
         return out
     return _spans_numpy(tokens, offsets, lengths, queries, query_offsets)
 
@@ -104,6 +107,9 @@ def maxsim_pairs(
         kernel.maxsim_pairs(
             tokens, offsets, lengths, pair_query, queries, query_offsets, out, threads
         )
+        centre = getattr(tokens, "centre", None)
+        if centre is not None:  # the kernel scored r = x - centre
+            out += centre_terms(queries, query_offsets, centre)[pair_query]
         return out
     for q in np.unique(pair_query).tolist():
         sel = np.flatnonzero(pair_query == q)

@@ -12,6 +12,12 @@ so that both halves decode with contiguous vector loads). A value decodes to
 
 Per-token scales keep vectors of any norm (raw, unnormalised model outputs) as exact as
 normalised ones: the error of a value is at most ``scale / 2`` (max|x| / 254 for int8).
+An index quantizes each token's difference from a centre (the mean token of its first
+add): where all tokens share a large component, that component would otherwise set
+every scale and leave few levels for what tells tokens apart. MaxSim needs no decoding
+of the centre: ``max_j <q, c + r_j> = <q, c> + max_j <q, r_j>``, so the kernel scores
+the stored differences and one ``<q_i, c>`` per query token is added
+(:func:`centre_terms`).
 
 >>> x = np.array([[0.5, -0.25, 0.0], [0.0, 0.0, 0.0]], np.float32)
 >>> rows = encode_rows(x, "int8")
@@ -31,7 +37,14 @@ import numpy.typing as npt
 
 from .errors import MuveraError
 
-__all__ = ["CODE_KINDS", "QuantizedTokens", "decode_rows", "encode_rows", "row_bytes"]
+__all__ = [
+    "CODE_KINDS",
+    "QuantizedTokens",
+    "centre_terms",
+    "decode_rows",
+    "encode_rows",
+    "row_bytes",
+]
 
 # name -> (largest code, the kernel's kind number: 0 float32, 1 float16 are plain arrays)
 CODE_KINDS = {"int8": (127, 2), "int4": (7, 3)}
@@ -93,10 +106,22 @@ def decode_rows(rows: npt.NDArray[np.uint8], kind: str, dimension: int) -> npt.N
     return (scale[:, None] * codes).astype(np.float32, copy=False)
 
 
+def centre_terms(
+    queries: npt.NDArray[np.float32], query_offsets: npt.NDArray[np.int64], centre: Any
+) -> npt.NDArray[np.float32]:
+    """``sum_i <q_i, centre>`` of each query, float32 ``(n_queries,)`` (0 without tokens)."""
+    per_token = np.asarray(queries, np.float32) @ np.asarray(centre, np.float32)
+    sums = np.concatenate([[0.0], np.cumsum(per_token, dtype=np.float64)])
+    out: npt.NDArray[np.float32] = (sums[query_offsets[1:]] - sums[query_offsets[:-1]]).astype(
+        np.float32
+    )
+    return out
+
+
 class QuantizedTokens:
     """A matrix of stored token rows read in place (a memory map is fine): indexing rows
-    decodes them to float32, ``shape`` is ``(rows, dimension)`` as for a float matrix, and
-    the compiled MaxSim kernel reads :attr:`rows` directly.
+    decodes them to float32 (``centre`` added back), ``shape`` is ``(rows, dimension)`` as
+    for a float matrix, and the compiled MaxSim kernel reads :attr:`rows` directly.
 
     >>> q = QuantizedTokens(encode_rows(np.eye(2, dtype=np.float32), "int4"), "int4", 2)
     >>> q.shape, q[1:2]
@@ -105,13 +130,16 @@ class QuantizedTokens:
 
     ndim = 2
 
-    def __init__(self, rows: npt.NDArray[np.uint8], kind: str, dimension: int) -> None:
+    def __init__(
+        self, rows: npt.NDArray[np.uint8], kind: str, dimension: int, centre: Any = None
+    ) -> None:
         if rows.ndim != 2 or rows.shape[1] != row_bytes(kind, dimension):
             need = row_bytes(kind, dimension)
             raise MuveraError(
                 f"{kind} token rows of {dimension} values need {need} bytes each, got {rows.shape}"
             )
         self.rows = rows
+        self.centre = None if centre is None else np.asarray(centre, np.float32)
         self.kind = kind
         self.code = CODE_KINDS[kind][1]
         self.dimension = dimension
@@ -126,4 +154,5 @@ class QuantizedTokens:
     def __getitem__(self, key: Any) -> npt.NDArray[np.float32]:
         if not isinstance(key, slice):
             raise TypeError("QuantizedTokens takes row slices")
-        return decode_rows(self.rows[key], self.kind, self.dimension)
+        decoded = decode_rows(self.rows[key], self.kind, self.dimension)
+        return decoded if self.centre is None else decoded + self.centre

@@ -66,14 +66,17 @@ def _corpus(d: int, seed: int):
     return docs, queries, lengths, np.concatenate(queries), q_offsets
 
 
+@pytest.mark.parametrize("centred", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("d", [5, 128])
-def test_scoring_codes_is_scoring_the_decoded_vectors(monkeypatch, kind, d):
+def test_scoring_codes_is_scoring_the_decoded_vectors(monkeypatch, kind, d, centred):
     """maxsim_spans / maxsim_pairs on quantized rows (gaps and any span order, the compiled
-    kernel and the numpy fallback) = MaxSim of the decoded float32 vectors."""
+    kernel and the numpy fallback; rows of differences from a centre or not) = MaxSim of
+    the decoded float32 vectors."""
     docs, queries, lengths, q_all, q_offsets = _corpus(d, d)
     rows = encode_rows(np.concatenate([np.ones((2, d), np.float32), *docs]), kind)
-    matrix = QuantizedTokens(rows, kind, d)
+    centre = np.random.default_rng(1).standard_normal(d).astype(np.float32) if centred else None
+    matrix = QuantizedTokens(rows, kind, d, centre)
     offsets = 2 + np.cumsum(lengths) - lengths
     decoded = [matrix[o : o + n] for o, n in zip(offsets, lengths, strict=True)]
     want = maxsim(queries, decoded)
@@ -121,9 +124,13 @@ def test_an_index_with_quantized_tokens(tmp_path, store, kind, maxsim_kernel):
         index.add(list(range(60)), docs)
         assert index.manifest["format_version"] == 4 and index.token_dtype == np.int8
         decoded = [index.get([i])[0].tokens for i in range(60)]
+        centre = index.store.centre  # the first add's mean token
+        np.testing.assert_allclose(centre, np.concatenate(docs).mean(axis=0), atol=1e-6)
+        assert index.manifest["tokens"]["centre"] == [float(v) for v in centre]
         for doc, back in zip(docs, decoded, strict=True):
-            step = np.abs(doc).max(axis=1, keepdims=True) / (127 if kind == "int8" else 7)
-            assert np.all(np.abs(back - doc) <= 0.5 * step + 1e-7)
+            diff = doc - centre
+            step = np.abs(diff).max(axis=1, keepdims=True) / (127 if kind == "int8" else 7)
+            assert np.all(np.abs(back - doc) <= 0.5 * step + 1e-6)
         want = maxsim(queries, decoded)
         exact = index.search_exact(queries, k=5)
         np.testing.assert_allclose(exact.scores, -np.sort(-want, axis=1)[:, :5], rtol=1e-5)
@@ -139,6 +146,45 @@ def test_an_index_with_quantized_tokens(tmp_path, store, kind, maxsim_kernel):
         again = index.search_exact(queries, k=5)
         assert again.ids.tolist() == after.ids.tolist()
         np.testing.assert_array_equal(again.scores, after.scores)
+
+
+def test_the_centre_keeps_a_shared_component_from_eating_the_levels(tmp_path, maxsim_kernel):
+    """Tokens sharing a large component (3x a fixed unit vector, renormalised): int4 codes
+    of the differences from the centre decode far closer than codes of the tokens, and
+    scores over them (kernel: differences + one <q, centre> per query token) equal MaxSim
+    of the decoded vectors."""
+    rng = np.random.default_rng(4)
+    u = rng.standard_normal(16).astype(np.float32)
+    u *= 3 / np.linalg.norm(u)
+    docs = [x + u for x in ragged(rng, [int(n) for n in rng.integers(5, 30, 80)], 16)]
+    docs = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in docs]
+    queries = [q / np.linalg.norm(q, axis=1, keepdims=True) for q in
+               (x + u for x in ragged(rng, [4, 9], 16))]  # fmt: skip
+    with Index.create(tmp_path / "ix", CONFIG, store="exact", token_dtype="int4") as index:
+        index.add(list(range(80)), docs)
+        stored = [index.tokens(i) for i in range(80)]
+        plain = [decode_rows(encode_rows(x, "int4"), "int4", 16) for x in docs]
+        err_centred = np.mean([np.abs(a - b).mean() for a, b in zip(stored, docs, strict=True)])
+        err_plain = np.mean([np.abs(a - b).mean() for a, b in zip(plain, docs, strict=True)])
+        assert err_centred < 0.4 * err_plain
+        want = maxsim(queries, stored)
+        got = index.search_exact(queries, k=80)
+        for i in range(2):
+            np.testing.assert_allclose(got.scores[i], np.sort(want[i])[::-1], rtol=1e-5, atol=1e-5)
+        assert set(got.ids[0, :5].tolist()) == set(np.argsort(-want[0])[:5].tolist())
+
+
+@pytest.mark.parametrize("centre", [None, [0.0] * 15, [0.0] * 15 + ["x"], [1e39] * 16, "0"])
+def test_a_bad_centre_is_refused(tmp_path, centre):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "idx"
+    with Index.create(path, CONFIG, store="exact", token_dtype="int8") as index:
+        index.add(["a", "b"], ragged(rng, [3, 4], 16))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["tokens"]["centre"] = centre
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MuveraError, match="centre must be 16 finite numbers"):
+        Index.open(path, mode="r")
 
 
 def test_quantized_tokens_refused_where_they_cannot_be_kept(tmp_path):

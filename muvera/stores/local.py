@@ -90,7 +90,27 @@ class LocalStore:
         )
         self.offsets = np.asarray(arrays.get("offsets", np.zeros(0)), dtype=np.int64)
         self.lengths = np.asarray(arrays.get("lengths", np.zeros(0)), dtype=np.int64)
+        self.centre = self._read_centre(tokens.get("centre"))
         self._check_spans(arrays.get("alive"))
+
+    def _read_centre(self, value: Any) -> npt.NDArray[np.float32] | None:
+        """The quantized stores' centre: ``token_dimension`` finite numbers, present once
+        the token file holds rows (fitted at the first add); None for float stores."""
+        if self.token_format not in CODE_KINDS:
+            return None
+        if value is None and self._tokens.committed == 0:
+            return None
+        if (
+            not isinstance(value, list)
+            or len(value) != self.token_dimension
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            or not np.isfinite(np.asarray(value, np.float64)).all()
+            or np.abs(np.asarray(value, np.float64)).max(initial=0) > 3e38
+        ):
+            raise MuveraError(
+                f"the token section's centre must be {self.token_dimension} finite numbers"
+            )
+        return np.asarray(value, np.float32)
 
     def _check_spans(self, alive: Any) -> None:
         """Every live document's token span inside the committed token file (read from
@@ -190,6 +210,12 @@ class LocalStore:
     def check_documents(self, docs: TokenBatch) -> None:
         if self.token_dtype == np.float16:
             check_float16_range(docs)
+        elif (  # quantized: differences from the centre must stay finite
+            self.token_format in CODE_KINDS
+            and docs.tokens.size
+            and float(np.abs(docs.tokens).max()) > 1e37
+        ):
+            raise MuveraError("add: token values beyond +-1e37 cannot be quantized")
 
     def add(
         self,
@@ -202,7 +228,9 @@ class LocalStore:
         del ids, payloads  # kept by the index
         first = self._tokens.committed // self.row_bytes
         if self.token_format in CODE_KINDS:
-            values = encode_rows(docs.tokens, self.token_format)
+            if self.centre is None:  # the first add: its mean token (see token_codes)
+                self.centre = np.asarray(docs.tokens, np.float64).mean(axis=0).astype(np.float32)
+            values = encode_rows(np.asarray(docs.tokens) - self.centre, self.token_format)
         else:
             values = np.ascontiguousarray(docs.tokens, dtype=self.token_dtype)
         start = self._tokens.append(values.tobytes())
@@ -221,7 +249,9 @@ class LocalStore:
         """Every committed token row, ``(rows, d)`` float16/float32 or quantized,
         memory-mapped."""
         if self.token_format in CODE_KINDS:
-            return QuantizedTokens(self._raw_rows(), self.token_format, self.token_dimension)
+            return QuantizedTokens(
+                self._raw_rows(), self.token_format, self.token_dimension, self.centre
+            )
         return self._tokens.view(self.token_dtype).reshape(-1, self.token_dimension)
 
     def _raw_rows(self) -> npt.NDArray[np.uint8]:
@@ -352,5 +382,7 @@ class LocalStore:
         tokens = dict(
             self._token_section, file=self._tokens.path.name, bytes=self._tokens.committed
         )
+        if self.centre is not None:
+            tokens["centre"] = [float(v) for v in self.centre]
         arrays = {"offsets": self.offsets, "lengths": self.lengths}
         return StoreRecord(entry, tokens, arrays)
