@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from encode_beir import SHARED, load_cached, split_tokens  # noqa: E402
-from machine import describe, machine  # noqa: E402
+from machine import describe, dir_bytes, machine  # noqa: E402
 from runner import bench_main  # noqa: E402
 
 from muvera import FDEConfig, FDEEncoder, Index, __version__  # noqa: E402
@@ -35,10 +35,6 @@ from muvera.eval import load_qrels, ndcg_at_k  # noqa: E402
 from muvera.models.pooling import pool_tokens  # noqa: E402
 
 MODEL = SHARED / "models" / "minilm-colbert-128"
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def measure_dataset(name: str, factors: list[float]) -> list[dict[str, Any]]:

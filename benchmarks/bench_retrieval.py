@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from encode_beir import SHARED, cache_path, encode, load_cached, split_tokens  # noqa: E402
-from machine import describe, machine  # noqa: E402
+from machine import describe, dir_bytes, machine  # noqa: E402
 
 from muvera import FDEConfig, FDEEncoder, Index, __version__, maxsim  # noqa: E402
 from muvera.eval import load_qrels, ndcg_at_k, recall_at_k  # noqa: E402
@@ -54,10 +54,6 @@ def run_from_result(ids: np.ndarray, scores: np.ndarray, qids: list[str]) -> dic
 def percentiles(values: list[float]) -> dict:
     ms = 1000 * np.asarray(values)
     return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 class BruteForce:

@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from machine import describe, machine  # noqa: E402
+from machine import describe, machine, memory  # noqa: E402
 from runner import bench_main  # noqa: E402
 from scale_corpus import TextLikeCorpus  # noqa: E402
 
@@ -85,15 +85,6 @@ def read_side(path: Path, queries_file: Path) -> dict[str, Any]:
             times.append(1000 * (time.perf_counter() - t0))
             ids.append([int(x) for x in result.ids[0]])
     return {"times_ms": times, "ids": ids, "rss_open": rss_open, "rss_peak": memory("VmHWM")}
-
-
-def memory(field: str) -> int:
-    """Bytes of a /proc/self/status field: VmHWM (peak RSS of this process image; unlike
-    ru_maxrss it starts afresh at exec) or VmRSS."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def disk(path: Path, index: Index) -> dict[str, int]:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_quality import CANDIDATES, found, one_at_a_time, prepare  # noqa: E402
-from machine import describe, machine  # noqa: E402
+from machine import describe, dir_bytes, machine  # noqa: E402
 from runner import bench_main  # noqa: E402
 
 from muvera import FDEConfig, Index, __version__  # noqa: E402
@@ -37,10 +37,6 @@ CASES = (
     "scifact:test:orig,scifact:test:raw,scifact:test:aniso3,"
     "msmarco-mini:test:orig,msmarco-mini:test:raw"
 )
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def measure_case(case: str, formats: list[str]) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """What machine a benchmark ran on: CPU model, the SIMD flags that matter to the kernels,
-cores, and the compiled-kernel variant muvera loaded (printed and stored with results)."""
+cores, and the compiled-kernel variant muvera loaded (printed and stored with results);
+and what a run used of it (bytes of a folder, a process's memory)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,18 @@ def describe(info: dict[str, Any]) -> str:
         f"CPU: {info['cpu']} ({info['cpus']} CPUs; {flags}); "
         f"muvera kernels: {info['kernel_variant']}"
     )
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def memory(field: str) -> int:
+    """Bytes of a /proc/self/status field: VmHWM (peak RSS of this process image; unlike
+    ru_maxrss it starts afresh at exec) or VmRSS (0 where there is no /proc)."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else []:
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0

@@ -1,0 +1,74 @@
+"""PyLate's PLAID index (fast-plaid backend, CPU) on given token vectors: the other side of
+``bench_vs_plaid.py``, run in a Python environment that has ``pylate`` and ``fast-plaid``
+(their pins differ from muvera's; numpy and the standard library only besides them).
+
+``python plaid_worker.py build TOKENS.f16 LENGTHS.npy INDEX_DIR OUT.json`` (raw float16
+rows, int64 lengths): builds the index
+from all documents in one ``add_documents`` call (as PyLate's docs do; PLAID fits its
+centroids on the first call), reports build seconds and peak RSS.
+``python plaid_worker.py search QUERIES.npz INDEX_DIR OUT.json``: opens the index in a fresh
+process, searches every query alone twice (the first pass warms up) and reports the second
+pass's latencies, the top-10 document numbers, RSS after opening and peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def memory(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _index(folder: Path, override: bool):  # returns pylate's PLAID index
+    from pylate import indexes
+
+    return indexes.PLAID(index_folder=str(folder.parent), index_name=folder.name,
+                         override=override, device="cpu", show_progress=False)  # fmt: skip
+
+
+def build(tokens_file: Path, lengths_file: Path, folder: Path, out: Path) -> None:
+    import torch
+
+    lengths = np.load(lengths_file)
+    tokens = np.memmap(tokens_file, dtype=np.float16, mode="r").reshape(int(lengths.sum()), -1)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    docs = [torch.from_numpy(np.asarray(tokens[o : o + n], np.float32))
+            for o, n in zip(offsets.tolist(), lengths.tolist(), strict=True)]  # fmt: skip
+    t0 = time.perf_counter()
+    index = _index(folder, override=True)
+    index.add_documents(documents_ids=[str(i) for i in range(len(docs))], documents_embeddings=docs)
+    seconds = time.perf_counter() - t0
+    out.write_text(json.dumps({"build_s": seconds, "rss_peak": memory("VmHWM")}))
+
+
+def search(queries_file: Path, folder: Path, out: Path) -> None:
+    with np.load(queries_file) as z:
+        queries = [z[f"arr_{i}"].astype(np.float32) for i in range(len(z.files))]
+    index = _index(folder, override=False)
+    rss_open = memory("VmRSS")
+    for q in queries:
+        index([q], k=10)
+    times, ids = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        hits = index([q], k=10)[0]
+        times.append(1000 * (time.perf_counter() - t0))
+        ids.append([int(h["id"]) for h in hits])
+    out.write_text(json.dumps({"times_ms": times, "ids": ids, "rss_open": rss_open,
+                               "rss_peak": memory("VmHWM")}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "build":
+        build(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]))
+    else:
+        search(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
