@@ -53,6 +53,7 @@ ENGINES = {
     },
 }
 BATCH = 10_000
+PLAID_FULL_SCORES = (8192, 256)  # PyLate's default; Stanford PLAID's setting for k=10
 
 
 def load_corpus(spec: str, tmp: Path, n_queries: int) -> dict[str, Any]:
@@ -106,7 +107,8 @@ def run_muvera(name: str, c: dict[str, Any], folder: Path) -> dict[str, Any]:
         for start in range(0, len(lengths), BATCH):
             stop = min(len(lengths), start + BATCH)
             block = np.asarray(tokens[offsets[start] : offsets[stop - 1] + lengths[stop - 1]])
-            index.add(list(range(start, stop)), block, lengths=lengths[start:stop])
+            docs = np.split(block, np.cumsum(lengths[start:stop])[:-1])
+            index.add(list(range(start, stop)), docs)
     build_s = time.perf_counter() - t0
     reader = json.loads(subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_scale_text.py"), "--reader",
@@ -115,16 +117,19 @@ def run_muvera(name: str, c: dict[str, Any], folder: Path) -> dict[str, Any]:
     return {"build_s": build_s, "disk": dir_bytes(folder), **reader}
 
 
-def run_plaid(python: str, c: dict[str, Any], folder: Path) -> dict[str, Any]:
+def run_plaid(python: str, c: dict[str, Any], folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """One PLAID build, searched with each of PLAID_FULL_SCORES: a result per setting."""
     worker = str(ROOT / "benchmarks" / "plaid_worker.py")
     built, searched = folder.parent / "plaid_build.json", folder.parent / "plaid_search.json"
     subprocess.run([python, worker, "build", str(c["tokens"]), str(c["lengths"]), str(folder),
                     str(built)], check=True)  # fmt: skip
-    subprocess.run([python, worker, "search", str(c["queries"]), str(folder), str(searched)],
-                   check=True)  # fmt: skip
-    build = json.loads(built.read_text())
-    return {"build_s": build["build_s"], "build_rss_peak": build["rss_peak"],
-            "disk": dir_bytes(folder), **json.loads(searched.read_text())}  # fmt: skip
+    subprocess.run([python, worker, "search", str(c["queries"]), str(folder), str(searched),
+                    ",".join(map(str, PLAID_FULL_SCORES))], check=True)  # fmt: skip
+    build, search = json.loads(built.read_text()), json.loads(searched.read_text())
+    common = {"build_s": build["build_s"], "disk": dir_bytes(folder),
+              "rss_open": search["rss_open"], "rss_peak": search["rss_peak"]}  # fmt: skip
+    return [(f"plaid (n_full_scores={n})", {**common, **search["runs"][str(n)]})
+            for n in PLAID_FULL_SCORES]  # fmt: skip
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,38 +140,39 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for engine in args.engines.split(","):
             folder = tmp / engine
             if engine == "plaid":
-                r = run_plaid(args.plaid_python, c, folder)
+                results = run_plaid(args.plaid_python, c, folder)
             else:
-                r = run_muvera(engine, c, folder)
-            ids = [[int(x) for x in row] for row in r["ids"]]
-            found = [
-                len(set(i) & set(t)) / 10 for i, t in zip(ids, c["truth"].tolist(), strict=True)
-            ]
-            row = {
-                "engine": engine,
-                "documents": c["n"],
-                "build_s": r["build_s"],
-                "docs_per_s": c["n"] / r["build_s"],
-                "bytes_per_doc": r["disk"] / c["n"],
-                "reader_rss_after_open": r["rss_open"],
-                "reader_peak_rss": r["rss_peak"],
-                "p50_ms": float(np.percentile(r["times_ms"], 50)),
-                "p95_ms": float(np.percentile(r["times_ms"], 95)),
-                "exact_top10_found": float(np.mean(found)),
-            }
-            if c["qrels"] is not None:
-                run = {
-                    c["query_ids"][q]: {
-                        c["doc_ids"][d]: 10.0 - rank for rank, d in enumerate(i) if d >= 0
-                    }
-                    for q, i in enumerate(ids)
-                }
-                row["ndcg@10"] = ndcg_at_k(run, c["qrels"], 10)
-            print(row, file=sys.stderr, flush=True)
-            rows.append(row)
+                results = [(engine, run_muvera(engine, c, folder))]
+            for name, r in results:
+                rows.append(_row(name, r, c))
             subprocess.run(["rm", "-rf", str(folder)], check=False)
     return {"machine": machine(), "muvera": __version__, "corpus": args.corpus,
             "queries": len(c["truth"]), "rows": rows}  # fmt: skip
+
+
+def _row(engine: str, r: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
+    ids = [[int(x) for x in row] for row in r["ids"]]
+    found = [len(set(i) & set(t)) / 10 for i, t in zip(ids, c["truth"].tolist(), strict=True)]
+    row = {
+        "engine": engine,
+        "documents": c["n"],
+        "build_s": r["build_s"],
+        "docs_per_s": c["n"] / r["build_s"],
+        "bytes_per_doc": r["disk"] / c["n"],
+        "reader_rss_after_open": r["rss_open"],
+        "reader_peak_rss": r["rss_peak"],
+        "p50_ms": float(np.percentile(r["times_ms"], 50)),
+        "p95_ms": float(np.percentile(r["times_ms"], 95)),
+        "exact_top10_found": float(np.mean(found)),
+    }
+    if c["qrels"] is not None:
+        run = {
+            c["query_ids"][q]: {c["doc_ids"][d]: 10.0 - rank for rank, d in enumerate(i) if d >= 0}
+            for q, i in enumerate(ids)
+        }
+        row["ndcg@10"] = ndcg_at_k(run, c["qrels"], 10)
+    print(row, file=sys.stderr, flush=True)
+    return row
 
 
 def markdown(result: dict[str, Any]) -> str:

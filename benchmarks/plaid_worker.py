@@ -6,9 +6,11 @@
 rows, int64 lengths): builds the index
 from all documents in one ``add_documents`` call (as PyLate's docs do; PLAID fits its
 centroids on the first call), reports build seconds and peak RSS.
-``python plaid_worker.py search QUERIES.npz INDEX_DIR OUT.json``: opens the index in a fresh
-process, searches every query alone twice (the first pass warms up) and reports the second
-pass's latencies, the top-10 document numbers, RSS after opening and peak RSS.
+``python plaid_worker.py search QUERIES.npz INDEX_DIR OUT.json N1,N2,...``: opens the index
+in a fresh process and, for each ``n_full_scores`` value (documents scored fully; PyLate's
+default 8192, Stanford PLAID's k=10 setting 256), searches every query alone twice (the
+first pass warms up) and reports the second pass's latencies and top-10 document numbers,
+with RSS after opening and peak RSS.
 """
 
 from __future__ import annotations
@@ -50,25 +52,29 @@ def build(tokens_file: Path, lengths_file: Path, folder: Path, out: Path) -> Non
     out.write_text(json.dumps({"build_s": seconds, "rss_peak": memory("VmHWM")}))
 
 
-def search(queries_file: Path, folder: Path, out: Path) -> None:
+def search(queries_file: Path, folder: Path, out: Path, full_scores: list[int]) -> None:
     with np.load(queries_file) as z:
         queries = [z[f"arr_{i}"].astype(np.float32) for i in range(len(z.files))]
     index = _index(folder, override=False)
     rss_open = memory("VmRSS")
-    for q in queries:
-        index([q], k=10)
-    times, ids = [], []
-    for q in queries:
-        t0 = time.perf_counter()
-        hits = index([q], k=10)[0]
-        times.append(1000 * (time.perf_counter() - t0))
-        ids.append([int(h["id"]) for h in hits])
-    out.write_text(json.dumps({"times_ms": times, "ids": ids, "rss_open": rss_open,
-                               "rss_peak": memory("VmHWM")}))  # fmt: skip
+    runs = {}
+    for n_full in full_scores:
+        index._index.n_full_scores = n_full  # the FastPlaid backend's setting
+        for q in queries:
+            index([q], k=10)
+        times, ids = [], []
+        for q in queries:
+            t0 = time.perf_counter()
+            hits = index([q], k=10)[0]
+            times.append(1000 * (time.perf_counter() - t0))
+            ids.append([int(h["id"]) for h in hits])
+        runs[str(n_full)] = {"times_ms": times, "ids": ids}
+    out.write_text(json.dumps({"runs": runs, "rss_open": rss_open, "rss_peak": memory("VmHWM")}))
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "build":
         build(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]))
     else:
-        search(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+        search(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]),
+               [int(n) for n in sys.argv[5].split(",")])  # fmt: skip
