@@ -12,9 +12,10 @@ so that both halves decode with contiguous vector loads). A value decodes to
 
 Per-token scales keep vectors of any norm (raw, unnormalised model outputs) as exact as
 normalised ones: the error of a value is at most ``scale / 2`` (max|x| / 254 for int8).
-An index quantizes each token's difference from a centre (the mean token of its first
-add): where all tokens share a large component, that component would otherwise set
-every scale and leave few levels for what tells tokens apart. MaxSim needs no decoding
+An index quantizes each token's difference from a centre (the mean token of the first
+documents added, up to 2,048 of them): where all tokens share a large component, that
+component would otherwise set every scale and leave few levels for what tells tokens
+apart. MaxSim needs no decoding
 of the centre: ``max_j <q, c + r_j> = <q, c> + max_j <q, r_j>``, so the kernel scores
 the stored differences and one ``<q_i, c>`` per query token is added
 (:func:`centre_terms`).

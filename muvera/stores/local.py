@@ -228,7 +228,7 @@ class LocalStore:
         del ids, payloads  # kept by the index
         first = self._tokens.committed // self.row_bytes
         if self.token_format in CODE_KINDS:
-            if self.centre is None:  # the first add: its mean token (see token_codes)
+            if self.centre is None:  # the first batch's mean token (see token_codes)
                 self.centre = np.asarray(docs.tokens, np.float64).mean(axis=0).astype(np.float32)
             values = encode_rows(np.asarray(docs.tokens) - self.centre, self.token_format)
         else:
