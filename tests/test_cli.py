@@ -430,3 +430,68 @@ def test_progress_lines_when_stderr_is_not_a_terminal(capsys):
     assert "1,000/1,000" in capsys.readouterr().err
     callback = progress_callback(3, "x")  # pytest's stderr is not a terminal: lines
     assert callback.__qualname__.startswith("progress_lines")
+
+
+def _token_npz(path, doc_ids, docs, *, compressed=False, **override):
+    members = {
+        "ids": np.array(doc_ids),
+        "lengths": np.array([len(d) for d in docs], np.int64),
+        "tokens": np.concatenate(docs).astype(np.float16),
+    }
+    members.update(override)
+    (np.savez_compressed if compressed else np.savez)(path, **members)
+    return path
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_add_a_token_file_streams_it_in_chunks_under_one_commit(
+    capsys, tmp_path, monkeypatch, compressed
+):
+    from muvera.cli import common
+
+    rng = np.random.default_rng(0)
+    docs = [rng.standard_normal((n, 16)).astype(np.float32) for n in (3, 1, 5, 2, 4, 6, 2)]
+    ids = [f"t{i}" for i in range(len(docs))]
+    with Index.create(tmp_path / "ix", FDEConfig(dimension=16), store="hnswlib") as index:
+        index.add(["x"], [docs[0]])
+        generation = index.manifest["generation"]
+    monkeypatch.setattr(common, "_ADD_CHUNK", 3)
+    source = _token_npz(tmp_path / "t.npz", ids, docs, compressed=compressed)
+    code, out, err = run(capsys, "add", tmp_path / "ix", source)
+    assert code == 0, err
+    assert "added 7 documents" in out
+    with Index.open(tmp_path / "ix", mode="r") as index:
+        assert index.manifest["generation"] == generation + 1 and len(index) == 8
+        for doc_id, doc in zip(ids, docs, strict=True):
+            np.testing.assert_array_equal(index.tokens(doc_id), doc.astype(np.float16))
+    code, _, err = run(capsys, "add", tmp_path / "ix", source)
+    assert code == 2 and "7 ids are already in the index" in err
+    code, out, err = run(capsys, "add", tmp_path / "ix", source, "--upsert")
+    assert code == 0 and "(0 new; 8 in all)" in out
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"lengths": np.array([3, 1], np.int64)}, "2 lengths"),
+        ({"lengths": np.array([3, 1, -1], np.int64)}, "token counts >= 0"),
+        ({"tokens": np.zeros((9, 16), np.float16)}, "the lengths and the index need"),
+        ({"tokens": np.zeros((8, 15), np.float16)}, "the lengths and the index need"),
+        ({"tokens": np.zeros((8, 16), np.int8)}, "float32 or float16"),
+        ({"ids": np.array([[1, 2, 3]])}, "1-D array of ints or strings"),
+        ({"ids": np.array([{}, {}, {}], dtype=object)}, "cannot read ids"),
+        ({"tokens": np.full((8, 16), np.nan, np.float32)}, "NaN"),
+    ],
+)
+def test_add_a_bad_token_file_fails_cleanly(capsys, tmp_path, override, message):
+    with Index.create(tmp_path / "ix", FDEConfig(dimension=16), store="exact") as index:
+        index.add(["x"], [np.ones((2, 16), np.float32)])
+    docs = [np.ones((n, 16), np.float32) for n in (3, 1, 4)]
+    source = _token_npz(tmp_path / "t.npz", ["a", "b", "c"], docs, **override)
+    code, _, err = run(capsys, "add", tmp_path / "ix", source)
+    assert code == 2 and message in err, err
+    with Index.open(tmp_path / "ix", mode="r") as index:
+        assert index.ids == ["x"]  # nothing added
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    code, _, err = run(capsys, "add", tmp_path / "ix", tmp_path / "junk.npz")
+    assert code == 2 and "cannot read" in err

@@ -30,6 +30,8 @@ def _typed_ids(index: Any, ids: list[str]) -> list[Any]:
 def _cmd_add(args: argparse.Namespace, status: _Status) -> int:
     from ..eval import load_corpus
 
+    if args.corpus.suffix == ".npz":
+        return _add_token_file(args, status)
     corpus = load_corpus(args.corpus)
     if not corpus:
         raise MuveraError(f"{args.corpus} has no documents")
@@ -48,6 +50,34 @@ def _cmd_add(args: argparse.Namespace, status: _Status) -> int:
         f"{'upserted' if args.upsert else 'added'} {len(corpus):,} documents into {args.index} "
         f"({added:,} new; {len(index):,} in all)"
     )
+    return 0
+
+
+def _add_token_file(args: argparse.Namespace, status: _Status) -> int:
+    """Precomputed token vectors (``muvera encode``'s .npz), streamed in chunks inside one
+    bulk commit; no model is loaded."""
+    from . import common
+    from .token_file import read_token_file
+
+    with _open_writer(args.index) as index:
+        ids, chunks = read_token_file(args.corpus, index.token_dimension, common._ADD_CHUNK)
+        if not args.upsert:  # checked before anything is added
+            present = [d for d in ids if d in index]
+            if present:
+                raise MuveraError(
+                    f"{len(present):,} ids are already in the index (e.g. {present[0]!r}); "
+                    "pass --upsert to replace them"
+                )
+        before = len(index)
+        with index.bulk():
+            for done, (part_ids, tokens) in enumerate(chunks, 1):
+                (index.upsert if args.upsert else index.add)(part_ids, tokens)
+                status(f"{min(done * common._ADD_CHUNK, len(ids)):,} / {len(ids):,} documents")
+        added = len(index) - before
+        print(
+            f"{'upserted' if args.upsert else 'added'} {len(ids):,} documents into {args.index} "
+            f"({added:,} new; {len(index):,} in all)"
+        )
     return 0
 
 

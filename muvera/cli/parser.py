@@ -113,7 +113,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("add", help="encode more documents into an existing index")
     p.add_argument("index", type=Path, help="index directory (from `muvera index`)")
-    p.add_argument("corpus", type=Path, help="BEIR folder or JSONL file (_id/id, title, text)")
+    p.add_argument("corpus", type=Path, help="BEIR folder or JSONL file (_id/id, title, text), "
+                   "or a .npz of token vectors from `muvera encode` (no model needed)")  # fmt: skip
     p.add_argument("--upsert", action="store_true", help="replace documents whose ids exist")
     p.add_argument("--no-text", action="store_true", help="do not keep title/text in payloads")
     p.add_argument("--pool-factor", type=float, help="default: the index's (see `index`)")
