@@ -154,12 +154,7 @@ def _add_corpus(
     drop = () if keep_text else ("title", "text")
     payloads = [{k: v for k, v in corpus[d].items() if k not in drop} or None for d in ids]
     if not upsert:  # checked before minutes of encoding
-        present = [d for d in ids if d in index]
-        if present:
-            raise MuveraError(
-                f"{len(present):,} ids are already in the index (e.g. {present[0]!r}); "
-                "pass --upsert to replace them"
-            )
+        _refuse_present(index, ids)
     status(f"encoding {len(ids):,} documents ...")
     encode_s = index_s = 0.0
     with index.bulk():  # chunks bound the memory; one commit at the end
@@ -180,6 +175,16 @@ def _add_corpus(
         f"encoded in {encode_s:.1f} s ({len(ids) / max(encode_s, 1e-9):.1f} documents/s); "
         f"FDEs + {index.manifest['store']['kind']} index in {index_s:.1f} s -> {index.path}"
     )
+
+
+def _refuse_present(index: Any, ids: list[Any]) -> None:
+    """A MuveraError when any of ``ids`` is in ``index`` (an add without --upsert)."""
+    present = [d for d in ids if d in index]
+    if present:
+        raise MuveraError(
+            f"{len(present):,} ids are already in the index (e.g. {present[0]!r}); "
+            "pass --upsert to replace them"
+        )
 
 
 def _payloads(hits: Any) -> list[list[dict[str, Any] | None]]:

@@ -62,12 +62,7 @@ def _add_token_file(args: argparse.Namespace, status: _Status) -> int:
     with _open_writer(args.index) as index:
         ids, chunks = read_token_file(args.corpus, index.token_dimension, common._ADD_CHUNK)
         if not args.upsert:  # checked before anything is added
-            present = [d for d in ids if d in index]
-            if present:
-                raise MuveraError(
-                    f"{len(present):,} ids are already in the index (e.g. {present[0]!r}); "
-                    "pass --upsert to replace them"
-                )
+            common._refuse_present(index, ids)
         before = len(index)
         with index.bulk():
             for done, (part_ids, tokens) in enumerate(chunks, 1):
