@@ -62,14 +62,21 @@ def test_v1_index_takes_new_writes(tmp_path, name):
 
 
 V3 = Path(__file__).parent / "data" / "index-v3"  # written by tests/data/make_index_v3.py
+V4 = Path(__file__).parent / "data" / "index-v4"  # written by tests/data/make_index_v4.py
+
+
+def _saved(root: Path, name: str, tmp_path: Path) -> tuple[dict, list[np.ndarray]]:
+    """A saved index copied into ``tmp_path`` (tests may write to it): what it returned
+    when written, and its queries."""
+    shutil.copytree(root / name, tmp_path / name)
+    with np.load(root / "queries.npz") as data:
+        queries = [data[f"arr_{i}"] for i in range(len(data.files))]
+    return json.loads((root / "expected.json").read_text())[name], queries
 
 
 @pytest.mark.parametrize("name", ["exact-float16", "hnswlib-float16"])
 def test_v3_calibrated_index_searches_as_written(tmp_path, name, maxsim_kernel):
-    expected = json.loads((V3 / "expected.json").read_text())[name]
-    shutil.copytree(V3 / name, tmp_path / name)
-    with np.load(V3 / "queries.npz") as data:
-        queries = [data[f"arr_{i}"] for i in range(len(data.files))]
+    expected, queries = _saved(V3, name, tmp_path)
     with Index.open(tmp_path / name, mode="r") as index:
         assert index.manifest["format_version"] == 3
         assert index.calibration == expected["calibration"]
@@ -87,15 +94,9 @@ def test_v3_calibrated_index_searches_as_written(tmp_path, name, maxsim_kernel):
         assert index.calibration == expected["calibration"]
 
 
-V4 = Path(__file__).parent / "data" / "index-v4"  # written by tests/data/make_index_v4.py
-
-
 @pytest.mark.parametrize("name", ["exact-int8", "hnswlib-int4"])
 def test_v4_quantized_index_searches_as_written(tmp_path, name, maxsim_kernel):
-    expected = json.loads((V4 / "expected.json").read_text())[name]
-    shutil.copytree(V4 / name, tmp_path / name)
-    with np.load(V4 / "queries.npz") as data:
-        queries = [data[f"arr_{i}"] for i in range(len(data.files))]
+    expected, queries = _saved(V4, name, tmp_path)
     with Index.open(tmp_path / name, mode="r") as index:
         assert index.manifest["format_version"] == 4
         assert len(index) == expected["len"]
