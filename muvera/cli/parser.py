@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .._version import __version__
 from ..fde import FDEConfig
-from ..index.results import DEFAULT_CANDIDATES
 
 
 def _add_model_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -143,8 +142,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trec", action="store_true", help="print the TREC run on stdout")
     p.add_argument("-k", type=_positive, default=10, help="results per query")
     p.add_argument(
-        "--candidates", type=_positive, default=DEFAULT_CANDIDATES, help="FDE candidates re-ranked"
-    )
+        "--candidates", type=_positive, default=None,
+        help="documents re-ranked (default: 100 with token cells, else 200)",
+    )  # fmt: skip
     p.add_argument("--no-rerank", action="store_true", help="FDE scores only")
     p.add_argument("--exact", action="store_true", help="brute-force exact MaxSim instead")
     p.add_argument("--json", action="store_true", help="print JSON lines")

@@ -47,6 +47,9 @@ def _covered(directory: Path, manifest: dict[str, Any]) -> dict[str, int]:
     tokens = manifest.get("tokens") or {}
     if tokens.get("file"):
         sizes[tokens["file"]] = int(tokens.get("bytes", 0))
+    cells = tokens.get("cells") or {}
+    if cells.get("file"):
+        sizes[cells["file"]] = int(cells.get("bytes", 0))
     for name in generation_files(manifest) | {manifest["encoder"]}:
         if name not in sizes:
             path = directory / name
@@ -61,7 +64,12 @@ def compute_checksums(
     ``previous`` (the last commit's) over appended bytes, reused for unchanged files."""
     previous = previous or {}
     out: dict[str, list[int]] = {}
-    appendable = {manifest["records"]["file"], (manifest.get("tokens") or {}).get("file")}
+    tokens = manifest.get("tokens") or {}
+    appendable = {
+        manifest["records"]["file"],
+        tokens.get("file"),
+        (tokens.get("cells") or {}).get("file"),
+    }
     for name, size in _covered(directory, manifest).items():
         old = previous.get(name)
         if old is not None and old[0] == size and name not in appendable:

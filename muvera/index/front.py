@@ -298,7 +298,7 @@ class Index(ReadMethods, TextMethods, BulkMethods):
         state = mf.write_state(
             self.path, generation, {"alive": self.records.alive, **record.arrays}
         )
-        manifest = dict(self.manifest)
+        manifest = dict(self.manifest, tokens=record.tokens)
         manifest["format_version"] = _format_version(
             manifest, record.tokens.get("dtype"), self.records.updated
         )
@@ -462,4 +462,6 @@ def _format_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) -
         version = max(version, CALIBRATED_FORMAT_VERSION)
     if token_dtype in ("int8", "int4"):
         version = max(version, mf.QUANTIZED_FORMAT_VERSION)
+    if (manifest.get("tokens") or {}).get("cells"):
+        version = max(version, mf.CELLS_FORMAT_VERSION)
     return version

@@ -8,6 +8,7 @@ An index directory is self-describing and written atomically::
     records.jsonl          one line per added document: label, id, payload (append-only)
     state-<gen>.npz        per label: alive flag (+ the store's arrays: token spans)
     tokens.bin             local stores: token vectors, ragged, append-only
+    cells.bin, centroids.bin  local stores: token cells (muvera.stores.cell_file)
     <store files>          e.g. hnsw-<gen>.bin, exact-<gen>.npz
     .lock                  held by the one writer
 
@@ -36,6 +37,7 @@ from ..files import atomic_write_bytes, atomic_write_json, check_format
 from .checksums import check_checksums
 
 __all__ = [
+    "CELLS_FORMAT_VERSION",
     "FORMAT",
     "FORMAT_VERSION",
     "QUANTIZED_FORMAT_VERSION",
@@ -52,10 +54,12 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 4  # 2: records.jsonl may hold payload updates; 3: a calibration section
-# of kind "centre"; 4: quantized token codes (token dtype int8/int4). Each is written only
-# by indexes that use it: others keep version 1, readable by older versions.
+FORMAT_VERSION = 5  # 2: records.jsonl may hold payload updates; 3: a calibration section
+# of kind "centre"; 4: quantized token codes (token dtype int8/int4); 5: fitted token cells
+# (cells.bin + centroids.bin). Each is written only by indexes that use it: others keep
+# version 1, readable by older versions.
 QUANTIZED_FORMAT_VERSION = 4
+CELLS_FORMAT_VERSION = 5
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).
@@ -173,6 +177,12 @@ def check_manifest(directory: Path, manifest: dict[str, Any]) -> None:
         file_name(directory, tokens["file"], "the token file")
     if "bytes" in tokens:
         _field(tokens, "bytes", int, where)
+    cells = tokens.get("cells")
+    if cells is not None and not isinstance(cells, dict):
+        raise MuveraError(f"{where}: the token cells section is malformed")
+    if cells:
+        file_name(directory, cells.get("file"), "the token cells' code file")
+        file_name(directory, cells.get("centroids"), "the token cells' centroid file")
     if manifest.get("state") is not None:
         file_name(directory, manifest["state"], "the state file")
     store = _field(manifest, "store", dict, where)
@@ -212,7 +222,10 @@ def write_state(directory: Path, generation: int, arrays: dict[str, npt.NDArray[
     return name
 
 
-STALE_PATTERNS = ("state-*.npz", "hnsw-*.bin", "exact-*.npz", "tokens-*.bin", ".*.tmp")
+STALE_PATTERNS = (
+    "state-*.npz", "hnsw-*.bin", "exact-*.npz", "tokens-*.bin", "cells*.bin", "centroids.bin",
+    ".*.tmp",
+)  # fmt: skip
 
 
 def remove_stale(directory: Path, manifest: dict[str, Any]) -> list[str]:
@@ -246,8 +259,12 @@ def generation_files(manifest: dict[str, Any]) -> set[str]:
     """The files a manifest refers to (those of an older one that it does not are deleted
     once it is committed)."""
     files = {manifest["records"]["file"]}
-    if (manifest.get("tokens") or {}).get("file"):
-        files.add(manifest["tokens"]["file"])
+    tokens = manifest.get("tokens") or {}
+    if tokens.get("file"):
+        files.add(tokens["file"])
+    for key in ("file", "centroids"):
+        if isinstance((tokens.get("cells") or {}).get(key), str):
+            files.add(tokens["cells"][key])
     if manifest.get("state"):
         files.add(manifest["state"])
     entry = manifest["store"].get("entry") or {}

@@ -19,7 +19,7 @@ from ..fde.calibration import CalibratedEncoder
 from ..stores import Hits, Store
 from .filters import allowed_mask, check_filter, filter_key, to_point_filter
 from .records import Records
-from .results import DEFAULT_CANDIDATES, SearchResult, make_result
+from .results import CELLS_CANDIDATES, DEFAULT_CANDIDATES, SearchResult, make_result
 
 __all__ = ["Document", "ReadMethods"]
 
@@ -81,7 +81,7 @@ class ReadMethods:
         self,
         query_multivectors: Any,
         k: int = 10,
-        candidates: int = DEFAULT_CANDIDATES,
+        candidates: int | None = None,
         *,
         rerank: bool = True,
         lengths: Any = None,
@@ -89,8 +89,13 @@ class ReadMethods:
         with_payloads: bool = False,
         query_filter: Any = None,
     ) -> SearchResult:
-        """Two-stage search: FDE top-``candidates`` from the store, then exact MaxSim on
-        the stored token vectors of those candidates, keeping the top ``k``.
+        """Two-stage search: ``candidates`` documents from the store's first stage, then
+        exact MaxSim on their stored token vectors, keeping the top ``k``.
+
+        The first stage is the FDE top-``candidates``; with token cells (local stores, the
+        default) the FDE's top half, filled up with the documents that approximate MaxSim
+        by token cells ranks highest (:mod:`muvera.stores.cell_file`). ``candidates=None``
+        takes :attr:`default_candidates`.
 
         ``query_multivectors`` takes the encoder's batch forms (a list of ``(n_i, d)`` arrays,
         or a padded array with ``lengths``/``mask``). ``rerank=False`` returns the FDE top
@@ -106,6 +111,8 @@ class ReadMethods:
         was asked for. Fewer hits than columns (an empty index, a filter) are padded with
         -1 / -inf.
         """
+        if candidates is None:
+            candidates = self.default_candidates
         for name, value in (("k", k), ("candidates", candidates)):
             _check_positive(name, value)
         limit = max(len(self), 1)
@@ -120,6 +127,12 @@ class ReadMethods:
             query_filter=store_filter, restricted=restricted,
         )  # fmt: skip
         return make_result(hits, self.records, with_payloads, {"fde_ms": fde_ms})
+
+    @property
+    def default_candidates(self) -> int:
+        """Documents re-ranked when ``search`` is not told: 100 when the index has fitted
+        token cells, else 200 (``muvera.index.results``)."""
+        return CELLS_CANDIDATES if getattr(self.store, "uses_cells", False) else DEFAULT_CANDIDATES
 
     def search_exact(
         self,

@@ -11,11 +11,13 @@ import numpy.typing as npt
 from ..stores import Hits
 from .records import Records
 
-__all__ = ["DEFAULT_CANDIDATES", "SearchResult", "make_result"]
+__all__ = ["CELLS_CANDIDATES", "DEFAULT_CANDIDATES", "SearchResult", "make_result"]
 
-# FDE candidates re-ranked by default: chosen on SciFact train queries (the original tokens
-# and an anisotropic variant) by benchmarks/bench_quality.py --sweep, checked on held-out
-# data (docs/parameters.md).
+# Candidates re-ranked by default (`candidates=None`), chosen on SciFact train queries (the
+# original tokens, an anisotropic and a raw variant) and checked on held-out data
+# (docs/parameters.md): with token cells (half FDE, half cells; benchmarks/bench_cells.py),
+# and with the FDE alone (benchmarks/bench_quality.py --sweep).
+CELLS_CANDIDATES = 100
 DEFAULT_CANDIDATES = 200
 
 

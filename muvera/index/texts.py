@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import MuveraError
 from .records import json_payload
-from .results import DEFAULT_CANDIDATES
 
 if TYPE_CHECKING:
     from .results import SearchResult
@@ -57,7 +56,7 @@ class TextMethods:
         model: Any,
         texts: Sequence[str],
         k: int = 10,
-        candidates: int = DEFAULT_CANDIDATES,
+        candidates: int | None = None,
         *,
         rerank: bool = True,
         query_filter: Any = None,

@@ -35,6 +35,9 @@ class NativeLibrary:
         self._pairs = lib.muvera_maxsim_pairs
         self._pairs.restype = i64
         self._pairs.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr, i64]
+        self._cells = lib.muvera_cell_scores
+        self._cells.restype = i64
+        self._cells.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, i64, ptr, i64]
         self._graph = lib.muvera_graph_search
         self._graph.restype = i64
         self._graph.argtypes = [
@@ -148,6 +151,34 @@ class NativeLibrary:
         )
         if status != 0:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+
+    def cell_scores(
+        self, table: Any, codes: Any, offsets: Any, lengths: Any, out: Any, n_threads: int
+    ) -> int:
+        """Approximate MaxSim of one query by token cells (``muvera_cell_scores`` in cells.c).
+
+        ``table`` float32 ``(n_cells, query tokens)``, ``codes`` uint16 ``(rows,)``,
+        ``offsets``/``lengths`` int64 ``(n_docs,)``, ``out`` float32 ``(n_docs,)``; all
+        C-contiguous (checked by the caller). Returns 0, or -2 when a code or a span does not
+        fit (the caller names the damaged file). The GIL is released while it runs.
+        """
+        status = int(
+            self._cells(
+                table.ctypes.data,
+                table.shape[0],
+                table.shape[1],
+                codes.ctypes.data,
+                codes.shape[0],
+                offsets.ctypes.data,
+                lengths.ctypes.data,
+                offsets.shape[0],
+                out.ctypes.data,
+                n_threads,
+            )
+        )
+        if status == -1:
+            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+        return status
 
     def graph_search(
         self,

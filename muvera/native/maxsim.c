@@ -83,16 +83,6 @@ static void codes_to_floats(const unsigned char *src, int64_t kind, int64_t d, f
 }
 
 #ifdef MUVERA_HAVE_VECTOR_EXT
-typedef int32_t vi16 __attribute__((vector_size(64)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
-static inline vf16 vmax16(vf16 a, vf16 b) {
-    const vi16 take_a = a > b;
-    return (vf16)(((vi16)a & take_a) | ((vi16)b & ~take_a));
-}
-static inline vf8 vmax8(vf8 a, vf8 b) {
-    const vi8 take_a = a > b;
-    return (vf8)(((vi8)a & take_a) | ((vi8)b & ~take_a));
-}
 
 /* Keeps a value in a register: without it GCC re-reads the query vectors from memory as
  * an operand of every multiply-add, and the loads, not the arithmetic, set the pace

@@ -2,8 +2,8 @@
  * Shared declarations of muvera's compiled kernels (plain C99 + GCC/Clang extensions, no
  * Python API; loaded with ctypes by muvera/native/loader.py).
  *
- * One file per kernel: fde.c (FDE encoding), maxsim.c (exact MaxSim), graph.c (int8 HNSW
- * walk); pool.c holds the worker threads they share and the CPU checks of the dispatcher.
+ * One file per kernel: fde.c (FDE encoding), maxsim.c (exact MaxSim), cells.c (approximate
+ * MaxSim by token cells), graph.c (int8 HNSW walk); pool.c holds the worker threads they share and the CPU checks of the dispatcher.
  * The same sources are compiled once per CPU variant (muvera/native/variants.py: generic,
  * avx2, avx512); the loader picks the best one the running CPU supports.
  */
@@ -33,7 +33,7 @@
 #define MUVERA_INTERNAL __attribute__((visibility("hidden")))
 #endif
 
-#define MUVERA_ABI_VERSION 7
+#define MUVERA_ABI_VERSION 8
 #define MAX_THREADS 64
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -42,6 +42,26 @@ typedef float vf4 __attribute__((vector_size(16)));
 typedef float vf8 __attribute__((vector_size(32)));
 typedef float vf16 __attribute__((vector_size(64)));
 #define MUVERA_HAVE_VECTOR_EXT 1
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+/* lane-wise maxima, a > b ? a : b (C has no ?: on vectors): one vmaxps where the ISA has
+ * it, else a compare and a select */
+static inline vf16 vmax16(vf16 a, vf16 b) {
+#ifdef __AVX512F__
+    return (vf16)_mm512_max_ps((__m512)a, (__m512)b);
+#else
+    const vi16 take_a = a > b;
+    return (vf16)(((vi16)a & take_a) | ((vi16)b & ~take_a));
+#endif
+}
+static inline vf8 vmax8(vf8 a, vf8 b) {
+#ifdef __AVX__
+    return (vf8)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+    const vi8 take_a = a > b;
+    return (vf8)(((vi8)a & take_a) | ((vi8)b & ~take_a));
+#endif
+}
 #else
 #define PREFETCH(p) ((void)(p))
 #endif

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MuveraError
-from ..index import DEFAULT_CANDIDATES, Index
+from ..index import Index
 from ..index.info import describe
 from .page import PAGE
 
@@ -137,7 +137,7 @@ def _search(state: _State, body: dict[str, Any]) -> dict[str, Any]:
         if len(tokens) > MAX_QUERIES:
             raise _bad(f"at most {MAX_QUERIES} queries per request")
     t1 = time.perf_counter()
-    k, candidates = _int(body, "k", 10), _int(body, "candidates", DEFAULT_CANDIDATES)
+    k, candidates = _int(body, "k", 10), _int(body, "candidates", reader.default_candidates)
     with_payloads = bool(body.get("with_payloads", True))
     if body.get("exact"):
         result = reader.search_exact(

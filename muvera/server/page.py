@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ..index.results import DEFAULT_CANDIDATES
-
 __all__ = ["PAGE"]
 
 PAGE = """<!doctype html>
@@ -41,7 +39,7 @@ PAGE = """<!doctype html>
   <details><summary>filter, candidates, API key</summary>
     <p><textarea id="filter" rows="3"
       placeholder='{"must": [{"key": "lang", "match": {"value": "en"}}]}'></textarea></p>
-    <p>candidates <input id="candidates" type="number" min="1" value="{DEFAULT_CANDIDATES}"
+    <p>candidates <input id="candidates" type="number" min="1" placeholder="default"
        style="width:6rem">
        API key <input id="key" type="password"></p>
   </details>
@@ -63,8 +61,8 @@ fetch("health").then((r) => r.json()).then((s) => {
 });
 async function run(event) {
   if (event) event.preventDefault();
-  const body = {queries: [$("q").value], k: Number($("k").value),
-                candidates: Number($("candidates").value), with_payloads: true};
+  const body = {queries: [$("q").value], k: Number($("k").value), with_payloads: true};
+  if ($("candidates").value) body.candidates = Number($("candidates").value);
   if ($("filter").value.trim()) {
     try { body.filter = JSON.parse($("filter").value); }
     catch (e) { $("timing").innerHTML = '<span class="error">filter: ' + esc(e) + "</span>";
@@ -100,4 +98,4 @@ if (asked) { $("q").value = asked; run(); }
 </script>
 </body>
 </html>
-""".replace("{DEFAULT_CANDIDATES}", str(DEFAULT_CANDIDATES))
+"""

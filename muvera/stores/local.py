@@ -25,6 +25,7 @@ from ..files import AppendOnlyFile
 from ..scoring import maxsim_pairs, maxsim_spans
 from ..token_codes import CODE_KINDS, QuantizedTokens, encode_rows, row_bytes
 from .base import Hits, Labels, Payload, StoreRecord
+from .cell_file import SCAN_TOKENS, WIDE, TokenCells
 
 __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
 
@@ -92,6 +93,11 @@ class LocalStore:
         self.lengths = np.asarray(arrays.get("lengths", np.zeros(0)), dtype=np.int64)
         self.centre = self._read_centre(tokens.get("centre"))
         self._check_spans(arrays.get("alive"))
+        self.cells = (
+            None if "cells" not in tokens
+            else TokenCells(directory, tokens["cells"], self._tokens.committed // self.row_bytes,
+                            token_dimension)
+        )  # fmt: skip
 
     def _read_centre(self, value: Any) -> npt.NDArray[np.float32] | None:
         """The quantized stores' centre: ``token_dimension`` finite numbers, present once
@@ -133,7 +139,13 @@ class LocalStore:
     def create(
         cls, directory: Path, encoder: Any, options: dict[str, Any], token_dtype: str
     ) -> LocalStore:
-        tokens = {"file": "tokens.bin", "dtype": token_dtype, "bytes": 0}
+        options = dict(options)
+        cells = options.pop("token_cells", True)
+        if not isinstance(cells, bool):
+            raise MuveraError(f"store option token_cells must be True or False, got {cells!r}")
+        tokens: dict[str, Any] = {"file": "tokens.bin", "dtype": token_dtype, "bytes": 0}
+        if cells:
+            tokens["cells"] = {}
         return cls._build(directory, encoder.output_dimension, encoder.config.dimension,
                           tokens, {}, None, options)  # fmt: skip
 
@@ -206,6 +218,11 @@ class LocalStore:
     def _save_fdes(self, directory: Path, generation: int) -> dict[str, Any]:
         raise NotImplementedError
 
+    @property
+    def uses_cells(self) -> bool:
+        """Whether searches add token-cell candidates (cells fitted)."""
+        return self.cells is not None and self.cells.fitted
+
     # -- the Store protocol ---------------------------------------------------------------
     def check_documents(self, docs: TokenBatch) -> None:
         if self.token_dtype == np.float16:
@@ -235,6 +252,8 @@ class LocalStore:
             values = np.ascontiguousarray(docs.tokens, dtype=self.token_dtype)
         start = self._tokens.append(values.tobytes())
         self._tokens.committed = start + values.nbytes
+        if self.cells is not None:
+            self.cells.add(np.asarray(docs.tokens, np.float32), first, self._float_rows)
         self._add_fdes(labels, fdes)
         self.offsets = np.concatenate([self.offsets, first + docs.offsets[:-1]])
         self.lengths = np.concatenate([self.lengths, docs.lengths])
@@ -253,6 +272,10 @@ class LocalStore:
                 self._raw_rows(), self.token_format, self.token_dimension, self.centre
             )
         return self._tokens.view(self.token_dtype).reshape(-1, self.token_dimension)
+
+    def _float_rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        """Token rows ``start .. stop`` as float32 (decoded where quantized)."""
+        return np.asarray(self.token_matrix()[start:stop], dtype=np.float32)
 
     def _raw_rows(self) -> npt.NDArray[np.uint8]:
         """The token file's committed rows as bytes, ``(rows, row_bytes)`` uint8."""
@@ -282,9 +305,22 @@ class LocalStore:
             restricted and rerank and int(alive.sum()) <= FILTER_EXACT_FACTOR * candidates
         ):  # everything, or the few documents a filter lets through: all scored exactly
             return self._exhaustive(queries, k, alive).timed(exact_ms=_ms_since(t0))
-        labels, scores = self._candidates(q_fdes, candidates if rerank else k, not rerank, allowed)
+        cells = rerank and self.uses_cells
+        live = np.flatnonzero(alive) if cells else None
+        wide = live is not None and int(self.lengths[live].sum()) > SCAN_TOKENS
+        n_fde = (WIDE * candidates if wide else -(-candidates // 2)) if cells else candidates
+        labels, scores = self._candidates(q_fdes, n_fde if rerank else k, not rerank, allowed)
         # labels come from files (graph rows, store state): only live ones of this index
         hits = Hits(labels, scores).live(alive)
+        if cells and live is not None and self.cells is not None:
+            pools = list(hits.labels) if wide else [live[np.argsort(self.offsets[live])]]
+            if wide:
+                pools = [row[row >= 0] for row in pools]
+            merged = self.cells.candidates(
+                [np.asarray(queries.item(i), np.float32) for i in range(len(queries))],
+                hits.labels, -(-candidates // 2), pools, self.offsets, self.lengths, candidates,
+            )  # fmt: skip
+            hits = Hits(merged, np.zeros(merged.shape, np.float32))
         t1 = time.perf_counter()
         if not rerank:
             return Hits(hits.labels, hits.scores).timed(candidates_ms=_ms_since(t0))
@@ -367,6 +403,11 @@ class LocalStore:
         target = AppendOnlyFile(self.directory / f"tokens-{generation:06d}.bin", 0)
         target.append(data)
         target.committed = len(data)
+        if self.cells is not None:
+            self.cells.compact(
+                list(zip(self.offsets[live].tolist(), self.lengths[live].tolist(), strict=True)),
+                generation,
+            )
         self._tokens = target
         self.offsets = new_offsets
         return True
@@ -384,5 +425,7 @@ class LocalStore:
         )
         if self.centre is not None:
             tokens["centre"] = [float(v) for v in self.centre]
+        if self.cells is not None:
+            tokens["cells"] = self.cells.section()
         arrays = {"offsets": self.offsets, "lengths": self.lengths}
         return StoreRecord(entry, tokens, arrays)

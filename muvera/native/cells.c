@@ -1,0 +1,165 @@
+/*
+ * Approximate MaxSim by token cells (PLAID's "centroid interaction"): every stored token is
+ * replaced by the centroid of its cell, so a query needs one table of <query token,
+ * centroid> products and a document's score is
+ *
+ *     sum_i  max_{t in document}  table[code[t]][i]
+ *
+ * one row gather and one vector max per document token, no multiply. muvera.cells fits the
+ * cells and computes the table; this file only reads it.
+ */
+#include "muvera.h"
+
+typedef struct {
+    const float *table; /* (n_cells, width) */
+    int64_t n_cells, width;
+    const uint16_t *codes; /* (n_rows,) */
+    int64_t n_rows;
+    const int64_t *offsets, *lengths;
+    int64_t n_docs;
+    float *out;
+    int64_t *next_block;
+    int64_t status;
+} cells_job;
+
+#define CELLS_BLOCK 64 /* documents claimed at a time */
+
+#define CELLS_CHUNK 32 /* query lanes per pass over a document's codes */
+#ifdef MUVERA_HAVE_VECTOR_EXT
+#ifdef __AVX512F__
+typedef vf16 vcell;
+#define CELL_LANES 16
+#define CELL_MAX vmax16
+#else
+typedef vf8 vcell;
+#define CELL_LANES 8
+#define CELL_MAX vmax8
+#endif
+#define CELL_NV (CELLS_CHUNK / CELL_LANES)
+
+/* sum over lanes lo .. lo + CELLS_CHUNK of the maxima over the document's rows of the
+ * table: the maxima stay in registers, two sets (even and odd tokens) so that two
+ * dependency chains of maxima run at once */
+static float span_chunk(const float *table, int64_t w, const uint16_t *code, int64_t n,
+                        int64_t lo) {
+    vcell even[CELL_NV], odd[CELL_NV], x;
+    for (int v = 0; v < CELL_NV; ++v) {
+        for (int l = 0; l < CELL_LANES; ++l) even[v][l] = -INFINITY;
+        odd[v] = even[v];
+    }
+    int64_t t = 0;
+    for (; t + 1 < n; t += 2) {
+        const float *r0 = table + (int64_t)code[t] * w + lo;
+        const float *r1 = table + (int64_t)code[t + 1] * w + lo;
+        if (t + 9 < n) {
+            PREFETCH(table + (int64_t)code[t + 8] * w + lo);
+            PREFETCH(table + (int64_t)code[t + 9] * w + lo);
+        }
+        for (int v = 0; v < CELL_NV; ++v) {
+            memcpy(&x, r0 + v * CELL_LANES, sizeof x);
+            even[v] = CELL_MAX(even[v], x);
+            memcpy(&x, r1 + v * CELL_LANES, sizeof x);
+            odd[v] = CELL_MAX(odd[v], x);
+        }
+    }
+    if (t < n) {
+        const float *r0 = table + (int64_t)code[t] * w + lo;
+        for (int v = 0; v < CELL_NV; ++v) {
+            memcpy(&x, r0 + v * CELL_LANES, sizeof x);
+            even[v] = CELL_MAX(even[v], x);
+        }
+    }
+    float total = 0.0f;
+    for (int v = 0; v < CELL_NV; ++v) {
+        x = CELL_MAX(even[v], odd[v]);
+        for (int l = 0; l < CELL_LANES; ++l) total += x[l];
+    }
+    return total;
+}
+#else
+static float span_chunk(const float *table, int64_t w, const uint16_t *code, int64_t n,
+                        int64_t lo) {
+    float total = 0.0f;
+    for (int64_t i = lo; i < lo + CELLS_CHUNK; ++i) {
+        float m = -INFINITY;
+        for (int64_t t = 0; t < n; ++t) {
+            const float v = table[(int64_t)code[t] * w + i];
+            m = v > m ? v : m;
+        }
+        total += m;
+    }
+    return total;
+}
+#endif
+
+static void *cells_worker(void *arg) {
+    cells_job *job = (cells_job *)arg;
+    const int64_t w = job->width;
+    const int64_t n_blocks = (job->n_docs + CELLS_BLOCK - 1) / CELLS_BLOCK;
+    const int64_t n_cells = job->n_cells;
+    for (int64_t b; (b = CLAIM_NEXT(job->next_block)) < n_blocks;) {
+        const int64_t j1 = (b + 1) * CELLS_BLOCK < job->n_docs ? (b + 1) * CELLS_BLOCK
+                                                               : job->n_docs;
+        for (int64_t j = b * CELLS_BLOCK; j < j1; ++j) {
+            const int64_t off = job->offsets[j], n = job->lengths[j];
+            if (off < 0 || n < 0 || off > job->n_rows || n > job->n_rows - off) {
+                job->status = -2;
+                job->out[j] = NAN;
+                continue;
+            }
+            if (n == 0) {
+                job->out[j] = -INFINITY;
+                continue;
+            }
+            const uint16_t *code = job->codes + off;
+            uint16_t top = 0; /* every code checked before any row is read */
+            for (int64_t t = 0; t < n; ++t) top = code[t] > top ? code[t] : top;
+            if (top >= n_cells) {
+                job->status = -2;
+                job->out[j] = NAN;
+                continue;
+            }
+            float total = 0.0f;
+            for (int64_t lo = 0; lo < w; lo += CELLS_CHUNK)
+                total += span_chunk(job->table, w, code, n, lo);
+            job->out[j] = total;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Approximate MaxSim of one query against document spans of cell codes.
+ *
+ * table       (n_cells, width) float32: row c holds <query token i, centroid c> at i; width a
+ *             multiple of 32 (pad with zeros: a padded lane adds max(0) = 0).
+ * codes       (n_rows,) uint16: the cell of every stored token row (read from disk, so
+ *             checked here: a code >= n_cells or a span outside 0 .. n_rows is an error).
+ * offsets, lengths  (n_docs,) int64: document j is codes offsets[j] .. + lengths[j].
+ * out         (n_docs,) float32: the approximate score; -inf for a document with no tokens.
+ * n_threads   threads that claim blocks of documents.
+ * Returns 0, -1 when memory cannot be allocated, -2 for a bad code or span, -3 for a width
+ * that is not a multiple of 32.
+ */
+MUVERA_EXPORT int64_t muvera_cell_scores(const float *table, int64_t n_cells, int64_t width,
+                                         const uint16_t *codes, int64_t n_rows,
+                                         const int64_t *offsets, const int64_t *lengths,
+                                         int64_t n_docs, float *out, int64_t n_threads) {
+    if (width % CELLS_CHUNK != 0) return -3;
+    const int64_t n_blocks = (n_docs + CELLS_BLOCK - 1) / CELLS_BLOCK;
+    n_threads = clamp_threads(n_threads, n_blocks > 0 ? n_blocks : 1);
+    int64_t next_block = 0;
+    cells_job jobs[MAX_THREADS];
+    for (int64_t t = 0; t < n_threads; ++t) {
+        cells_job job = {table,   n_cells, width, codes, n_rows,      offsets,
+                         lengths, n_docs,  out,   &next_block, 0};
+        jobs[t] = job;
+    }
+    run_jobs(cells_worker, jobs, sizeof(cells_job), n_threads);
+    int64_t status = 0;
+    for (int64_t t = 0; t < n_threads; ++t) {
+        if (jobs[t].status == -1) status = -1;
+        if (jobs[t].status == -2 && status == 0) status = -2;
+    }
+    return status;
+}

@@ -1,0 +1,179 @@
+"""The token cells of a local store (:mod:`muvera.cells`) on disk, and the candidates they add.
+
+Files, named in the manifest's token section (``"cells"``)::
+
+    centroids.bin   float32: coarse (coarse, d) then fine (coarse * fine, d) centroids,
+                    written once, when the cells are fitted
+    cells.bin       uint16: the cell of every token row, in the token file's order
+                    (append-only like it; compaction writes ``cells-<generation>.bin``)
+
+An index created with cells has ``"cells": {}`` until it holds :data:`MIN_FIT_TOKENS`
+tokens; the add that reaches them fits the centroids on a sample of every token so far and
+assigns them all (before that the index is small enough for the FDE candidates to cover
+it). Everything read back is checked: the centroids' size and finiteness, one code per
+token row; codes themselves are checked by the kernel that reads them.
+
+At search time (:meth:`TokenCells.candidates`) the FDE's top half of the candidates is
+kept and the rest is filled with the documents that the approximate MaxSim by cells ranks
+highest, among every live document when the index holds at most :data:`SCAN_TOKENS`
+tokens, else among the FDE's top ``WIDE x candidates``. FDE and cells miss different
+documents, so the union finds more of the exact top-10 than either alone at the same
+re-rank cost (``benchmarks/bench_cells.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..cells import MIN_FIT_TOKENS, Cells, cell_scores
+from ..errors import MuveraError
+from ..files import AppendOnlyFile, atomic_write_bytes
+
+__all__ = ["SCAN_TOKENS", "WIDE", "TokenCells"]
+
+SCAN_TOKENS = 1 << 22  # live tokens up to which every document is scored by cells
+WIDE = 4  # beyond: the cells rank the FDE's top WIDE x candidates
+CODES = "cells.bin"
+CENTROIDS = "centroids.bin"
+
+
+def _count(section: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = section.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise MuveraError(f"the token cells' {key!r} must be an integer in {low} .. {high}")
+    return value
+
+
+class TokenCells:
+    """Centroids + one code per token row of a local store; ``cells`` None until fitted."""
+
+    def __init__(
+        self, directory: Path, section: dict[str, Any], token_rows: int, dimension: int
+    ) -> None:
+        self.directory = directory
+        self.dimension = dimension
+        self.cells: Cells | None = None
+        self.codes = AppendOnlyFile(directory / CODES, 0)
+        self.centroids_file = CENTROIDS
+        if not isinstance(section, dict):
+            raise MuveraError("the token section's cells must be a dict")
+        if not section:
+            return
+        coarse = _count(section, "coarse", 1, 65_536)
+        fine = _count(section, "fine", 1, 65_536 // coarse)
+        committed = _count(section, "bytes", 0, 1 << 62)
+        if committed != 2 * token_rows:
+            raise MuveraError(
+                f"{section.get('file')}: {committed} bytes of cell codes for {token_rows} "
+                "token rows (2 bytes each)"
+            )
+        self.centroids_file = str(section.get("centroids"))
+        path = directory / self.centroids_file
+        values = (coarse + coarse * fine) * dimension
+        try:
+            size = path.stat().st_size
+            if size != 4 * values:
+                raise MuveraError(f"{path}: {size} bytes, expected {4 * values}")
+            data = np.fromfile(path, dtype="<f4", count=values).astype(np.float32)
+        except OSError as exc:
+            raise MuveraError(f"cannot read the token cells' centroids: {exc}") from None
+        if not np.isfinite(data).all():
+            raise MuveraError(f"{path}: the centroids are not all finite")
+        data = data.reshape(-1, dimension)
+        self.cells = Cells(data[:coarse].copy(), data[coarse:].copy())
+        try:
+            self.codes = AppendOnlyFile(directory / str(section["file"]), committed, map_now=True)
+        except OSError as exc:
+            raise MuveraError(f"cannot read the token cells' codes: {exc}") from None
+
+    @property
+    def fitted(self) -> bool:
+        return self.cells is not None
+
+    def add(
+        self,
+        tokens: npt.NDArray[Any],
+        first_row: int,
+        earlier: Callable[[int, int], npt.NDArray[np.float32]],
+    ) -> None:
+        """Codes of the token rows ``first_row ..`` (``tokens`` float32 ``(n, d)``), appended;
+        fits the cells first when the store reaches :data:`MIN_FIT_TOKENS` rows, then
+        assigns the earlier rows too (``earlier(start, stop)`` returns them as float32)."""
+        if self.cells is None:
+            if first_row + tokens.shape[0] < MIN_FIT_TOKENS:
+                return
+            before = earlier(0, first_row)
+            self.cells = Cells.fit(np.concatenate([before, tokens]) if first_row else tokens)
+            centroids = np.concatenate([self.cells.coarse, self.cells.fine]).astype("<f4")
+            atomic_write_bytes(self.directory / self.centroids_file, centroids.tobytes())
+            self.codes = AppendOnlyFile(self.directory / CODES, 0)
+            self._append(self.cells.assign(before))
+        self._append(self.cells.assign(tokens))
+
+    def _append(self, codes: npt.NDArray[np.uint16]) -> None:
+        data = codes.astype("<u2").tobytes()
+        if data:
+            start = self.codes.append(data)
+            self.codes.committed = start + len(data)
+
+    def code_rows(self) -> npt.NDArray[np.uint16]:
+        return self.codes.view("<u2")
+
+    def section(self) -> dict[str, Any]:
+        """The manifest's record of the cells (``{}`` before they are fitted)."""
+        if self.cells is None:
+            return {}
+        return {
+            "file": self.codes.path.name,
+            "bytes": self.codes.committed,
+            "centroids": self.centroids_file,
+            "coarse": int(self.cells.coarse.shape[0]),
+            "fine": self.cells.n_fine,
+        }
+
+    def compact(self, spans: list[tuple[int, int]], generation: int) -> None:
+        """Keep the codes of ``spans`` (offset, length) in order, in ``cells-<gen>.bin``."""
+        if self.cells is None:
+            return
+        codes = self.code_rows()
+        parts = [codes[o : o + n] for o, n in spans]
+        data = np.concatenate(parts).astype("<u2").tobytes() if parts else b""
+        target = AppendOnlyFile(self.directory / f"cells-{generation:06d}.bin", 0)
+        target.append(data)
+        target.committed = len(data)
+        self.codes = target
+
+    def candidates(
+        self,
+        queries: list[npt.NDArray[np.float32]],
+        fde_labels: npt.NDArray[np.int64],
+        keep: int,
+        pools: list[npt.NDArray[np.int64]],
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        total: int,
+    ) -> npt.NDArray[np.int64]:
+        """Per query: its first ``keep`` FDE candidates (``fde_labels`` row, -1 = none), then
+        the documents of its ``pools`` entry (labels; one array shared by all queries
+        when ``pools`` has one) that cells rank highest, until ``total`` distinct
+        labels. Returns int64 ``(n_q, total)`` padded with -1."""
+        if self.cells is None:
+            raise MuveraError("the token cells are not fitted")
+        out = np.full((len(queries), total), -1, dtype=np.int64)
+        codes = self.code_rows()
+        for i, query in enumerate(queries):
+            pool = pools[0] if len(pools) == 1 else pools[i]
+            first = fde_labels[i, :keep]
+            first = first[first >= 0]
+            scores = cell_scores(self.cells.table(query), codes, offsets[pool], lengths[pool])
+            want = min(total, pool.size)
+            top = np.argpartition(-scores, want - 1)[:want] if want else pool[:0]
+            ranked = pool[top[np.argsort(-scores[top], kind="stable")]]
+            merged = np.concatenate([first, ranked[~np.isin(ranked, first)]])[:total]
+            out[i, : merged.size] = merged
+        return out
