@@ -26,11 +26,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_quality import CANDIDATES, TUNED_ON, found, prepare  # noqa: E402
+from bench_quality import TUNED_ON, found, prepare  # noqa: E402
 from machine import describe, machine  # noqa: E402
 from runner import bench_main  # noqa: E402
 
 from muvera import FDEConfig, Index, __version__  # noqa: E402
+from muvera.index.results import CELLS_CANDIDATES  # noqa: E402
 
 CASES = (
     "scifact:train:orig,scifact:train:aniso3,scifact:train:raw,scifact:test:orig,"
@@ -82,7 +83,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "muvera": __version__,
         "sweep": counts,
         "protocol": (
-            f"candidate split and default count ({CANDIDATES}) chosen on {TUNED_ON} queries; "
+            f"candidate split and default count ({CELLS_CANDIDATES}) chosen on {TUNED_ON} queries; "
             "every other case held out"
         ),
         "rows": [measure_case(case, counts) for case in args.cases.split(",")],
@@ -99,8 +100,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "| case | held out | first stage | build s | "
         + " | ".join(f"{n} candidates" for n in counts)
-        + " |",
-        "| --- | :-: | --- | ---: |" + " ---: |" * len(counts),
+        + f" | p50 / the FDE's p50 at {counts[0]} |",
+        "| --- | :-: | --- | ---: |" + " ---: |" * len(counts) + " ---: |",
     ]
     for r in result["rows"]:
         for mode, label in (("cells", "FDE + cells"), ("fde", "FDE")):
@@ -110,10 +111,12 @@ def markdown(result: dict[str, Any]) -> str:
                 for n in counts
             ]
             held = "yes" if r["held_out"] else "tuning"
+            base = r[f"fde_{counts[0]}"]["p50_ms"]
+            ratios = " / ".join(f"{r[f'{mode}_{n}']['p50_ms'] / base:.2f}x" for n in counts)
             lines.append(
                 f"| {r['case']} | {held} | {label} | {r[f'{mode}_build_s']:.1f} | "
                 + " | ".join(cells)
-                + " |"
+                + f" | {ratios} |"
             )
     return "\n".join(lines)
 

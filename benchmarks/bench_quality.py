@@ -27,7 +27,6 @@ Usage: ``python benchmarks/bench_quality.py [--cases scifact:train:orig,...] [--
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from runner import bench_main  # noqa: E402
 
 from muvera import FDEConfig, Index, __version__  # noqa: E402
 from muvera.eval import load_qrels, ndcg_at_k  # noqa: E402
+from muvera.index import DEFAULT_CANDIDATES  # noqa: E402
 from muvera.scoring import maxsim_spans  # noqa: E402
 
 MODEL = SHARED / "models" / "minilm-colbert-128"
@@ -54,7 +54,7 @@ CASES = (
     "msmarco-mini:test:orig,msmarco-mini:test:aniso3,msmarco-mini:test:raw"
 )
 TUNED_ON = "scifact:train"
-CANDIDATES = inspect.signature(Index.search).parameters["candidates"].default  # the default
+CANDIDATES = DEFAULT_CANDIDATES  # the FDE-only default (token cells: bench_cells.py)
 
 
 def load_case(name: str, split: str, variant: str) -> dict[str, Any]:

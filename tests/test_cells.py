@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import ragged
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +16,6 @@ from muvera import FDEConfig, Index, MuveraError, native
 from muvera.cells import MIN_FIT_TOKENS, Cells, cell_scores, kmeans
 from muvera.scoring import maxsim_spans
 from muvera.stores import cell_file
-
-from helpers import ragged
 
 RUNNABLE = [v for v in native.VARIANTS if native.load_variant(v) is not None]
 D = 8

@@ -24,6 +24,12 @@ def _doc(i: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)  # unit rows: its own best match
 
 
+def _big_doc(i: int) -> np.ndarray:
+    """Documents of the "-cells" case's first add: 40 x 850 tokens fit the token cells."""
+    x = np.random.default_rng(10**6 + i).standard_normal((850, D)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def _writer(path: str, bulk: bool = False) -> None:
     with Index.open(path) as index:
         i = max(index.records.label_ids, default=-1) + 1  # ids never used yet
@@ -54,13 +60,18 @@ def _close_qdrant_clients() -> None:
     qdrant._LOCAL_CLIENTS.clear()
 
 
-@pytest.mark.parametrize("store", ["exact", "exact-int8", "hnswlib", "hnswlib-calibrated",
-                                   "hnswlib-bulk", "qdrant", "qdrant-edge"])  # fmt: skip
+STORES = ["exact", "exact-int8", "hnswlib", "hnswlib-calibrated", "hnswlib-bulk",
+          "hnswlib-cells", "qdrant", "qdrant-edge"]  # fmt: skip
+
+
+@pytest.mark.parametrize("store", STORES)
 def test_kill_9_never_loses_a_commit(tmp_path, store):
     """Qdrant runs as qdrant-client's local mode on disk, and as Qdrant's own engine
     (Qdrant Edge: its WAL and segments); "hnswlib-calibrated" is a calibrated index
     (format version 3), which must stay calibrated; "exact-int8" keeps int8 token codes
-    (format version 4); "hnswlib-bulk" writes inside ``Index.bulk(commit_every=6)``."""
+    (format version 4); "hnswlib-bulk" writes inside ``Index.bulk(commit_every=6)``;
+    "hnswlib-cells" starts with fitted token cells (format version 5), whose code file
+    grows and is compacted with the tokens."""
     pytest.importorskip("qdrant_client" if store.startswith("qdrant") else "hnswlib")
     if store == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
@@ -75,8 +86,13 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         from muvera.fde.calibration import Calibration
 
         calibration = Calibration.fit(np.concatenate([_doc(i) for i in range(400)]))
-    Index.create(path, CONFIG, store=kind, store_options=options, calibration=calibration,
-                 token_dtype="int8" if store.endswith("-int8") else "float16").close()  # fmt: skip
+    cells = store.endswith("-cells")
+    dtype = "int8" if store.endswith("-int8") else "float16"
+    with Index.create(path, CONFIG, store=kind, store_options=options, calibration=calibration,
+                      token_dtype=dtype) as index:  # fmt: skip
+        if cells:
+            index.add(list(range(40)), [_big_doc(i) for i in range(40)])
+            assert index.store.uses_cells
     _close_qdrant_clients()  # the writers' processes open the storage
     ctx = mp.get_context("spawn")
     rng = np.random.default_rng(0)
@@ -96,9 +112,11 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
                 assert set(ids) <= set(_qdrant_ids(index))
             assert len(ids) >= seen  # the writer only adds more than it deletes
             seen = len(ids)
+            assert getattr(index.store, "uses_cells", False) == cells
             for doc_id in ids[-3:]:
-                np.testing.assert_allclose(index.tokens(doc_id), _doc(doc_id), atol=1e-2)
-                hit = index.search([_doc(doc_id)], k=1, candidates=len(ids))
+                doc = _big_doc(doc_id) if cells and doc_id < 40 else _doc(doc_id)
+                np.testing.assert_allclose(index.tokens(doc_id), doc, atol=1e-2)
+                hit = index.search([doc], k=1, candidates=len(ids))
                 assert hit.ids[0, 0] == doc_id
             _close_qdrant_clients()
     assert seen > 0

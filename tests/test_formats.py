@@ -108,3 +108,27 @@ def test_v4_quantized_index_searches_as_written(tmp_path, name, maxsim_kernel):
         index.add(["x"], [queries[0]])
         assert index.search([queries[0]], k=1, candidates=40).ids[0, 0] == "x"
         assert index.manifest["tokens"]["dtype"] == name.split("-")[1]
+
+
+V5 = Path(__file__).parent / "data" / "index-v5"  # written by tests/data/make_index_v5.py
+
+
+def test_v5_index_with_token_cells_searches_as_written(tmp_path, maxsim_kernel):
+    expected, queries = _saved(V5, "exact-cells", tmp_path)
+    path = tmp_path / "exact-cells"
+    with Index.open(path, mode="r") as index:
+        assert index.manifest["format_version"] == 5
+        assert index.manifest["tokens"]["cells"] == expected["cells"]
+        assert index.default_candidates == 100
+        assert len(index) == expected["len"]
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+    with Index.open(path) as index:  # new writes get codes from the saved centroids
+        before = (path / expected["cells"]["centroids"]).read_bytes()
+        index.add(["x"], [queries[0]])
+        assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
+        assert index.manifest["tokens"]["cells"]["bytes"] == (
+            expected["cells"]["bytes"] + 2 * len(queries[0])
+        )
+        assert (path / expected["cells"]["centroids"]).read_bytes() == before

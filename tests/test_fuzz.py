@@ -23,11 +23,14 @@ FIELD_VALUES = [None, -1, 0, 2**40, "x", "../x", [], {}, 1.5, True]
 
 def _source(tmp_path: Path, store: str) -> Path:
     rng = np.random.default_rng(1)
-    docs = [rng.standard_normal((int(n), D)).astype(np.float32) for n in rng.integers(1, 9, 40)]
+    low, high = (820, 900) if store.endswith("-cells") else (1, 9)  # cells: 32,768+ tokens
+    lengths = rng.integers(low, high, 40)
+    docs = [rng.standard_normal((int(n), D)).astype(np.float32) for n in lengths]
     path = tmp_path / "source"
     config = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2)
     options = {"path": str(tmp_path / "qdata")} if store == "qdrant" else None
     kind, _, codes = store.partition("-")  # "hnswlib-int4": quantized token codes
+    codes = "" if codes == "cells" else codes
     with Index.create(
         path, config, store=kind, store_options=options, checksums=store == "exact",
         token_dtype=codes or "float16",
@@ -68,7 +71,7 @@ def _mutations(source: Path) -> list[dict]:
     return mutations
 
 
-@pytest.mark.parametrize("store", ["exact", "hnswlib", "hnswlib-int4", "qdrant"])
+@pytest.mark.parametrize("store", ["exact", "hnswlib", "hnswlib-int4", "hnswlib-cells", "qdrant"])
 def test_fuzzed_folders_raise_muvera_error_or_work(tmp_path, store):
     pytest.importorskip("qdrant_client" if store == "qdrant" else "hnswlib")
     source = _source(tmp_path, store)

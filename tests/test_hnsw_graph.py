@@ -269,15 +269,39 @@ def test_store_without_the_kernel_uses_hnswlib(tmp_path, monkeypatch):
 
 
 @needs_native
-def test_store_falls_back_to_hnswlib_on_an_unknown_file_layout(tmp_path, monkeypatch):
+def test_store_refuses_a_file_layout_it_cannot_check(tmp_path, monkeypatch):
+    """A graph file whose layout this package cannot check is not handed to hnswlib either
+    (its loader and search trust the file: a damaged one can crash the process)."""
     rng = np.random.default_rng(11)
     docs = _docs(rng, 30)
     with _index(tmp_path) as index:
         index.add(list(range(30)), docs)
-    monkeypatch.setattr("muvera.stores.hnsw_graph.read_header", lambda buffer, dimension: None)
-    reader = Index.open(tmp_path / "ix", mode="r")
-    assert not reader.store.quantized and reader.store._index is not None
-    assert reader.search([docs[5]], k=2).ids[0, 0] == 5
+    monkeypatch.setattr("muvera.stores.hnsw_graph.read_header", lambda *args, **kw: None)
+    with pytest.raises(MuveraError, match="not an hnswlib index"):
+        Index.open(tmp_path / "ix", mode="r")
+
+
+def test_hnswlib_never_loads_links_to_missing_rows(tmp_path):
+    """The writer loads the file into hnswlib, whose search follows neighbour ids without
+    checking them: an id past the rows is refused first (the int8 walk skips such ids)."""
+    rng = np.random.default_rng(13)
+    docs = _docs(rng, 30)
+    with _index(tmp_path) as index:
+        index.add(list(range(30)), docs)
+        dimension = index.encoder.output_dimension
+    path = tmp_path / "ix"
+    graph_file = next(path.glob("hnsw-*.bin"))
+    header = read_header(graph_file.read_bytes(), dimension)
+    if header is None:
+        pytest.skip("the graph of this configuration is not in the layout read here")
+    data = bytearray(graph_file.read_bytes())
+    first_link = HEADER.size + 4  # row 0's level-0 list: count, then ids
+    data[first_link : first_link + 4] = (10**6).to_bytes(4, "little")
+    graph_file.write_bytes(bytes(data))
+    writer = Index.open(path)  # the int8 walk reads the file: it skips such ids
+    with pytest.raises(MuveraError, match="not there"):
+        writer.add([99], [docs[0]])  # hnswlib is loaded to write: refused
+    writer.close()
 
 
 @needs_native

@@ -118,8 +118,7 @@ class HnswStore(LocalStore):
 
         index = hnswlib.Index(space="ip", dim=self.dimension)
         if self._file is not None:
-            if self._graph is None:  # not read yet: check the lists before hnswlib trusts them
-                QuantizedGraph.check(self._file, self.dimension)
+            QuantizedGraph.check(self._file, self.dimension)  # before hnswlib trusts it
             # a manifest's capacity is only a hint: never more than twice what is stored
             capacity = min(self._capacity, 2 * max(self.count, 16))
             try:

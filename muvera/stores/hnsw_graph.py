@@ -50,9 +50,10 @@ class HnswHeader:
     dimension: int
 
 
-def read_header(buffer: Any, dimension: int) -> HnswHeader | None:
+def read_header(buffer: Any, dimension: int, empty: bool = False) -> HnswHeader | None:
     """Parse and check the header of an hnswlib "ip"/"l2" float32 index of ``dimension``;
-    None when the bytes do not have the layout this module reads."""
+    None when the bytes do not have the layout this module reads (``empty``: an index
+    with no rows, whose top level is -1, passes too)."""
     if len(buffer) < HEADER.size:
         return None
     fields = HEADER.unpack_from(buffer, 0)
@@ -64,7 +65,7 @@ def read_header(buffer: Any, dimension: int) -> HnswHeader | None:
         and label_off == data_off + 4 * dimension
         and record == label_off + 8
         and 0 < max_m <= max_m0 < 65536
-        and max_level >= 0
+        and (max_level >= 0 or (empty and count == 0))
         and (count == 0 or entry < count)
         and len(buffer) >= HEADER.size + count * record + 4 * count
     )
@@ -220,10 +221,32 @@ class QuantizedGraph:
         return graph
 
     @classmethod
-    def check(cls, path: Path, dimension: int) -> bool:
-        """Whether ``path`` is an hnswlib file of ``dimension`` in the layout this module
-        reads, its lists checked as :meth:`read` checks them (MuveraError when broken)."""
-        return cls._mapped(path, dimension) is not None
+    def check(cls, path: Path, dimension: int) -> None:
+        """Before hnswlib itself loads ``path`` (its search reads neighbour ids unchecked):
+        an hnswlib file of ``dimension`` in the layout this module reads, its lists checked
+        as :meth:`read` checks them, and every neighbour id used below the row count;
+        MuveraError otherwise."""
+        graph = cls._mapped(path, dimension)
+        if graph is not None:
+            graph._check_ids()
+            return
+        with path.open("rb") as fh:
+            head = fh.read(HEADER.size)
+        if read_header(head, dimension, empty=True) is None:  # not even an empty index
+            raise MuveraError(f"{path.name}: not an hnswlib index of dimension {dimension}")
+
+    def _check_ids(self) -> None:
+        h = self.header
+        if h.count == 0:
+            return
+        for lists, width in (
+            (self.links0, h.max_m0),
+            (self.upper[: len(self.list_levels)], h.max_m),
+        ):
+            counts = (lists[:, 0] & 0xFFFF).astype(np.int64)
+            used = np.arange(width)[None, :] < counts[:, None]
+            if bool((lists[:, 1 : width + 1][used] >= h.count).any()):
+                raise MuveraError("hnswlib file: a neighbour list links to a row that is not there")
 
     def _quantize(self, previous: QuantizedGraph | None) -> None:
         """Codes of every row: those of ``previous`` are kept, in its buffers when they have
