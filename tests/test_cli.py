@@ -406,7 +406,11 @@ def test_add_delete_info_and_a_batch_search_to_a_trec_run(capsys, tmp_path, beir
         code == 0
         and "documents  7 (str ids; 4 deleted or replaced" in stdout
         and "KiB per document" in stdout
+        and "calibration none (" in stdout
+        and "token cells on, not fitted yet" in stdout  # 7 documents: too few tokens
+        and "200 candidates by default" in stdout
     )
+    assert info["token_cells"].startswith("on, not fitted") and info["default_candidates"] == 200
 
     code, _, err = run(capsys, "eval", beir, "--index", out, "--device", "cpu")
     assert code == 2 and "lacks" in err  # d1 and d2 are gone

@@ -114,7 +114,16 @@ def _cmd_info(args: argparse.Namespace, status: _Status) -> int:
     print(f"FDE        {info['fde_dimension']:,} dims ({fde})")
     params = ", ".join(f"{k}={v}" for k, v in info["store_parameters"].items())
     print(f"store      {info['store']} ({params}); tokens {info['token_dtype']}")
-    print(f"checksums  {'recorded' if info['checksums'] else 'none'}; calibration none")
+    calibration = info["calibration"] or {}
+    print(
+        f"checksums  {'recorded' if info['checksums'] else 'none'}; calibration "
+        f"{calibration.get('kind', 'none')}"
+        + (f" ({calibration['reason']})" if calibration.get("reason") else "")
+    )
+    print(
+        f"search     token cells {info['token_cells']}; "
+        f"{info['default_candidates']} candidates by default"
+    )
     per_doc = info["bytes_per_document"]
     print(
         f"size       {info['bytes'] / 2**20:,.1f} MiB"

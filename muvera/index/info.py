@@ -37,8 +37,20 @@ def describe(index: Any) -> dict[str, Any]:
         "store_parameters": {**(manifest["store"].get("options") or {}), **entry},
         "token_dtype": (manifest.get("tokens") or {}).get("dtype"),
         "calibration": index.calibration,
+        "token_cells": _cells(manifest),
+        "default_candidates": index.default_candidates,
         "checksums": "checksums" in manifest,
         "files": files,
         "bytes": total,
         "bytes_per_document": total / len(index) if len(index) else None,
     }
+
+
+def _cells(manifest: dict[str, Any]) -> str:
+    """What the token section says of the token cells, in words."""
+    cells = (manifest.get("tokens") or {}).get("cells")
+    if cells is None:
+        return "off"
+    if not cells:
+        return "on, not fitted yet (fitted once the index holds 32,768 tokens)"
+    return f"{cells.get('coarse')} x {cells.get('fine')} cells"
