@@ -15,7 +15,7 @@ token row; codes themselves are checked by the kernel that reads them.
 
 At search time (:meth:`TokenCells.candidates`) the FDE's top half of the candidates is
 kept and the rest is filled with the documents that the approximate MaxSim by cells ranks
-highest, among every live document when the index holds at most :data:`SCAN_TOKENS`
+highest, among every live document when the token file holds at most :data:`SCAN_TOKENS`
 tokens, else among the FDE's top ``WIDE x candidates``. FDE and cells miss different
 documents, so the union finds more of the exact top-10 than either alone at the same
 re-rank cost (``benchmarks/bench_cells.py``).
@@ -36,7 +36,7 @@ from ..files import AppendOnlyFile, atomic_write_bytes
 
 __all__ = ["SCAN_TOKENS", "WIDE", "TokenCells"]
 
-SCAN_TOKENS = 1 << 22  # live tokens up to which every document is scored by cells
+SCAN_TOKENS = 1 << 22  # token rows up to which every live document is scored by cells
 WIDE = 4  # beyond: the cells rank the FDE's top WIDE x candidates
 CODES = "cells.bin"
 CENTROIDS = "centroids.bin"

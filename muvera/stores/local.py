@@ -306,16 +306,16 @@ class LocalStore:
         ):  # everything, or the few documents a filter lets through: all scored exactly
             return self._exhaustive(queries, k, alive).timed(exact_ms=_ms_since(t0))
         cells = rerank and self.uses_cells
-        live = np.flatnonzero(alive) if cells else None
-        wide = live is not None and int(self.lengths[live].sum()) > SCAN_TOKENS
+        # the token file's rows (dead ones too, < half of them): O(1), and what a scan costs
+        wide = self._tokens.committed // self.row_bytes > SCAN_TOKENS
         n_fde = (WIDE * candidates if wide else -(-candidates // 2)) if cells else candidates
         labels, scores = self._candidates(q_fdes, n_fde if rerank else k, not rerank, allowed)
         # labels come from files (graph rows, store state): only live ones of this index
         hits = Hits(labels, scores).live(alive)
-        if cells and live is not None and self.cells is not None:
-            pools = list(hits.labels) if wide else [live[np.argsort(self.offsets[live])]]
-            if wide:
-                pools = [row[row >= 0] for row in pools]
+        if cells and self.cells is not None:
+            # label order is token-file order (adds append, compaction keeps the order), so
+            # the scan reads the code file front to back
+            pools = [row[row >= 0] for row in hits.labels] if wide else [np.flatnonzero(alive)]
             merged = self.cells.candidates(
                 [np.asarray(queries.item(i), np.float32) for i in range(len(queries))],
                 hits.labels, -(-candidates // 2), pools, self.offsets, self.lengths, candidates,
