@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..cells import MIN_FIT_TOKENS, Cells, cell_scores
+from ..cells import FIT_SAMPLE, MIN_FIT_TOKENS, Cells, cell_scores
 from ..errors import MuveraError
 from ..files import AppendOnlyFile, atomic_write_bytes
 
@@ -107,8 +107,12 @@ class TokenCells:
         if self.cells is None:
             if first_row + tokens.shape[0] < MIN_FIT_TOKENS:
                 return
-            before = earlier(0, first_row)
-            self.cells = Cells.fit(np.concatenate([before, tokens]) if first_row else tokens)
+            before = earlier(0, first_row)  # fewer than MIN_FIT_TOKENS rows
+            sample = tokens  # at most FIT_SAMPLE rows of a large add: no copy of all of it
+            if tokens.shape[0] > FIT_SAMPLE:
+                pick = np.random.default_rng(0).choice(tokens.shape[0], FIT_SAMPLE, replace=False)
+                sample = tokens[np.sort(pick)]
+            self.cells = Cells.fit(np.concatenate([before, sample]) if first_row else sample)
             centroids = np.concatenate([self.cells.coarse, self.cells.fine]).astype("<f4")
             atomic_write_bytes(self.directory / self.centroids_file, centroids.tobytes())
             self.codes = AppendOnlyFile(self.directory / CODES, 0)
