@@ -26,7 +26,10 @@ import numpy.typing as npt
 from . import native
 from .errors import MuveraError
 
-__all__ = ["COARSE", "FINE", "FIT_SAMPLE", "MIN_FIT_TOKENS", "Cells", "cell_scores", "kmeans"]
+__all__ = [
+    "COARSE", "FINE", "FIT_SAMPLE", "MIN_FIT_TOKENS", "Cells", "cell_scores", "kmeans",
+    "sample_rows",
+]  # fmt: skip
 
 COARSE = 128  # coarse centroids
 FINE = 64  # fine centroids inside each coarse cell
@@ -64,6 +67,17 @@ def kmeans(
         sums = np.add.reduceat(points[order].astype(np.float64), starts, axis=0)
         centres[filled] = (sums / counts[filled, None]).astype(np.float32)
     return centres
+
+
+def sample_rows(tokens: npt.NDArray[Any], limit: int, rng: np.random.Generator) -> Any:
+    """``tokens`` itself when it has at most ``limit`` rows, else ``limit`` of its rows
+    drawn without replacement, in their order.
+
+    >>> sample_rows(np.arange(10).reshape(5, 2), 2, np.random.default_rng(0)).shape
+    (2, 2)
+    """
+    n = tokens.shape[0]
+    return tokens if n <= limit else tokens[np.sort(rng.choice(n, limit, replace=False))]
 
 
 def _nearest(points: npt.NDArray[np.float32], centres: npt.NDArray[np.float32]) -> Any:
@@ -114,9 +128,7 @@ class Cells:
         if coarse < 1 or fine < 1 or coarse * fine > 65_536:
             raise MuveraError("token cells: coarse * fine must be 1 .. 65,536")
         rng = np.random.default_rng(seed)
-        n = tokens.shape[0]
-        pick = np.sort(rng.choice(n, FIT_SAMPLE, replace=False)) if n > FIT_SAMPLE else None
-        sample = np.asarray(tokens if pick is None else tokens[pick], dtype=np.float32)
+        sample = np.asarray(sample_rows(tokens, FIT_SAMPLE, rng), dtype=np.float32)
         if sample.shape[0] == 0 or not np.isfinite(sample).all():
             raise MuveraError("token cells: the fit needs finite tokens")
         top = kmeans(sample, coarse, rng)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..cells import FIT_SAMPLE, MIN_FIT_TOKENS, Cells, cell_scores
+from ..cells import FIT_SAMPLE, MIN_FIT_TOKENS, Cells, cell_scores, sample_rows
 from ..errors import MuveraError
 from ..files import AppendOnlyFile, atomic_write_bytes
 
@@ -108,10 +108,8 @@ class TokenCells:
             if first_row + tokens.shape[0] < MIN_FIT_TOKENS:
                 return
             before = earlier(0, first_row)  # fewer than MIN_FIT_TOKENS rows
-            sample = tokens  # at most FIT_SAMPLE rows of a large add: no copy of all of it
-            if tokens.shape[0] > FIT_SAMPLE:
-                pick = np.random.default_rng(0).choice(tokens.shape[0], FIT_SAMPLE, replace=False)
-                sample = tokens[np.sort(pick)]
+            # at most FIT_SAMPLE rows of a large add: no copy of all of it
+            sample = sample_rows(tokens, FIT_SAMPLE, np.random.default_rng(0))
             self.cells = Cells.fit(np.concatenate([before, sample]) if first_row else sample)
             centroids = np.concatenate([self.cells.coarse, self.cells.fine]).astype("<f4")
             atomic_write_bytes(self.directory / self.centroids_file, centroids.tobytes())
