@@ -5,8 +5,11 @@ The centroids are a two-level tree fitted by k-means on a sample of tokens: ``co
 centroids, and ``fine`` centroids inside each coarse cell (``coarse * fine`` cells, 8,192 by
 default). A token is assigned to its nearest coarse centroid, then to the nearest fine
 centroid inside that cell: 128 + 64 products per token instead of 8,192 for a flat
-codebook of the same size, and on SciFact the same share of the exact top-10 found
-(``benchmarks/bench_cells.py``). Codes are uint16.
+codebook of the same size. The tree was preferred to flat codebooks of 1,024 / 4,096 cells
+and to residual two-level codebooks in exploratory runs on SciFact train queries that are
+not kept in the repository (a flat 4,096 found about the same share of the exact top-10
+at many times the fitting cost); ``benchmarks/bench_cells.py`` measures the default as
+shipped. Codes are uint16.
 
 The approximate MaxSim of a query ``q`` against a document ``D`` replaces each document
 token by its cell's centroid (PLAID's "centroid interaction"):
