@@ -30,8 +30,8 @@ from . import native
 from .errors import MuveraError
 
 __all__ = [
-    "COARSE", "FINE", "FIT_SAMPLE", "MIN_FIT_TOKENS", "Cells", "cell_scores", "kmeans",
-    "sample_rows",
+    "COARSE", "FINE", "FIT_SAMPLE", "MIN_FIT_TOKENS", "Cells", "Postings", "cell_scores",
+    "kmeans", "probe", "sample_rows",
 ]  # fmt: skip
 
 COARSE = 128  # coarse centroids
@@ -243,3 +243,139 @@ def _numpy_scores(
     starts = np.concatenate([[0], np.cumsum(lengths[full])[:-1]])
     out[full] = np.maximum.reduceat(table[picked], starts, axis=0).sum(axis=1)
     return out
+
+
+@dataclass(frozen=True)
+class Postings:
+    """For every cell, the labels of the documents with a token in it, each once:
+    cell ``c``'s labels are ``labels[bounds[c]:bounds[c + 1]]`` (int64 ``bounds``
+    ``(n_cells + 1,)``, int32 ``labels``), in the order the documents were given."""
+
+    bounds: npt.NDArray[np.int64]
+    labels: npt.NDArray[np.int32]
+
+    @classmethod
+    def build(
+        cls,
+        codes: npt.NDArray[np.uint16],
+        n_cells: int,
+        labels: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        *,
+        use_native: bool = True,
+    ) -> Postings:
+        """Postings of documents ``labels`` (0 .. 2**31 - 1), document ``labels[j]`` being
+        codes ``offsets[j] .. + lengths[j]``. A code ``>= n_cells`` or a span outside
+        ``codes`` raises :class:`~muvera.MuveraError` (codes come from files). Compiled
+        kernel when built, else numpy (the same lists).
+
+        >>> codes = np.array([1, 1, 0, 1], np.uint16)
+        >>> p = Postings.build(codes, 2, np.array([5, 7]), np.array([0, 2]), np.array([2, 2]))
+        >>> p.bounds.tolist(), p.labels.tolist()
+        ([0, 1, 3], [7, 5, 7])
+        """
+        labels, offsets, lengths = (
+            np.ascontiguousarray(a, dtype=np.int64) for a in (labels, offsets, lengths)
+        )
+        codes = np.ascontiguousarray(codes, dtype=np.uint16)
+        bounds = np.zeros(n_cells + 1, dtype=np.int64)
+        kernel = native.load() if use_native else None
+        if kernel is not None:
+            total = kernel.cell_postings(codes, n_cells, labels, offsets, lengths, bounds, None)
+            out = np.empty(max(total, 0), dtype=np.int32)
+            if total >= 0:
+                total = kernel.cell_postings(codes, n_cells, labels, offsets, lengths, bounds, out)
+            if total < 0:
+                raise MuveraError("token cells: a code or a span does not fit the cell file")
+            return cls(bounds, out)
+        ends = offsets + lengths
+        if labels.size and (
+            (offsets < 0).any() or (lengths < 0).any() or int(ends.max()) > codes.shape[0]
+            or int(labels.min()) < 0 or int(labels.max()) > np.iinfo(np.int32).max
+        ):  # fmt: skip
+            raise MuveraError("token cells: a span does not fit the cell file")
+        rows = np.concatenate([np.arange(o, e) for o, e in zip(offsets, ends, strict=True)] or
+                              [np.zeros(0, np.int64)])  # fmt: skip
+        cell = codes[rows].astype(np.int64)
+        if cell.size and int(cell.max()) >= n_cells:
+            raise MuveraError("token cells: a code does not fit the cell file")
+        doc = np.repeat(np.arange(labels.size), lengths)
+        pairs = np.unique(cell * max(labels.size, 1) + doc)  # by cell, then document order
+        cell, doc = np.divmod(pairs, max(labels.size, 1))
+        bounds[1:] = np.cumsum(np.bincount(cell, minlength=n_cells))
+        return cls(bounds, labels[doc].astype(np.int32))
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.bounds.shape[0]) - 1
+
+
+def probe(
+    table: npt.NDArray[np.float32],
+    n_tokens: int,
+    postings: list[Postings],
+    n_probe: int,
+    n_docs: int,
+    *,
+    use_native: bool = True,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The documents whose tokens lie in the ``n_probe`` best cells of each of the query's
+    first ``n_tokens`` tokens (columns of ``table``, see :meth:`Cells.table`), with PLAID's
+    pruned centroid interaction as score: per query token, the value of the best probed
+    cell holding one of the document's tokens (0 when none), summed. ``postings`` hold
+    disjoint documents (labels ``< n_docs``), read one after the other. Returns (labels
+    int64, scores float32), labels in order of first reach.
+
+    >>> table = np.array([[0.9, 0.1], [0.5, 0.8], [0.1, 0.2]], np.float32)
+    >>> post = Postings(np.array([0, 1, 3, 4]), np.array([0, 0, 1, 2], np.int32))
+    >>> labels, scores = probe(table, 2, [post], 1, 3)
+    >>> labels.tolist(), scores.tolist()
+    ([0, 1], [1.7000000476837158, 0.800000011920929])
+    """
+    values = np.array(table[:, :n_tokens].T, dtype=np.float32, order="C")  # (tokens, cells)
+    n_probe = max(1, min(n_probe, values.shape[1]))
+    rows = np.arange(n_tokens)
+    cells = np.empty((n_tokens, n_probe), dtype=np.int64)
+    vals = np.empty((n_tokens, n_probe), dtype=np.float32)
+    for j in range(n_probe):  # n_probe is small: argmax passes beat a partition (10x)
+        best = np.argmax(values, axis=1)
+        cells[:, j] = best
+        vals[:, j] = values[rows, best]
+        values[rows, best] = -np.inf
+    score = np.zeros(n_docs, dtype=np.float32)
+    kernel = native.load() if use_native else None
+    if kernel is not None:
+        stamp = np.zeros(n_docs, dtype=np.int32)
+        touched = np.empty(n_docs, dtype=np.int64)
+        starts = np.arange(0, n_probe * n_tokens + 1, n_probe, dtype=np.int64)
+        reached = 0
+        for p in postings:  # one list: a label reached from two keeps its first stamp
+            if p.bounds.shape[0] != table.shape[0] + 1:
+                raise MuveraError("token cells: postings of another cell count")
+            got = kernel.cell_probe(
+                p.bounds, p.labels, cells.ravel(), vals.ravel(), starts, score, stamp,
+                touched[reached:],
+            )  # fmt: skip
+            if got < 0:
+                raise MuveraError("token cells: postings out of range")
+            reached += got
+        labels = touched[:reached].copy()
+        return labels, score[labels]
+    pieces = []
+    for p in postings:
+        for i in range(n_tokens):
+            ids = np.concatenate(
+                [np.zeros(0, np.int64)]
+                + [p.labels[p.bounds[c] : p.bounds[c + 1]] for c in cells[i]]
+            ).astype(np.int64)
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n_docs):
+                raise MuveraError("token cells: postings out of range")
+            lens = np.diff(p.bounds)[cells[i]]
+            first_ids, first = np.unique(ids, return_index=True)
+            score[first_ids] += np.repeat(vals[i], lens)[first]
+            pieces.append(ids)
+    everything = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+    labels, first = np.unique(everything, return_index=True)
+    labels = labels[np.argsort(first, kind="stable")]
+    return labels, score[labels]

@@ -315,7 +315,7 @@ def test_damaged_cell_files_raise_muvera_error(tmp_path):
 
 
 def test_wide_mode_ranks_the_fde_pool(tmp_path, monkeypatch):
-    """Beyond SCAN_TOKENS live tokens the cells rank the FDE's top WIDE x candidates."""
+    """Beyond SCAN_TOKENS token rows the cells rank the FDE top and the probed documents."""
     path, docs = _fitted(tmp_path)
     reader = Index.open(path, mode="r")
     q = [docs[i][:5] for i in range(0, 200, 25)]
@@ -323,4 +323,4 @@ def test_wide_mode_ranks_the_fde_pool(tmp_path, monkeypatch):
     monkeypatch.setattr("muvera.stores.local.SCAN_TOKENS", 10)
     wide = reader.search(q, k=10, candidates=40)
     assert (wide.ids[:, 0] == full.ids[:, 0]).mean() >= 0.9
-    assert cell_file.WIDE == 4
+    assert cell_file.WIDE == 1

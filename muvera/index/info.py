@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..stores.cell_file import SCAN_TOKENS
+
 __all__ = ["describe"]
 
 
@@ -53,4 +55,9 @@ def _cells(manifest: dict[str, Any]) -> str:
         return "off"
     if not cells:
         return "on, not fitted yet (fitted once the index holds 32,768 tokens)"
-    return f"{cells.get('coarse')} x {cells.get('fine')} cells"
+    rows = int(cells.get("bytes", 0)) // 2  # one uint16 code per token row
+    mode = (
+        f"every live document scored (<= {SCAN_TOKENS:,} token rows)" if rows <= SCAN_TOKENS
+        else f"FDE top + probed cells' postings (> {SCAN_TOKENS:,} token rows)"
+    )  # fmt: skip
+    return f"{cells.get('coarse')} x {cells.get('fine')} cells; {mode}"

@@ -38,6 +38,12 @@ class NativeLibrary:
         self._cells = lib.muvera_cell_scores
         self._cells.restype = i64
         self._cells.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, i64, ptr, i64]
+        self._postings = lib.muvera_cell_postings
+        self._postings.restype = i64
+        self._postings.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr]
+        self._probe = lib.muvera_cell_probe
+        self._probe.restype = i64
+        self._probe.argtypes = [ptr, i64, ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr]
         self._graph = lib.muvera_graph_search
         self._graph.restype = i64
         self._graph.argtypes = [
@@ -179,6 +185,56 @@ class NativeLibrary:
         if status == -1:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")
         return status
+
+    def cell_postings(
+        self,
+        codes: Any,
+        n_cells: int,
+        labels: Any,
+        offsets: Any,
+        lengths: Any,
+        bounds: Any,
+        postings: Any,
+    ) -> int:
+        """Postings of the token cells (``muvera_cell_postings`` in cells.c): counts into
+        ``bounds`` int64 ``(n_cells + 1,)`` when ``postings`` is None, else fills ``postings``
+        int32 ``(bounds[-1],)``. ``codes`` uint16, ``labels``/``offsets``/``lengths`` int64
+        ``(n_docs,)``, C-contiguous (checked by the caller). Returns the number of postings,
+        or -2 for a bad code, span or label."""
+        status = int(
+            self._postings(
+                codes.ctypes.data, codes.shape[0], n_cells, labels.ctypes.data,
+                offsets.ctypes.data, lengths.ctypes.data, labels.shape[0],
+                bounds.ctypes.data, None if postings is None else postings.ctypes.data,
+            )
+        )  # fmt: skip
+        if status == -1:
+            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+        return status
+
+    def cell_probe(
+        self,
+        bounds: Any,
+        postings: Any,
+        cells: Any,
+        values: Any,
+        starts: Any,
+        score: Any,
+        stamp: Any,
+        touched: Any,
+    ) -> int:
+        """Documents reached by a query's probed cells (``muvera_cell_probe`` in cells.c):
+        ``cells`` int64 / ``values`` float32 ``(starts[-1],)``, ``starts`` int64
+        ``(n_tokens + 1,)``; ``score`` float32 / ``stamp`` int32 zeroed and ``touched`` int64,
+        all ``(n_docs,)``. Returns how many documents were reached, or -2."""
+        return int(
+            self._probe(
+                bounds.ctypes.data, bounds.shape[0] - 1, postings.ctypes.data,
+                postings.shape[0], cells.ctypes.data, values.ctypes.data, starts.ctypes.data,
+                starts.shape[0] - 1, score.ctypes.data, stamp.ctypes.data, score.shape[0],
+                touched.ctypes.data,
+            )
+        )  # fmt: skip
 
     def graph_search(
         self,

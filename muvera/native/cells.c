@@ -163,3 +163,106 @@ MUVERA_EXPORT int64_t muvera_cell_scores(const float *table, int64_t n_cells, in
     }
     return status;
 }
+
+/*
+ * Postings of the token cells: for every cell, the labels of the documents that have a token
+ * in it, each label once per cell, in the order the documents are given (ascending labels
+ * when the caller passes them so). Two calls: postings == NULL counts (bounds[c + 1] -
+ * bounds[c] = the length of cell c's list, bounds[0] = 0), then the same call with postings
+ * (bounds[n_cells] entries, bounds as the first call left them) fills the lists.
+ *
+ * codes       (n_rows,) uint16, read from disk: a code >= n_cells is an error.
+ * labels, offsets, lengths  (n_docs,) int64: document labels[j] (0 .. INT32_MAX) is codes
+ *             offsets[j] .. + lengths[j] (inside 0 .. n_rows).
+ * Returns the number of postings, -1 when memory cannot be allocated, -2 for a bad code,
+ * span or label.
+ */
+MUVERA_EXPORT int64_t muvera_cell_postings(const uint16_t *codes, int64_t n_rows, int64_t n_cells,
+                                           const int64_t *labels, const int64_t *offsets,
+                                           const int64_t *lengths, int64_t n_docs,
+                                           int64_t *bounds, int32_t *postings) {
+    if (n_cells < 1) return -2;
+    int64_t *last = (int64_t *)malloc((size_t)n_cells * sizeof(int64_t));
+    int64_t *cursor = postings ? (int64_t *)malloc((size_t)n_cells * sizeof(int64_t)) : NULL;
+    if (!last || (postings && !cursor)) {
+        free(last);
+        free(cursor);
+        return -1;
+    }
+    for (int64_t c = 0; c < n_cells; ++c) last[c] = -1;
+    if (postings)
+        for (int64_t c = 0; c < n_cells; ++c) cursor[c] = bounds[c];
+    else
+        for (int64_t c = 0; c <= n_cells; ++c) bounds[c] = 0;
+    int64_t status = 0;
+    for (int64_t j = 0; j < n_docs && status == 0; ++j) {
+        const int64_t off = offsets[j], n = lengths[j], label = labels[j];
+        if (off < 0 || n < 0 || off > n_rows || n > n_rows - off || label < 0 ||
+            label > INT32_MAX) {
+            status = -2;
+            break;
+        }
+        for (int64_t t = off; t < off + n; ++t) {
+            const int64_t c = codes[t];
+            if (c >= n_cells) {
+                status = -2;
+                break;
+            }
+            if (last[c] == j) continue;
+            last[c] = j;
+            if (postings)
+                postings[cursor[c]++] = (int32_t)label;
+            else
+                bounds[c + 1] += 1;
+        }
+    }
+    if (!postings && status == 0)
+        for (int64_t c = 0; c < n_cells; ++c) bounds[c + 1] += bounds[c];
+    free(last);
+    free(cursor);
+    return status == 0 ? bounds[n_cells] : status;
+}
+
+/*
+ * Documents reached from the cells a query probes, scored as PLAID's pruned centroid
+ * interaction: for query token i, its probed cells in descending order of <q_i, centroid>,
+ * a document gets the value of the first probed cell that holds one of its tokens (its best
+ * over the probed cells) and nothing from cells not probed; its score is the sum over the
+ * query tokens.
+ *
+ * bounds, postings  from muvera_cell_postings (n_cells + 1 and n_postings entries).
+ * probe_cells, probe_values  (probe_starts[n_tokens],) the probed cells of token i at
+ *             probe_starts[i] .. probe_starts[i + 1], best first, and their values.
+ * score       (n_docs,) float32, zero on entry: the scores are added to it.
+ * stamp       (n_docs,) int32, zero on entry: scratch (token + 1 that last reached a label).
+ * touched     (n_docs,) int64: the labels reached, each once, in order of first reach.
+ * Returns how many labels were reached, or -2 for a cell, bound or label out of range.
+ */
+MUVERA_EXPORT int64_t muvera_cell_probe(const int64_t *bounds, int64_t n_cells,
+                                        const int32_t *postings, int64_t n_postings,
+                                        const int64_t *probe_cells, const float *probe_values,
+                                        const int64_t *probe_starts, int64_t n_tokens,
+                                        float *score, int32_t *stamp, int64_t n_docs,
+                                        int64_t *touched) {
+    int64_t reached = 0;
+    if (n_tokens >= INT32_MAX) return -2;
+    for (int64_t i = 0; i < n_tokens; ++i) {
+        const int32_t mark = (int32_t)(i + 1);
+        for (int64_t p = probe_starts[i]; p < probe_starts[i + 1]; ++p) {
+            const int64_t c = probe_cells[p];
+            if (c < 0 || c >= n_cells) return -2;
+            const int64_t lo = bounds[c], hi = bounds[c + 1];
+            if (lo < 0 || lo > hi || hi > n_postings) return -2;
+            const float v = probe_values[p];
+            for (int64_t e = lo; e < hi; ++e) {
+                const int32_t d = postings[e];
+                if (d < 0 || d >= n_docs) return -2;
+                if (stamp[d] == mark) continue;
+                if (stamp[d] == 0) touched[reached++] = d;
+                stamp[d] = mark;
+                score[d] += v;
+            }
+        }
+    }
+    return reached;
+}

@@ -30,14 +30,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..cells import FIT_SAMPLE, MIN_FIT_TOKENS, Cells, cell_scores, sample_rows
+from ..cells import FIT_SAMPLE, MIN_FIT_TOKENS, Cells, Postings, cell_scores, probe, sample_rows
 from ..errors import MuveraError
 from ..files import AppendOnlyFile, atomic_write_bytes
 
-__all__ = ["SCAN_TOKENS", "WIDE", "TokenCells"]
+__all__ = ["N_PROBE", "PROBE_DOCS", "SCAN_TOKENS", "WIDE", "TokenCells"]
 
 SCAN_TOKENS = 1 << 22  # token rows up to which every live document is scored by cells
-WIDE = 4  # beyond: the cells rank the FDE's top WIDE x candidates
+# beyond (chosen by benchmarks/check_scale_text_cells.py --sweep, see its protocol): the
+# cells rank the FDE's top WIDE x candidates and the best PROBE_DOCS x candidates, by the
+# probed cells alone, of the documents in each query token's N_PROBE best cells
+WIDE = 1
+N_PROBE = 2
+PROBE_DOCS = 4
+TAIL_SHARE = 4  # postings of documents added since the last full build: rebuilt alone
+# while they are fewer than 1 / TAIL_SHARE of the documents the full build covers
 CODES = "cells.bin"
 CENTROIDS = "centroids.bin"
 
@@ -60,6 +67,8 @@ class TokenCells:
         self.cells: Cells | None = None
         self.codes = AppendOnlyFile(directory / CODES, 0)
         self.centroids_file = CENTROIDS
+        # postings (built on demand, in memory): labels [0, a) and [a, b)
+        self._postings: tuple[int, Postings, int, Postings | None] | None = None
         if not isinstance(section, dict):
             raise MuveraError("the token section's cells must be a dict")
         if not section:
@@ -150,6 +159,45 @@ class TokenCells:
         target.committed = len(data)
         self.codes = target
 
+    def postings(
+        self,
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        alive: npt.NDArray[np.bool_],
+    ) -> list[Postings]:
+        """The postings of every live label ``< len(offsets)`` (document spans and live mask
+        of the store), built on first use and extended as documents are added: a full
+        build, plus one of the labels added since while they are few (:data:`TAIL_SHARE`).
+        Labels deleted after a build stay in it (the caller masks them); compaction keeps
+        labels, so it changes nothing here."""
+        if self.cells is None:
+            raise MuveraError("the token cells are not fitted")
+        n = int(offsets.shape[0])
+        state = self._postings
+        if state is not None and state[2] == n:
+            return [state[1]] if state[3] is None else [state[1], state[3]]
+        if state is None or n < state[2] or (n - state[0]) * TAIL_SHARE > state[0]:
+            state = (n, self._build(0, n, offsets, lengths, alive), n, None)
+        else:
+            state = (state[0], state[1], n, self._build(state[0], n, offsets, lengths, alive))
+        self._postings = state
+        return [state[1]] if state[3] is None else [state[1], state[3]]
+
+    def _build(
+        self,
+        start: int,
+        stop: int,
+        offsets: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        alive: npt.NDArray[np.bool_],
+    ) -> Postings:
+        if self.cells is None:
+            raise MuveraError("the token cells are not fitted")
+        labels = start + np.flatnonzero(alive[start:stop])
+        return Postings.build(
+            self.code_rows(), self.cells.n_cells, labels, offsets[labels], lengths[labels]
+        )
+
     def candidates(
         self,
         queries: list[npt.NDArray[np.float32]],
@@ -159,11 +207,14 @@ class TokenCells:
         offsets: npt.NDArray[np.int64],
         lengths: npt.NDArray[np.int64],
         total: int,
+        probed: tuple[list[Postings], npt.NDArray[np.bool_]] | None = None,
     ) -> npt.NDArray[np.int64]:
         """Per query: its first ``keep`` FDE candidates (``fde_labels`` row, -1 = none), then
         the documents of its ``pools`` entry (labels; one array shared by all queries
         when ``pools`` has one) that cells rank highest, until ``total`` distinct
-        labels. Returns int64 ``(n_q, total)`` padded with -1."""
+        labels. With ``probed`` (postings, live mask), each pool also gets the best
+        ``PROBE_DOCS x total`` live documents reached by the query's probed cells
+        (:func:`muvera.cells.probe`). Returns int64 ``(n_q, total)`` padded with -1."""
         if self.cells is None:
             raise MuveraError("the token cells are not fitted")
         out = np.full((len(queries), total), -1, dtype=np.int64)
@@ -172,7 +223,16 @@ class TokenCells:
             pool = pools[0] if len(pools) == 1 else pools[i]
             first = fde_labels[i, :keep]
             first = first[first >= 0]
-            scores = cell_scores(self.cells.table(query), codes, offsets[pool], lengths[pool])
+            table = self.cells.table(query)
+            if probed is not None:
+                reached, rough = probe(table, query.shape[0], probed[0], N_PROBE, offsets.size)
+                live = probed[1][reached]
+                reached, rough = reached[live], rough[live]
+                want = min(PROBE_DOCS * total, reached.size)
+                if want:
+                    best = reached[np.argpartition(-rough, want - 1)[:want]]
+                    pool = np.union1d(pool, best)
+            scores = cell_scores(table, codes, offsets[pool], lengths[pool])
             want = min(total, pool.size)
             top = np.argpartition(-scores, want - 1)[:want] if want else pool[:0]
             ranked = pool[top[np.argsort(-scores[top], kind="stable")]]

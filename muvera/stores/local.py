@@ -24,6 +24,7 @@ from ..errors import MuveraError
 from ..files import AppendOnlyFile
 from ..scoring import maxsim_pairs, maxsim_spans
 from ..token_codes import CODE_KINDS, QuantizedTokens, encode_rows, row_bytes
+from . import cell_file
 from .base import Hits, Labels, Payload, StoreRecord
 from .cell_file import SCAN_TOKENS, WIDE, TokenCells
 
@@ -133,6 +134,7 @@ class LocalStore:
         ends = self.offsets[live] + self.lengths[live]
         if ends.size and int(ends.max()) > rows:
             raise MuveraError(f"the state file's token spans run past the end of {name}")
+        self._live = live.copy()  # kept up to date by add / delete: the cells' postings
 
     # -- construction (shared by the subclasses) -------------------------------------------
     @classmethod
@@ -257,9 +259,11 @@ class LocalStore:
         self._add_fdes(labels, fdes)
         self.offsets = np.concatenate([self.offsets, first + docs.offsets[:-1]])
         self.lengths = np.concatenate([self.lengths, docs.lengths])
+        self._live = np.concatenate([self._live, np.ones(docs.lengths.shape, bool)])
 
     def delete(self, labels: Labels) -> None:
         self._delete_fdes(labels)
+        self._live[np.asarray(labels, np.int64)] = False
 
     def update_payloads(self, labels: list[int], payloads: list[Payload]) -> None:
         """Nothing: payloads live in the index's records."""
@@ -316,9 +320,14 @@ class LocalStore:
             # label order is token-file order (adds append, compaction keeps the order), so
             # the scan reads the code file front to back
             pools = [row[row >= 0] for row in hits.labels] if wide else [np.flatnonzero(alive)]
+            lists = (
+                self.cells.postings(self.offsets, self.lengths, self._live)
+                if wide and cell_file.PROBE_DOCS else None
+            )  # fmt: skip
             merged = self.cells.candidates(
                 [np.asarray(queries.item(i), np.float32) for i in range(len(queries))],
                 hits.labels, -(-candidates // 2), pools, self.offsets, self.lengths, candidates,
+                None if lists is None else (lists, alive),
             )  # fmt: skip
             hits = Hits(merged, np.zeros(merged.shape, np.float32))
         t1 = time.perf_counter()
