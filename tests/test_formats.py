@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from muvera import Index
+from muvera import Index, native
 
 DATA = Path(__file__).parent / "data" / "index-v1"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -132,3 +132,39 @@ def test_v5_index_with_token_cells_searches_as_written(tmp_path, maxsim_kernel):
             expected["cells"]["bytes"] + 2 * len(queries[0])
         )
         assert (path / expected["cells"]["centroids"]).read_bytes() == before
+
+
+CODES = Path(__file__).parent / "data" / "index-fde-codes"  # make_index_fde_codes.py
+
+
+def test_index_with_fde_codes_searches_as_written(tmp_path, maxsim_kernel):
+    expected, queries = _saved(CODES, "hnswlib-codes", tmp_path)
+    path = tmp_path / "hnswlib-codes"
+    with Index.open(path, mode="r") as index:
+        assert index.manifest["format_version"] == 1  # older readers ignore the codes
+        assert index.manifest["store"]["entry"]["codes"] == expected["codes"]
+        assert len(index) == expected["len"]
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+    with Index.open(path) as index:  # new rows' codes are appended to the saved ones
+        before = (path / "fde-codes.bin").read_bytes()
+        index.add(["x"], [queries[0]])
+        assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
+        grown = 1 if native.load() is not None else 0  # without the walk: hnswlib, no codes
+        assert (
+            index.manifest["store"]["entry"]["codes"]["rows"] == expected["codes"]["rows"] + grown
+        )
+        assert (path / "fde-codes.bin").read_bytes()[: len(before)] == before
+
+
+@pytest.mark.skipif(native.load() is None, reason="the int8 walk needs the kernels")
+def test_an_index_without_fde_codes_gets_them_at_its_next_commit(tmp_path):
+    _, queries = _saved(V4, "hnswlib-int4", tmp_path)
+    path = tmp_path / "hnswlib-int4"
+    with Index.open(path) as index:
+        assert "codes" not in index.manifest["store"]["entry"]
+        index.add(["x"], [queries[0]])
+        entry = index.manifest["store"]["entry"]
+        assert entry["codes"]["rows"] == entry["count"]
+        assert index.manifest["format_version"] == 4  # what int4 tokens need, no more

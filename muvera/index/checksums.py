@@ -50,6 +50,11 @@ def _covered(directory: Path, manifest: dict[str, Any]) -> dict[str, int]:
     cells = tokens.get("cells") or {}
     if cells.get("file"):
         sizes[cells["file"]] = int(cells.get("bytes", 0))
+    codes = (manifest["store"].get("entry") or {}).get("codes") or {}
+    if codes.get("file"):
+        rows = int(codes.get("rows", 0))
+        sizes[codes["file"]] = rows * int(manifest.get("fde_dimension", 0))
+        sizes[str(codes.get("scales"))] = rows * 8
     for name in generation_files(manifest) | {manifest["encoder"]}:
         if name not in sizes:
             path = directory / name
@@ -65,10 +70,13 @@ def compute_checksums(
     previous = previous or {}
     out: dict[str, list[int]] = {}
     tokens = manifest.get("tokens") or {}
+    codes = (manifest["store"].get("entry") or {}).get("codes") or {}
     appendable = {
         manifest["records"]["file"],
         tokens.get("file"),
         (tokens.get("cells") or {}).get("file"),
+        codes.get("file"),
+        codes.get("scales"),
     }
     for name, size in _covered(directory, manifest).items():
         old = previous.get(name)

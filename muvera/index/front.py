@@ -299,9 +299,6 @@ class Index(ReadMethods, TextMethods, BulkMethods):
             self.path, generation, {"alive": self.records.alive, **record.arrays}
         )
         manifest = dict(self.manifest, tokens=record.tokens)
-        manifest["format_version"] = _format_version(
-            manifest, record.tokens.get("dtype"), self.records.updated
-        )
         manifest.update(
             generation=generation,
             library_version=__version__,
@@ -312,6 +309,9 @@ class Index(ReadMethods, TextMethods, BulkMethods):
             id_type=self.records.id_type,
         )
         manifest["store"] = dict(manifest["store"], entry=record.entry)
+        manifest["format_version"] = _format_version(
+            manifest, record.tokens.get("dtype"), self.records.updated
+        )
         if "checksums" in manifest:
             manifest["checksums"] = compute_checksums(self.path, manifest, manifest["checksums"])
         mf.write_manifest(self.path, manifest)

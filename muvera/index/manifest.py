@@ -57,7 +57,10 @@ FORMAT = "muvera.Index"
 FORMAT_VERSION = 5  # 2: records.jsonl may hold payload updates; 3: a calibration section
 # of kind "centre"; 4: quantized token codes (token dtype int8/int4); 5: fitted token cells
 # (cells.bin + centroids.bin). Each is written only by indexes that use it: others keep
-# version 1, readable by older versions.
+# version 1, readable by older versions. The hnswlib store's persisted FDE codes
+# (fde-codes.bin + fde-scales.bin, its entry's "codes") need no version: an older reader
+# ignores them and quantizes at open; an older writer's entry drops them, and the next
+# writer that knows them writes them again from row 0.
 QUANTIZED_FORMAT_VERSION = 4
 CELLS_FORMAT_VERSION = 5
 MANIFEST = "manifest.json"
@@ -194,6 +197,12 @@ def check_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     for key in ("file", "state"):
         if entry and entry.get(key) is not None:
             file_name(directory, entry[key], f"the store's {key}")
+    codes = (entry or {}).get("codes")
+    if codes is not None and not isinstance(codes, dict):
+        raise MuveraError(f"{where}: the store's FDE codes section is malformed")
+    for key in ("file", "scales"):
+        if codes and codes.get(key) is not None:
+            file_name(directory, codes[key], "the store's FDE codes")
     if not isinstance(manifest.get("metadata", {}), dict):
         raise MuveraError(f"{where}: field 'metadata' is not a dict")
     if "checksums" in manifest:
@@ -224,7 +233,7 @@ def write_state(directory: Path, generation: int, arrays: dict[str, npt.NDArray[
 
 STALE_PATTERNS = (
     "state-*.npz", "hnsw-*.bin", "exact-*.npz", "tokens-*.bin", "cells*.bin", "centroids.bin",
-    ".*.tmp",
+    "fde-*.bin", ".*.tmp",
 )  # fmt: skip
 
 
@@ -271,4 +280,7 @@ def generation_files(manifest: dict[str, Any]) -> set[str]:
     for key in ("file", "state"):
         if isinstance(entry.get(key), str):
             files.add(entry[key])
+    for key in ("file", "scales"):
+        if isinstance((entry.get("codes") or {}).get(key), str):
+            files.add(entry["codes"][key])
     return files

@@ -12,11 +12,15 @@ import numpy.typing as npt
 
 from .. import native
 from ..errors import MuveraError
+from ..files import AppendOnlyFile
 from .base import Labels
 from .hnsw_graph import QuantizedGraph
 from .local import LocalStore
 
-__all__ = ["HnswStore"]
+__all__ = ["FDE_CODES", "FDE_SCALES", "HnswStore"]
+
+FDE_CODES = "fde-codes.bin"  # int8 (rows, d): the walk's codes, in hnswlib's row order
+FDE_SCALES = "fde-scales.bin"  # float32 (rows, 2): their scales
 
 
 def _count(entry: dict[str, Any], key: str, default: int = 0) -> int:
@@ -40,7 +44,10 @@ class HnswStore(LocalStore):
 
     ``quantization="int8"`` (the default): hnswlib builds and saves the graph, and searches
     walk that same graph in the compiled kernel over an int8 copy of the FDEs (one scale per
-    row, made from the saved file when the index is opened or committed; not stored), which
+    row, made from the saved file's new rows at each commit and appended to
+    ``fde-codes.bin`` / ``fde-scales.bin``, which a reader maps instead of quantizing every
+    row again; an index without them quantizes at open and writes them at its next
+    commit that changes the graph), which
     reads a quarter of the bytes per visited node (``benchmarks/bench_retrieval.py``
     measures both). The candidates' scores are then inner products on the int8 codes; FDE-only
     searches (``exact=True``) re-score the returned rows with the float32 FDEs. hnswlib
@@ -98,6 +105,9 @@ class HnswStore(LocalStore):
         self._capacity = max(16, _count(entry, "capacity", 16))
         if self.deleted > self.count:
             raise MuveraError("hnswlib store: more deleted rows than rows")
+        self._codes_rows, self._fde_codes, self._fde_scales = self._stored_codes(
+            directory, entry.get("codes")
+        )
         self._entry = dict(entry)
         self._file: Path | None = directory / entry["file"] if entry.get("file") else None
         self._index: Any = None  # hnswlib.Index, loaded when first needed
@@ -108,10 +118,57 @@ class HnswStore(LocalStore):
         if self._graph is None:
             self._load_hnswlib()
 
+    def _stored_codes(
+        self, directory: Path, section: Any
+    ) -> tuple[int, AppendOnlyFile, AppendOnlyFile]:
+        """The persisted codes of the first ``rows`` graph rows (none without a section)."""
+        if section is None:
+            return (
+                0,
+                AppendOnlyFile(directory / FDE_CODES, 0),
+                AppendOnlyFile(directory / FDE_SCALES, 0),
+            )
+        if (
+            not isinstance(section, dict) or section.get("file") != FDE_CODES
+            or section.get("scales") != FDE_SCALES
+        ):  # fmt: skip
+            raise MuveraError("hnswlib store: the FDE codes section is malformed")
+        rows = _count(section, "rows")
+        if rows > self.count:
+            raise MuveraError(
+                f"hnswlib store: FDE codes of {rows} rows, the graph has {self.count}"
+            )
+        try:
+            codes = AppendOnlyFile(directory / FDE_CODES, rows * self.dimension, map_now=True)
+            scales = AppendOnlyFile(directory / FDE_SCALES, rows * 8, map_now=True)
+        except OSError as exc:
+            raise MuveraError(f"cannot read the FDE codes: {exc}") from None
+        return rows, codes, scales
+
     def _read_graph(self, path: Path, previous: QuantizedGraph | None) -> QuantizedGraph | None:
         if self.quantization != "int8" or native.load() is None:
             return None
-        return QuantizedGraph.read(path, self.dimension, previous)
+        stored = None
+        if previous is None and self._codes_rows:
+            rows = self._codes_rows
+            codes = self._fde_codes.view(np.int8)[: rows * self.dimension]
+            scales = self._fde_scales.view("<f4")[: rows * 2].reshape(rows, 2)
+            if not np.isfinite(scales).all():
+                raise MuveraError(f"{FDE_SCALES}: the scales are not all finite")
+            stored = (codes.reshape(rows, self.dimension), scales)
+        return QuantizedGraph.read(path, self.dimension, previous, stored)
+
+    def _persist_codes(self, graph: QuantizedGraph) -> None:
+        """Append the codes and scales of the graph rows not persisted yet."""
+        rows, n = self._codes_rows, int(graph.codes.shape[0])
+        if n <= rows:
+            return
+        for target, data in (
+            (self._fde_codes, np.ascontiguousarray(graph.codes[rows:n]).tobytes()),
+            (self._fde_scales, np.ascontiguousarray(graph.meta[rows:n], "<f4").tobytes()),
+        ):
+            target.committed = target.append(data) + len(data)
+        self._codes_rows = n
 
     def _load_hnswlib(self) -> Any:
         import hnswlib
@@ -284,7 +341,8 @@ class HnswStore(LocalStore):
     def _save_fdes(self, directory: Path, generation: int) -> dict[str, Any]:
         if self._index is None and self._file is not None and self._file.parent == directory:
             # never loaded, so unchanged since it was read: the saved file stays as it is
-            return {**self._entry, **self.params()}
+            self._entry = {**self._entry, **self.params()}
+            return self._with_codes()
         name = f"hnsw-{generation:06d}.bin"
         index = self.hnswlib_index
         index.save_index(str(directory / name))
@@ -302,4 +360,13 @@ class HnswStore(LocalStore):
         if self._dirty or self._graph is None:
             self._graph = self._read_graph(self._file, self._graph)
         self._dirty = False
+        return self._with_codes()
+
+    def _with_codes(self) -> dict[str, Any]:
+        """The entry, after the graph's codes not persisted yet are appended."""
+        if self._graph is not None:
+            self._persist_codes(self._graph)
+        if self._codes_rows:
+            self._entry["codes"] = {"file": FDE_CODES, "scales": FDE_SCALES,
+                                    "rows": self._codes_rows}  # fmt: skip
         return dict(self._entry)

@@ -209,14 +209,20 @@ class QuantizedGraph:
 
     @classmethod
     def read(
-        cls, path: Path, dimension: int, previous: QuantizedGraph | None = None
+        cls,
+        path: Path,
+        dimension: int,
+        previous: QuantizedGraph | None = None,
+        stored: tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]] | None = None,
     ) -> QuantizedGraph | None:
-        """Map the hnswlib file ``path`` and quantize its vectors (only the rows beyond
-        ``previous``'s when given: hnswlib never moves a stored vector); None or
-        MuveraError as for :meth:`_mapped`, None too beyond ``MAX_DIMENSION``."""
+        """Map the hnswlib file ``path`` and quantize its vectors: only the rows beyond
+        ``previous``'s when given (hnswlib never moves a stored vector), else beyond the
+        ``stored`` codes and scales of the first rows (the index's persisted ones, used in
+        place when they cover every row); None or MuveraError as for :meth:`_mapped`,
+        None too beyond ``MAX_DIMENSION``."""
         graph = cls._mapped(path, dimension) if dimension <= MAX_DIMENSION else None
         if graph is not None:
-            graph._quantize(previous)
+            graph._quantize(previous, stored)
             graph._release_pages()  # the neighbour lists' pages too
         return graph
 
@@ -248,23 +254,38 @@ class QuantizedGraph:
             if bool((lists[:, 1 : width + 1][used] >= h.count).any()):
                 raise MuveraError("hnswlib file: a neighbour list links to a row that is not there")
 
-    def _quantize(self, previous: QuantizedGraph | None) -> None:
-        """Codes of every row: those of ``previous`` are kept, in its buffers when they have
-        room (rows past its count are never read through it), else in buffers twice as
-        large; only the new rows are read from the file."""
+    def _quantize(
+        self,
+        previous: QuantizedGraph | None,
+        stored: tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]] | None = None,
+    ) -> None:
+        """Codes of every row: those of ``previous`` (or ``stored``) are kept, in its
+        buffers when they are writable and have room (rows past its count are never read
+        through it), else in buffers twice as large; only the new rows are read from the
+        file. ``stored`` covering every row is used as it is (a read-only map)."""
         n, d = self.header.count, self.header.dimension
-        kept = 0
+        source: tuple[Any, Any] | None = None
         if previous is not None and previous.header.dimension == d:
-            kept = min(previous.codes.shape[0], n)
-        if previous is not None and kept and previous._code_buffer.shape[0] >= n:
+            source = (previous.codes, previous.meta)
+        elif stored is not None and stored[0].ndim == 2 and stored[0].shape[1] == d:
+            if stored[0].shape[0] == n:
+                self._code_buffer, self._meta_buffer = stored
+                self.codes, self.meta = stored
+                return
+            source = stored
+        kept = min(source[0].shape[0], n) if source is not None else 0
+        if (
+            previous is not None and source is not None and kept
+            and previous._code_buffer.shape[0] >= n and previous._code_buffer.flags.writeable
+        ):  # fmt: skip
             self._code_buffer, self._meta_buffer = previous._code_buffer, previous._meta_buffer
         else:  # pages of an np.empty buffer cost memory only once written
             capacity = max(n, 2 * kept) if kept < n else n
             self._code_buffer = np.empty((capacity, d), np.int8)
             self._meta_buffer = np.empty((capacity, 2), np.float32)
-            if kept and previous is not None:
-                self._code_buffer[:kept] = previous.codes[:kept]
-                self._meta_buffer[:kept] = previous.meta[:kept]
+            if kept and source is not None:
+                self._code_buffer[:kept] = source[0][:kept]
+                self._meta_buffer[:kept] = source[1][:kept]
         self.codes, self.meta = self._code_buffer[:n], self._meta_buffer[:n]
         step = max(1, _CHUNK_BYTES // max(4 * d, 1))
         for first in range(kept, n, step):
