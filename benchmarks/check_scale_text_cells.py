@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_scale_text import ground_truth  # noqa: E402
-from machine import describe, machine  # noqa: E402
+from machine import describe, dir_bytes, machine  # noqa: E402
 from scale_corpus import TextLikeCorpus  # noqa: E402
 
 from muvera import FDEConfig, Index  # noqa: E402
@@ -47,9 +47,10 @@ SWEEP_TOLERANCE = 0.01
 EVERYTHING = 1 << 62
 
 
-def build(path: Path, corpus: TextLikeCorpus, n_docs: int) -> float:
+def build(path: Path, corpus: TextLikeCorpus, n_docs: int, projection: int | None) -> float:
     t0 = time.perf_counter()
-    with Index.create(path, FDEConfig(dimension=corpus.dimension)) as index, index.bulk():
+    config = FDEConfig(dimension=corpus.dimension, final_projection_dimension=projection)
+    with Index.create(path, config) as index, index.bulk():
         for start in range(0, n_docs, STEP):
             docs = corpus.documents(start, min(n_docs, start + STEP))
             index.add(list(range(start, start + len(docs))), docs)
@@ -63,6 +64,9 @@ def main() -> None:
     parser.add_argument("--candidates", default="100,200")
     parser.add_argument("--keep", type=Path, help="index folder: reused when it exists")
     parser.add_argument("--sweep", action="store_true", help="tune N_PROBE x PROBE_DOCS")
+    parser.add_argument(
+        "--projection", type=int, help="build with FDEConfig(final_projection_dimension=N)"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--exact-queries", type=int, default=10, help="queries timed with search_exact"
@@ -72,7 +76,7 @@ def main() -> None:
     queries = corpus.queries(args.queries)
     truth = ground_truth(corpus, args.documents, queries)
     path = args.keep or Path("/tmp") / f"muvera-cells-{args.documents}"
-    build_s = None if path.exists() else build(path, corpus, args.documents)
+    build_s = None if path.exists() else build(path, corpus, args.documents, args.projection)
     index = Index.open(path, mode="r")
     if len(index) != args.documents or not index.store.uses_cells:
         raise SystemExit(f"{path} does not hold {args.documents} documents with token cells")
@@ -83,8 +87,10 @@ def main() -> None:
         "cells (FDE pool + probe)": (0, *default[1:]),
         "cells (every document)": (EVERYTHING, *default[1:]),
     }
-    result: dict[str, Any] = {"machine": machine(), "documents": args.documents,
-                              "build_s": build_s, "rows": []}  # fmt: skip
+    result: dict[str, Any] = {
+        "machine": machine(), "documents": args.documents, "build_s": build_s,
+        "fde": index.encoder.config.to_dict(), "bytes": dir_bytes(path), "rows": [],
+    }  # fmt: skip
     t0 = time.perf_counter()
     index.search([queries[0]], k=10)  # the postings are built by the first search
     result["first_search_s"] = time.perf_counter() - t0

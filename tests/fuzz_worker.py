@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from muvera import Index, MuveraError
+from muvera.stores import local
+
+SCAN_TOKENS = local.SCAN_TOKENS
 
 
 def mutate(folder: Path, mutation: dict) -> None:
@@ -48,6 +51,11 @@ def exercise(folder: Path, queries: list[np.ndarray], options: dict | None) -> N
             if "records no checksums" in str(exc) and "checksums" in index.manifest:
                 raise RuntimeError("checksums recorded but not found") from None
         index.search(queries, k=5, candidates=20)
+        local.SCAN_TOKENS = 0  # searched as a large index too: cell postings and probe
+        try:
+            index.search(queries, k=5, candidates=20)
+        finally:
+            local.SCAN_TOKENS = SCAN_TOKENS
         index.search(queries, k=5, rerank=False)
         index.search_exact(queries, k=5)
         for doc_id in index.ids[:5]:

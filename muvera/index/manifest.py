@@ -9,7 +9,7 @@ An index directory is self-describing and written atomically::
     state-<gen>.npz        per label: alive flag (+ the store's arrays: token spans)
     tokens.bin             local stores: token vectors, ragged, append-only
     cells.bin, centroids.bin  local stores: token cells (muvera.stores.cell_file)
-    <store files>          e.g. hnsw-<gen>.bin, exact-<gen>.npz
+    <store files>          e.g. hnsw-<gen>.bin (+ fde-codes.bin, fde-scales.bin), exact-<gen>.npz
     .lock                  held by the one writer
 
 Every change ends by replacing ``manifest.json`` in one ``os.replace``. Append-only files

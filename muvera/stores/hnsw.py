@@ -194,6 +194,11 @@ class HnswStore(LocalStore):
         return self._index if self._index is not None else self._load_hnswlib()
 
     @property
+    def code_rows(self) -> int:
+        """Graph rows whose int8 codes are persisted (mapped when the index opens)."""
+        return self._codes_rows
+
+    @property
     def quantized(self) -> bool:
         """Whether searches run on the int8 codes (see the class docstring)."""
         return self._graph is not None and not self._dirty

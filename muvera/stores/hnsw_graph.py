@@ -113,12 +113,21 @@ class QuantizedGraph:
         self.records = np.frombuffer(
             buffer, dtype=np.uint8, count=n * header.record_bytes, offset=HEADER.size
         ).reshape(n, header.record_bytes)
-        self.links0 = np.ascontiguousarray(self.records[:, : header.data_offset]).view(np.uint32)
-        self.deleted = np.ascontiguousarray(self.records[:, 2] & 1)  # hnswlib's DELETE_MARK
+        # each record's neighbour list, flags and label, read in chunks whose file pages are
+        # released after each (a page per record would otherwise map, with the kernel's
+        # fault-around, all of the file into this process: its whole size in peak RSS)
+        links = np.empty((n, header.data_offset), np.uint8)
+        labels = np.empty((n, header.record_bytes - header.label_offset), np.uint8)
+        step = max(1, _CHUNK_BYTES // max(header.record_bytes, 1))
+        for first in range(0, n, step):
+            part = self.records[first : first + step]
+            links[first : first + step] = part[:, : header.data_offset]
+            labels[first : first + step] = part[:, header.label_offset :]
+            self._release_pages()
+        self.links0 = links.view(np.uint32)
+        self.deleted = np.ascontiguousarray(links[:, 2] & 1)  # hnswlib's DELETE_MARK
         self.has_deleted = bool(self.deleted.any())
-        self.labels = (
-            np.ascontiguousarray(self.records[:, header.label_offset :]).view(np.uint64).ravel()
-        ).astype(np.int64)
+        self.labels = labels.view(np.uint64).ravel().astype(np.int64)
         self.upper, self.upper_start, n_lists = self._upper_lists(buffer, header)
         # each row's top level, and the level (1, 2, ...) of each upper-level list
         self.levels = np.zeros(header.count, np.int64)
