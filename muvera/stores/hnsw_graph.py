@@ -119,10 +119,10 @@ class QuantizedGraph:
         links = np.empty((n, header.data_offset), np.uint8)
         labels = np.empty((n, header.record_bytes - header.label_offset), np.uint8)
         step = max(1, _CHUNK_BYTES // max(header.record_bytes, 1))
-        for first in range(0, n, step):
-            part = self.records[first : first + step]
-            links[first : first + step] = part[:, : header.data_offset]
-            labels[first : first + step] = part[:, header.label_offset :]
+        for row in range(0, n, step):
+            part = self.records[row : row + step]
+            links[row : row + step] = part[:, : header.data_offset]
+            labels[row : row + step] = part[:, header.label_offset :]
             self._release_pages()
         self.links0 = links.view(np.uint32)
         self.deleted = np.ascontiguousarray(links[:, 2] & 1)  # hnswlib's DELETE_MARK
