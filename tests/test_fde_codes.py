@@ -155,3 +155,18 @@ def test_codes_dropped_by_an_older_writer_are_written_again(built):
     want_codes, want_meta = quantize_rows(graph.vectors(np.arange(301)))
     np.testing.assert_array_equal(graph.codes, want_codes)
     np.testing.assert_array_equal(graph.meta, want_meta)
+
+
+def test_checksums_cover_the_codes_as_they_grow(tmp_path):
+    path = tmp_path / "ix"
+    docs = _docs(5, 100)
+    with Index.create(path, CONFIG, checksums=True) as index:
+        index.add(list(range(50)), docs[:50])
+        index.add(list(range(50, 100)), docs[50:])  # carried forward over appended rows
+        index.verify()
+    assert {FDE_CODES, FDE_SCALES} <= set(_manifest(path)["checksums"])
+    data = bytearray((path / FDE_CODES).read_bytes())
+    data[10] ^= 1
+    (path / FDE_CODES).write_bytes(bytes(data))
+    with pytest.raises(MuveraError, match=f"{FDE_CODES} is damaged"):
+        Index.open(path, mode="r", verify=True)
