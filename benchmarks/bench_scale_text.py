@@ -180,18 +180,20 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['queries']} real queries; exact top-10 by brute force on float16 tokens.",
         "",
         "| documents | docs/s (step / all) | KiB/doc total (tokens + graph + rest) "
-        "| writer peak RSS GiB | reader RSS GiB (open / peak) | p50 / p95 ms "
-        "| exact top-10 found | exact top-1 first |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| writer peak RSS GiB | reader RSS GiB (open / peak) | reader's first search s "
+        "| p50 / p95 ms | exact top-10 found | exact top-1 first |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         b = r["bytes_per_doc"]
+        first = f"{r['reader_first_search_s']:.2f}" if "reader_first_search_s" in r else "-"
         lines.append(
             f"| {r['documents']:,} | {r['step_docs_per_s']:.0f} / {r['docs_per_s']:.0f} "
             f"| {r['total_bytes_per_doc'] / 1024:.1f} ({b['tokens'] / 1024:.1f} + "
             f"{b['graph'] / 1024:.1f} + {b['other'] / 1024:.1f}) "
             f"| {r['writer_peak_rss'] / gib:.2f} "
             f"| {r['reader_rss_after_open'] / gib:.2f} / {r['reader_peak_rss'] / gib:.2f} "
+            f"| {first} "
             f"| {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {r['exact_top10_found']:.3f} "
             f"| {r['exact_top1_first']:.3f} |"
         )
