@@ -151,7 +151,9 @@ def main() -> None:
         index.search_exact([q], k=10)
         exact_ms.append(1000 * (time.perf_counter() - t0))
     result["exact_p50_ms"] = float(np.median(exact_ms)) if exact_ms else None
-    print(f"\n{describe(result['machine'])}; {args.documents:,} text-like documents")
+    print(f"\n{describe(result['machine'])}; {args.documents:,} text-like documents, FDE "
+          f"{index.encoder.output_dimension:,} dims, {result['bytes'] / args.documents / 1024:.1f} "
+          f"KiB/doc" + (f", built in {build_s:.0f} s" if build_s else ""))  # fmt: skip
     if exact_ms:
         print(f"search_exact p50 {result['exact_p50_ms']:.0f} ms ({len(exact_ms)} queries)")
     print("| candidates | first stage | exact top-10 found (held-out half) | p50 ms | p95 ms | "

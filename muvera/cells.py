@@ -338,7 +338,7 @@ def probe(
     rows = np.arange(n_tokens)
     cells = np.empty((n_tokens, n_probe), dtype=np.int64)
     vals = np.empty((n_tokens, n_probe), dtype=np.float32)
-    for j in range(n_probe):  # n_probe is small: argmax passes beat a partition (10x)
+    for j in range(n_probe):  # n_probe is small: argmax passes, cheaper than a partition
         best = np.argmax(values, axis=1)
         cells[:, j] = best
         vals[:, j] = values[rows, best]
