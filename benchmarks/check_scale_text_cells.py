@@ -154,6 +154,10 @@ def main() -> None:
     print(f"\n{describe(result['machine'])}; {args.documents:,} text-like documents, FDE "
           f"{index.encoder.output_dimension:,} dims, {result['bytes'] / args.documents / 1024:.1f} "
           f"KiB/doc" + (f", built in {build_s:.0f} s" if build_s else ""))  # fmt: skip
+    lists = cells.postings(index.store.offsets, index.store.lengths, index.store._live)
+    result["postings"] = int(sum(p.labels.size for p in lists))
+    print(f"first search (builds the cells' postings) {result['first_search_s']:.2f} s; "
+          f"postings: {result['postings']:,} (cell, document) pairs")  # fmt: skip
     if exact_ms:
         print(f"search_exact p50 {result['exact_p50_ms']:.0f} ms ({len(exact_ms)} queries)")
     print("| candidates | first stage | exact top-10 found (held-out half) | p50 ms | p95 ms | "
