@@ -55,7 +55,9 @@ def maxsim_spans(
     if kernel is not None:
         out = np.empty((query_offsets.shape[0] - 1, offsets.shape[0]), dtype=np.float32)
         threads = _threads(int(lengths.sum()) * queries.shape[0] * tokens.shape[1])
-        kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
+        _residual_status(
+            kernel.maxsim(tokens, offsets, lengths, queries, query_offsets, out, threads)
+        )
         centre = getattr(tokens, "centre", None)
         if centre is not None:  # the kernel scored r = x - centre
             out += centre_terms(queries, query_offsets, centre)[:, None]
@@ -104,8 +106,10 @@ def maxsim_pairs(
     if kernel is not None:
         q_lengths = np.diff(query_offsets)
         threads = _threads(int((lengths * q_lengths[pair_query]).sum()) * tokens.shape[1])
-        kernel.maxsim_pairs(
-            tokens, offsets, lengths, pair_query, queries, query_offsets, out, threads
+        _residual_status(
+            kernel.maxsim_pairs(
+                tokens, offsets, lengths, pair_query, queries, query_offsets, out, threads
+            )
         )
         centre = getattr(tokens, "centre", None)
         if centre is not None:  # the kernel scored r = x - centre
@@ -117,6 +121,13 @@ def maxsim_pairs(
         bounds = np.array([0, query.shape[0]], dtype=np.int64)
         out[sel] = _spans_numpy(tokens, offsets[sel], lengths[sel], query, bounds)[0]
     return out
+
+
+def _residual_status(status: int) -> None:
+    if status == -2:
+        raise MuveraError(
+            "maxsim: a residual token row's cell is out of range or missing (damaged cell codes)"
+        )
 
 
 def _kernel_for(tokens: Any) -> native.NativeLibrary | None:

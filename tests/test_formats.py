@@ -134,6 +134,28 @@ def test_v5_index_with_token_cells_searches_as_written(tmp_path, maxsim_kernel):
         assert (path / expected["cells"]["centroids"]).read_bytes() == before
 
 
+V6 = Path(__file__).parent / "data" / "index-v6"  # written by tests/data/make_index_v6.py
+
+
+def test_v6_index_with_residual_tokens_searches_as_written(tmp_path, maxsim_kernel):
+    expected, queries = _saved(V6, "exact-residual4", tmp_path)
+    path = tmp_path / "exact-residual4"
+    with Index.open(path, mode="r") as index:
+        assert index.manifest["format_version"] == 6
+        tokens = index.manifest["tokens"]
+        assert tokens["dtype"] == "residual4" and tokens["cells"] == expected["cells"]
+        assert 0 < tokens["residual_from"] == expected["residual_from"]
+        assert len(index) == expected["len"]
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+    with Index.open(path) as index:  # new rows are residuals of the saved centroids' cells
+        index.add(["x"], [queries[0]])
+        assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
+        assert index.manifest["tokens"]["residual_from"] == expected["residual_from"]
+        np.testing.assert_allclose(index.tokens("x"), queries[0], atol=0.05)
+
+
 CODES = Path(__file__).parent / "data" / "index-fde-codes"  # make_index_fde_codes.py
 
 

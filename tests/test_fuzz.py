@@ -23,7 +23,8 @@ FIELD_VALUES = [None, -1, 0, 2**40, "x", "../x", [], {}, 1.5, True]
 
 def _source(tmp_path: Path, store: str) -> Path:
     rng = np.random.default_rng(1)
-    low, high = (820, 900) if store.endswith("-cells") else (1, 9)  # cells: 32,768+ tokens
+    cells = store.endswith(("-cells", "-residual4"))
+    low, high = (820, 900) if cells else (1, 9)  # cells: 32,768+ tokens
     lengths = rng.integers(low, high, 40)
     docs = [rng.standard_normal((int(n), D)).astype(np.float32) for n in lengths]
     path = tmp_path / "source"
@@ -35,7 +36,10 @@ def _source(tmp_path: Path, store: str) -> Path:
         path, config, store=kind, store_options=options, checksums=store == "exact",
         token_dtype=codes or "float16",
     ) as index:  # fmt: skip
-        index.add([f"d{i}" for i in range(40)], docs, [{"i": i} for i in range(40)])
+        first = 2 if codes == "residual4" else 40  # residual4: rows of both kinds
+        index.add([f"d{i}" for i in range(first)], docs[:first], [{"i": i} for i in range(first)])
+        index.add([f"d{i}" for i in range(first, 40)], docs[first:],
+                  [{"i": i} for i in range(first, 40)])  # fmt: skip
         index.delete(["d3", "d4"])
     if store == "qdrant":
         from muvera.stores import qdrant
@@ -71,7 +75,9 @@ def _mutations(source: Path) -> list[dict]:
     return mutations
 
 
-@pytest.mark.parametrize("store", ["exact", "hnswlib", "hnswlib-int4", "hnswlib-cells", "qdrant"])
+@pytest.mark.parametrize(
+    "store", ["exact", "hnswlib", "hnswlib-int4", "hnswlib-cells", "hnswlib-residual4", "qdrant"]
+)
 def test_fuzzed_folders_raise_muvera_error_or_work(tmp_path, store):
     pytest.importorskip("qdrant_client" if store == "qdrant" else "hnswlib")
     source = _source(tmp_path, store)

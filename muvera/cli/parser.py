@@ -57,9 +57,11 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--qdrant-path", help="Qdrant local-mode directory (store qdrant)")
     group.add_argument("--collection", default="muvera", help="Qdrant collection name")
     group.add_argument(
-        "--token-dtype", choices=("float16", "float32", "int8", "int4"), default="float16",
+        "--token-dtype", choices=("float16", "float32", "int8", "int4", "residual4"),
+        default="float16",
         help="token storage: int8/int4 keep codes with a scale per token (about 1/2 and 1/4 "
-        "of float16's bytes; hnswlib and exact stores)",
+        "of float16's bytes), residual4 int4 codes of each token's difference from its "
+        "token cell's centroid (int4's size, closer to float16; hnswlib and exact stores)",
     )  # fmt: skip
     group.add_argument(
         "--ef",

@@ -41,6 +41,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "QUANTIZED_FORMAT_VERSION",
+    "RESIDUAL_FORMAT_VERSION",
     "Lock",
     "check_manifest",
     "file_name",
@@ -54,15 +55,17 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 5  # 2: records.jsonl may hold payload updates; 3: a calibration section
+FORMAT_VERSION = 6  # 2: records.jsonl may hold payload updates; 3: a calibration section
 # of kind "centre"; 4: quantized token codes (token dtype int8/int4); 5: fitted token cells
-# (cells.bin + centroids.bin). Each is written only by indexes that use it: others keep
-# version 1, readable by older versions. The hnswlib store's persisted FDE codes
-# (fde-codes.bin + fde-scales.bin, its entry's "codes") need no version: an older reader
-# ignores them and quantizes at open; an older writer's entry drops them, and the next
-# writer that knows them writes them again from row 0.
+# (cells.bin + centroids.bin); 6: token dtype residual4 (int4 rows of residuals from the
+# cells' centroids from the token section's "residual_from" row on). Each is written only
+# by indexes that use it: others keep version 1, readable by older versions. The hnswlib
+# store's persisted FDE codes (fde-codes.bin + fde-scales.bin, its entry's "codes") need
+# no version: an older reader ignores them and quantizes at open; an older writer's entry
+# drops them, and the next writer that knows them writes them again from row 0.
 QUANTIZED_FORMAT_VERSION = 4
 CELLS_FORMAT_VERSION = 5
+RESIDUAL_FORMAT_VERSION = 6
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).

@@ -31,10 +31,14 @@ class NativeLibrary:
         ]
         self._maxsim = lib.muvera_maxsim
         self._maxsim.restype = i64
-        self._maxsim.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, ptr, i64, ptr, i64]
+        residual = (ptr, i64, ptr, i64, i64)  # bases, n_bases, labels, n_labels, first row
+        self._maxsim.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, ptr, i64, ptr, i64, *residual]
         self._pairs = lib.muvera_maxsim_pairs
         self._pairs.restype = i64
-        self._pairs.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr, i64]
+        self._pairs.argtypes = [
+            *(ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr, i64),
+            *residual,
+        ]
         self._cells = lib.muvera_cell_scores
         self._cells.restype = i64
         self._cells.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, i64, ptr, i64]
@@ -101,7 +105,7 @@ class NativeLibrary:
         query_offsets: Any,
         out: Any,
         n_threads: int,
-    ) -> None:
+    ) -> int:
         """Exact MaxSim of every query against every document span (``muvera_maxsim``).
 
         ``tokens`` float32 or float16 ``(rows, d)``, or a
@@ -109,7 +113,9 @@ class NativeLibrary:
         document ``j`` is rows ``offsets[j] .. offsets[j] + lengths[j]`` (int64);
         ``queries`` float32 ``(query rows, d)`` with ``query_offsets`` int64 ``(n_q + 1,)``;
         ``out`` float32 ``(n_q, n_docs)``. All C-contiguous (checked by the caller). The
-        GIL is released while it runs.
+        GIL is released while it runs. Residual rows (``tokens.residual``) decode with
+        their cell's base added; returns 0, or -2 when a residual row's label is out of
+        range (the caller names the damaged file).
         """
         status = self._maxsim(
             *_token_rows(tokens),
@@ -121,9 +127,9 @@ class NativeLibrary:
             query_offsets.shape[0] - 1,
             out.ctypes.data,
             n_threads,
+            *_residual(tokens),
         )
-        if status != 0:
-            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+        return _check_maxsim(status)
 
     def maxsim_pairs(
         self,
@@ -135,7 +141,7 @@ class NativeLibrary:
         query_offsets: Any,
         out: Any,
         n_threads: int,
-    ) -> None:
+    ) -> int:
         """Exact MaxSim of (query, document span) pairs (``muvera_maxsim_pairs``).
 
         Pair ``p`` is query ``pair_query[p]`` (int64, in ``0 .. n_q``) against rows
@@ -154,9 +160,9 @@ class NativeLibrary:
             query_offsets.shape[0] - 1,
             out.ctypes.data,
             n_threads,
+            *_residual(tokens),
         )
-        if status != 0:
-            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+        return _check_maxsim(status)
 
     def cell_scores(
         self, table: Any, codes: Any, offsets: Any, lengths: Any, out: Any, n_threads: int
@@ -290,6 +296,23 @@ class NativeLibrary:
         )
         if status != 0:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+
+
+def _check_maxsim(status: int) -> int:
+    """0, or -2 (a residual row's label out of range: the caller names the file)."""
+    if status not in (0, -2):
+        raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+    return status
+
+
+def _residual(tokens: Any) -> tuple[int | None, int, int | None, int, int]:
+    """(bases, n_bases, labels, n_labels, first row) of residual token rows for the MaxSim
+    kernels (:class:`~muvera.token_codes.QuantizedTokens`' ``residual``), NULLs without."""
+    residual = getattr(tokens, "residual", None)
+    if residual is None:
+        return None, 0, None, 0, 0
+    bases, labels, first = residual
+    return bases.ctypes.data, bases.shape[0], labels.ctypes.data, labels.shape[0], int(first)
 
 
 def _token_rows(tokens: Any) -> tuple[int, int, int]:

@@ -82,6 +82,33 @@ static void codes_to_floats(const unsigned char *src, int64_t kind, int64_t d, f
     }
 }
 
+/* Residual rows (token dtype "residual4", muvera/token_codes.py): rows from `first` on store
+ * a token minus the base row of its label (labels: one uint16 per token row of the file,
+ * n_labels of them; bases: (n_bases, d) float32), added back after decoding. */
+typedef struct {
+    const float *bases;
+    int64_t n_bases;
+    const uint16_t *labels;
+    int64_t n_labels, first;
+} residual_rows;
+
+/* Adds the bases of rows row0 .. row0 + n (decoded into x) that lie at or after `first`;
+ * returns -2 when a label or a row falls outside the arrays (a damaged file), else 0. */
+static int64_t add_bases(const residual_rows *r, int64_t row0, int64_t n, int64_t d,
+                         float *x) {
+    const int64_t start = r->first > row0 ? r->first - row0 : 0;
+    if (start >= n) return 0;
+    if (row0 + n > r->n_labels) return -2;
+    for (int64_t t = start; t < n; ++t) {
+        const int64_t label = r->labels[row0 + t];
+        if (label >= r->n_bases) return -2;
+        const float *restrict b = r->bases + label * d;
+        float *restrict dst = x + t * d;
+        for (int64_t i = 0; i < d; ++i) dst[i] += b[i];
+    }
+    return 0;
+}
+
 #ifdef MUVERA_HAVE_VECTOR_EXT
 
 /* Keeps a value in a register: without it GCC re-reads the query vectors from memory as
@@ -230,6 +257,7 @@ typedef struct {
     const int64_t *pair_query; /* NULL: every query x every span; else span j's one query */
     float *scores; /* (n_queries, n_docs), or (n_docs,) for pairs */
     int64_t *next_doc; /* shared by the workers: the next span nobody has claimed */
+    const residual_rows *residual; /* NULL, or the bases added back to decoded rows */
     int64_t status;
 } maxsim_job;
 
@@ -286,6 +314,11 @@ static void *maxsim_worker(void *arg) {
             x = buf;
         } else if (job->kind != KIND_F32) {
             codes_to_floats(row, job->kind, d, buf, n);
+            if (job->residual != NULL &&
+                add_bases(job->residual, job->offsets[j], n, d, buf) != 0) {
+                job->status = -2;
+                break;
+            }
             x = buf;
         } else {
             x = (const float *)row;
@@ -297,7 +330,6 @@ static void *maxsim_worker(void *arg) {
         }
     }
     free(buf);
-    job->status = 0;
     return NULL;
 }
 
@@ -306,7 +338,7 @@ static void *maxsim_worker(void *arg) {
 static int64_t maxsim_run(const void *tokens, int64_t kind, int64_t d, const int64_t *offsets,
                           const int64_t *lengths, int64_t n_docs, const int64_t *pair_query,
                           const float *queries, const int64_t *q_offsets, int64_t n_queries,
-                          float *scores, int64_t n_threads) {
+                          float *scores, int64_t n_threads, const residual_rows *residual) {
     int64_t n_groups = 0, n_lanes = 0;
     for (int64_t q = 0; q < n_queries; ++q) {
         for (int64_t left = q_offsets[q + 1] - q_offsets[q]; left > 0;) {
@@ -351,13 +383,13 @@ static int64_t maxsim_run(const void *tokens, int64_t kind, int64_t d, const int
     for (int64_t t = 0; t < n_threads; ++t) {
         maxsim_job job = {tokens,   kind,      d,        offsets,    lengths, n_docs,
                           groups,   group_start, q_offsets, n_groups, n_queries, pair_query,
-                          scores,   &next_doc,   0};
+                          scores,   &next_doc,   residual,  0};
         jobs[t] = job;
     }
     int64_t status = 0;
     run_jobs(maxsim_worker, jobs, sizeof(maxsim_job), n_threads);
     for (int64_t t = 0; t < n_threads; ++t)
-        if (jobs[t].status != 0) status = -1;
+        if (jobs[t].status != 0 && status != -2) status = jobs[t].status;
     free(groups);
     free(group_start);
     free(qt);
@@ -375,15 +407,22 @@ static int64_t maxsim_run(const void *tokens, int64_t kind, int64_t d, const int
  * scores      (n_queries, n_docs) float32 out: MaxSim; -inf for a document with no
  *             tokens, 0 for a query with none.
  * n_threads   threads that claim documents one at a time (a late starter does fewer).
- * Returns 0, or -1 when memory cannot be allocated.
+ * bases       NULL, or (quantized kinds only) residual rows: token rows from residual_from
+ *             on decode to their codes plus bases[labels[row]] ((n_bases, d) float32;
+ *             labels (n_labels,) uint16, one per token row, read from a file: checked).
+ * Returns 0, -1 when memory cannot be allocated, -2 when a residual row's label is not
+ * below n_bases or the row has no label.
  */
 MUVERA_EXPORT int64_t muvera_maxsim(const void *tokens, int64_t kind, int64_t d,
                                     const int64_t *offsets, const int64_t *lengths,
                                     int64_t n_docs, const float *queries,
                                     const int64_t *q_offsets, int64_t n_queries,
-                                    float *scores, int64_t n_threads) {
+                                    float *scores, int64_t n_threads, const float *bases,
+                                    int64_t n_bases, const uint16_t *labels, int64_t n_labels,
+                                    int64_t residual_from) {
+    const residual_rows residual = {bases, n_bases, labels, n_labels, residual_from};
     return maxsim_run(tokens, kind, d, offsets, lengths, n_docs, NULL, queries, q_offsets,
-                      n_queries, scores, n_threads);
+                      n_queries, scores, n_threads, bases != NULL ? &residual : NULL);
 }
 
 /*
@@ -399,7 +438,12 @@ MUVERA_EXPORT int64_t muvera_maxsim_pairs(const void *tokens, int64_t kind, int6
                                           const int64_t *offsets, const int64_t *lengths,
                                           const int64_t *pair_query, int64_t n_pairs,
                                           const float *queries, const int64_t *q_offsets,
-                                          int64_t n_queries, float *scores, int64_t n_threads) {
+                                          int64_t n_queries, float *scores, int64_t n_threads,
+                                          const float *bases, int64_t n_bases,
+                                          const uint16_t *labels, int64_t n_labels,
+                                          int64_t residual_from) {
+    const residual_rows residual = {bases, n_bases, labels, n_labels, residual_from};
     return maxsim_run(tokens, kind, d, offsets, lengths, n_pairs, pair_query, queries,
-                      q_offsets, n_queries, scores, n_threads);
+                      q_offsets, n_queries, scores, n_threads,
+                      bases != NULL ? &residual : NULL);
 }

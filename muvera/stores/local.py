@@ -4,8 +4,8 @@ vectors in one append-only file beside them, re-ranked by :mod:`muvera.scoring`.
 :class:`LocalStore` implements :class:`~muvera.stores.base.Store` once for both; a subclass
 says only how it keeps FDEs (``_add_fdes``, ``_delete_fdes``, ``_candidates``,
 ``_save_fdes``). Token vectors: ``tokens.bin`` (float16 or float32 rows of the token
-dimension, or int8/int4 codes with a scale per row as :mod:`muvera.token_codes` stores
-them; documents one after another); each label's span (offset, length) lives in the
+dimension, or int8/int4/residual4 codes with a scale per row as :mod:`muvera.token_codes`
+stores them; documents one after another); each label's span (offset, length) lives in the
 generation's state file. Compaction writes ``tokens-<generation>.bin`` without dead
 documents.
 """
@@ -27,36 +27,24 @@ from ..token_codes import CODE_KINDS, QuantizedTokens, encode_rows, row_bytes
 from . import cell_file
 from .base import Hits, Labels, Payload, StoreRecord
 from .cell_file import SCAN_TOKENS, WIDE, TokenCells
+from .token_section import check_float16_range, read_centre, read_residual
 
 __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
 
 # token formats -> numpy type of the stored values ("int4" packs two codes in each byte)
-TOKEN_DTYPES = {"float16": np.float16, "float32": np.float32, "int8": np.int8, "int4": np.int8}
+TOKEN_DTYPES = {
+    "float16": np.float16, "float32": np.float32, "int8": np.int8, "int4": np.int8,
+    "residual4": np.int8,  # int4 codes of each token's difference from its cell's centroid
+}  # fmt: skip
 COMPACT_AT = 0.5  # compact the token file once half of its vectors are dead
 EXHAUSTIVE_SIMS = 1 << 22  # scores per block of an exact search over every document
 # A filter that lets at most this many times `candidates` documents through is answered by
 # exact MaxSim over them (no more work than re-ranking that many candidates, and exact).
 FILTER_EXACT_FACTOR = 4
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def _ms_since(start: float) -> float:
     return 1000 * (time.perf_counter() - start)
-
-
-def check_float16_range(docs: TokenBatch, what: str = "add") -> None:
-    """Raise when a document has token values that float16 cannot hold (+-65504)."""
-    if docs.tokens.shape[0] == 0:
-        return
-    top = np.abs(docs.tokens).max(axis=1)
-    if float(top.max()) <= _FLOAT16_MAX:
-        return
-    row = int(np.argmax(top > _FLOAT16_MAX))
-    item = int(np.searchsorted(docs.offsets, row, side="right")) - 1
-    raise MuveraError(
-        f"{what}: document {item} has token values beyond float16's range (+-65504); "
-        'scale the vectors or create the index with token_dtype="float32"'
-    )
 
 
 class LocalStore:
@@ -92,32 +80,20 @@ class LocalStore:
         )
         self.offsets = np.asarray(arrays.get("offsets", np.zeros(0)), dtype=np.int64)
         self.lengths = np.asarray(arrays.get("lengths", np.zeros(0)), dtype=np.int64)
-        self.centre = self._read_centre(tokens.get("centre"))
+        self.centre = read_centre(
+            tokens.get("centre"), self.token_format, token_dimension, self._tokens.committed
+        )
         self._check_spans(arrays.get("alive"))
         self.cells = (
             None if "cells" not in tokens
             else TokenCells(directory, tokens["cells"], self._tokens.committed // self.row_bytes,
                             token_dimension)
         )  # fmt: skip
-
-    def _read_centre(self, value: Any) -> npt.NDArray[np.float32] | None:
-        """The quantized stores' centre: ``token_dimension`` finite numbers, present once
-        the token file holds rows (fitted at the first add); None for float stores."""
-        if self.token_format not in CODE_KINDS:
-            return None
-        if value is None and self._tokens.committed == 0:
-            return None
-        if (
-            not isinstance(value, list)
-            or len(value) != self.token_dimension
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            or not np.isfinite(np.asarray(value, np.float64)).all()
-            or np.abs(np.asarray(value, np.float64)).max(initial=0) > 3e38
-        ):
-            raise MuveraError(
-                f"the token section's centre must be {self.token_dimension} finite numbers"
-            )
-        return np.asarray(value, np.float32)
+        self.residual_from = read_residual(
+            tokens.get("residual_from"), self.token_format, self.cells,
+            self._tokens.committed // self.row_bytes, self.centre,
+        )  # fmt: skip
+        self._bases: npt.NDArray[np.float32] | None = None
 
     def _check_spans(self, alive: Any) -> None:
         """Every live document's token span inside the committed token file (read from
@@ -146,6 +122,8 @@ class LocalStore:
         if not isinstance(cells, bool):
             raise MuveraError(f"store option token_cells must be True or False, got {cells!r}")
         tokens: dict[str, Any] = {"file": "tokens.bin", "dtype": token_dtype, "bytes": 0}
+        if token_dtype == "residual4" and not cells:
+            raise MuveraError('token dtype "residual4" needs the token cells (token_cells=True)')
         if cells:
             tokens["cells"] = {}
         return cls._build(directory, encoder.output_dimension, encoder.config.dimension,
@@ -246,15 +224,27 @@ class LocalStore:
     ) -> None:
         del ids, payloads  # kept by the index
         first = self._tokens.committed // self.row_bytes
+        residual = self.token_format == "residual4" and self.cells is not None
+        if residual and self.cells is not None:  # cells first: the rows' labels are their bases
+            if self.centre is None:
+                self.centre = np.asarray(docs.tokens, np.float64).mean(axis=0).astype(np.float32)
+            self.cells.add(np.asarray(docs.tokens, np.float32), first, self._float_rows)
+            if self.cells.fitted and self.residual_from is None:
+                self.residual_from = first  # rows before it keep the centre
         if self.token_format in CODE_KINDS:
             if self.centre is None:  # the first batch's mean token (see token_codes)
                 self.centre = np.asarray(docs.tokens, np.float64).mean(axis=0).astype(np.float32)
-            values = encode_rows(np.asarray(docs.tokens) - self.centre, self.token_format)
+            base: Any = self.centre
+            if residual and self.residual_from is not None and self.cells is not None:
+                fitted = self.cells.cells
+                cell_of = self.cells.code_rows()[first : first + docs.tokens.shape[0]]
+                base = fitted.fine[cell_of] if fitted is not None else base
+            values = encode_rows(np.asarray(docs.tokens) - base, self.token_format)
         else:
             values = np.ascontiguousarray(docs.tokens, dtype=self.token_dtype)
         start = self._tokens.append(values.tobytes())
         self._tokens.committed = start + values.nbytes
-        if self.cells is not None:
+        if self.cells is not None and not residual:
             self.cells.add(np.asarray(docs.tokens, np.float32), first, self._float_rows)
         self._add_fdes(labels, fdes)
         self.offsets = np.concatenate([self.offsets, first + docs.offsets[:-1]])
@@ -273,9 +263,20 @@ class LocalStore:
         memory-mapped."""
         if self.token_format in CODE_KINDS:
             return QuantizedTokens(
-                self._raw_rows(), self.token_format, self.token_dimension, self.centre
-            )
+                self._raw_rows(), self.token_format, self.token_dimension, self.centre,
+                self._residual(),
+            )  # fmt: skip
         return self._tokens.view(self.token_dtype).reshape(-1, self.token_dimension)
+
+    def _residual(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint16], int] | None:
+        """(bases = centroids - centre, the cells' labels, first residual row), or None."""
+        if self.residual_from is None or self.cells is None or self.cells.cells is None:
+            return None
+        if self._bases is None and self.centre is not None:
+            self._bases = np.ascontiguousarray(self.cells.cells.fine - self.centre, np.float32)
+        if self._bases is None:
+            return None
+        return self._bases, self.cells.code_rows(), self.residual_from
 
     def _float_rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
         """Token rows ``start .. stop`` as float32 (decoded where quantized)."""
@@ -406,6 +407,9 @@ class LocalStore:
         view = self._raw_rows()
         new_offsets = np.zeros_like(self.offsets)
         new_offsets[live] = np.cumsum(self.lengths[live]) - self.lengths[live]
+        if self.residual_from is not None:  # the rows kept before it (adds end documents)
+            before = self.offsets[live] < self.residual_from
+            self.residual_from = int(self.lengths[live][before].sum())
         spans = zip(self.offsets[live].tolist(), self.lengths[live].tolist(), strict=True)
         parts = [view[o : o + n] for o, n in spans]
         data = np.concatenate(parts).tobytes() if parts else b""
@@ -434,6 +438,8 @@ class LocalStore:
         )
         if self.centre is not None:
             tokens["centre"] = [float(v) for v in self.centre]
+        if self.residual_from is not None:
+            tokens["residual_from"] = self.residual_from
         if self.cells is not None:
             tokens["cells"] = self.cells.section()
         arrays = {"offsets": self.offsets, "lengths": self.lengths}

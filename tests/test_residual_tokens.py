@@ -1,0 +1,224 @@
+"""Token dtype "residual4": int4 codes of each token's difference from its token cell's
+centroid (PLAID's residual compression). Decoding against a literal reference, every
+kernel variant and numpy against the decoded vectors, damaged labels, the index that
+switches to residuals when its cells are fitted (compaction, reopening, format version,
+bad manifests), and fidelity against int4 on the same tokens."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import ragged
+
+from muvera import FDEConfig, Index, MuveraError, maxsim, native
+from muvera.cells import MIN_FIT_TOKENS
+from muvera.scoring import maxsim_pairs, maxsim_spans
+from muvera.token_codes import QuantizedTokens, encode_rows
+
+RUNNABLE = [v for v in native.VARIANTS if native.load_variant(v) is not None]
+CONFIG = FDEConfig(dimension=8, num_repetitions=2, num_simhash_projections=2, seed=5)
+
+
+def _residual_matrix(seed: int, d: int, n_rows: int, n_bases: int, first: int):
+    """Stored residual rows, their labels and bases, and the literal decoding of each row:
+    scale * code (+ bases[label] from row ``first`` on) + centre."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_rows, d)).astype(np.float32)
+    bases = rng.standard_normal((n_bases, d)).astype(np.float32)
+    labels = rng.integers(0, n_bases, n_rows).astype(np.uint16)
+    centre = rng.standard_normal(d).astype(np.float32)
+    rows = encode_rows(x, "residual4")
+    literal = np.empty((n_rows, d), np.float32)
+    for r in range(n_rows):
+        scale = float(rows[r, :4].copy().view("<f4")[0])
+        half = (d + 1) // 2
+        nibbles = [int(b) & 15 for b in rows[r, 4:]] + [int(b) >> 4 for b in rows[r, 4:]]
+        codes = [nibbles[i] for i in range(half)] + [nibbles[half + i] for i in range(d - half)]
+        literal[r] = [scale * (c - 8) for c in codes]
+        if r >= first:
+            literal[r] += bases[labels[r]]
+        literal[r] += centre
+    matrix = QuantizedTokens(rows, "residual4", d, centre, (bases, labels, first))
+    return matrix, literal, x, labels, bases
+
+
+@pytest.mark.parametrize("d", [5, 128])
+def test_residual_rows_decode_as_written(d):
+    matrix, literal, _, _, _ = _residual_matrix(0, d, 50, 7, 23)
+    np.testing.assert_allclose(matrix[0:50], literal, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(matrix[10:30], literal[10:30], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(matrix[30:40], literal[30:40], rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError):
+        matrix[0:50:2]
+
+
+@pytest.mark.parametrize("d", [5, 128])
+def test_scoring_residual_rows_is_scoring_the_decoded_vectors(monkeypatch, d):
+    matrix, literal, _, _, _ = _residual_matrix(1, d, 300, 9, 111)  # first inside a span
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(0, 25, 14).astype(np.int64)
+    offsets = np.minimum(rng.integers(0, 300, 14), 300 - lengths).astype(np.int64)
+    queries = ragged(rng, [3, 17, 40], d)
+    q_all = np.concatenate(queries)
+    q_offsets = np.array([0, 3, 20, 60], np.int64)
+    want = maxsim(queries, [literal[o : o + n] for o, n in zip(offsets, lengths, strict=True)])
+    for kernel in ("native", "numpy"):
+        if kernel == "numpy":
+            monkeypatch.setattr(native, "load", lambda: None)
+        got = maxsim_spans(matrix, offsets, lengths, q_all, q_offsets)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=kernel)
+        pq, pd = np.nonzero(np.ones(want.shape, bool))
+        pairs = maxsim_pairs(matrix, offsets[pd], lengths[pd], pq, q_all, q_offsets)
+        np.testing.assert_allclose(pairs, want[pq, pd], rtol=1e-5, atol=1e-4, err_msg=kernel)
+
+
+@pytest.mark.skipif(not RUNNABLE, reason="no compiled variant runs here")
+def test_every_variant_scores_residual_rows_alike():
+    matrix, literal, _, _, _ = _residual_matrix(3, 96, 400, 33, 150)
+    lengths = np.full(16, 25, np.int64)
+    offsets = np.arange(16, dtype=np.int64) * 25
+    rng = np.random.default_rng(4)
+    q_all = rng.standard_normal((40, 96)).astype(np.float32)
+    q_offsets = np.array([0, 7, 40], np.int64)
+    want = maxsim_spans(literal, offsets, lengths, q_all, q_offsets)
+    for variant in RUNNABLE:
+        out = np.empty(want.shape, np.float32)
+        status = native.load_variant(variant).maxsim(
+            matrix, offsets, lengths, q_all, q_offsets, out, 2
+        )
+        assert status == 0
+        centre = np.add.reduceat(q_all @ matrix.centre, q_offsets[:-1])  # added by scoring
+        np.testing.assert_allclose(out + centre[:, None], want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["native", "numpy"])
+def test_damaged_labels_raise(monkeypatch, kernel):
+    if kernel == "numpy":
+        monkeypatch.setattr(native, "load", lambda: None)
+    matrix, _, _, labels, bases = _residual_matrix(5, 16, 60, 4, 20)
+    q = np.ones((3, 16), np.float32)
+    qo = np.array([0, 3], np.int64)
+    bad = labels.copy()
+    bad[40] = 4  # one past the bases
+    damaged = QuantizedTokens(matrix.rows, "residual4", 16, matrix.centre, (bases, bad, 20))
+    with pytest.raises(MuveraError, match="out of range"):
+        maxsim_spans(damaged, np.array([30]), np.array([20]), q, qo)
+    # a label before the first residual row is never read
+    early = labels.copy()
+    early[5] = 999
+    fine = QuantizedTokens(matrix.rows, "residual4", 16, matrix.centre, (bases, early, 20))
+    np.testing.assert_allclose(
+        maxsim_spans(fine, np.array([0]), np.array([20]), q, qo),
+        maxsim_spans(matrix, np.array([0]), np.array([20]), q, qo),
+    )
+    short = QuantizedTokens(matrix.rows, "residual4", 16, matrix.centre, (bases, labels[:50], 20))
+    with pytest.raises(MuveraError):
+        maxsim_spans(short, np.array([40]), np.array([20]), q, qo)
+
+
+def _corpus(seed=0, n=500):
+    """A shared component plus clustered tokens: enough rows to fit the cells."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, 8)).astype(np.float32)
+    docs = []
+    for _ in range(n):
+        k = int(rng.integers(50, 90))
+        t = centres[rng.integers(0, 40, k)] + 0.3 * rng.standard_normal((k, 8))
+        docs.append((t + 3.0).astype(np.float32))
+    assert sum(map(len, docs)) > MIN_FIT_TOKENS
+    return rng, docs
+
+
+def _manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("store", ["exact", "hnswlib"])
+def test_an_index_switches_to_residuals_when_its_cells_are_fitted(tmp_path, store, maxsim_kernel):
+    _, docs = _corpus()
+    queries = [docs[i][:12] + 0.05 for i in range(0, 500, 25)]
+    path = tmp_path / "ix"
+    with Index.create(path, CONFIG, store=store, token_dtype="residual4") as index:
+        index.add(list(range(100)), docs[:100])  # too few tokens: no cells, int4 rows
+        assert "residual_from" not in _manifest(path)["tokens"]
+        early = (path / "tokens.bin").read_bytes()
+        index.add(list(range(100, 500)), docs[100:])
+        tokens = _manifest(path)["tokens"]
+        first = sum(map(len, docs[:100]))
+        assert tokens["residual_from"] == first and tokens["cells"]
+        assert index.manifest["format_version"] == 6
+        assert (path / "tokens.bin").read_bytes()[: len(early)] == early  # append-only
+        stored = [index.store.tokens(i) for i in range(500)]
+        # mean error of the rows stored as residuals
+        err = np.mean([np.abs(s - d).mean() for s, d in zip(stored[100:], docs[100:], strict=True)])
+        exact = index.search_exact(queries, k=10)
+        want = maxsim(queries, stored)
+        np.testing.assert_allclose(
+            exact.scores, -np.sort(-want, axis=1)[:, :10], rtol=1e-5, atol=1e-4
+        )
+        index.delete(list(range(0, 500, 2)))
+        index.compact()
+        tokens = _manifest(path)["tokens"]
+        assert tokens["residual_from"] == sum(map(len, docs[1:100:2]))
+        after = index.search_exact(queries, k=10)
+        for i in range(1, 500, 2):
+            np.testing.assert_array_equal(index.store.tokens(index._labels([i])[0]), stored[i])
+    with Index.open(path, mode="r") as index:
+        again = index.search_exact(queries, k=10)
+        assert again.ids.tolist() == after.ids.tolist()
+        np.testing.assert_array_equal(again.scores, after.scores)
+    # the same tokens as plain int4 (differences from the centre): larger errors
+    with Index.create(tmp_path / "int4", CONFIG, store=store, token_dtype="int4") as index:
+        index.add(list(range(500)), docs)
+        plain = np.mean([np.abs(index.store.tokens(i) - docs[i]).mean() for i in range(100, 500)])
+    assert err < 0.6 * plain, (err, plain)
+
+
+def test_residual4_needs_token_cells_and_a_local_store(tmp_path):
+    with pytest.raises(MuveraError, match="token cells"):
+        Index.create(tmp_path / "a", CONFIG, "exact", token_dtype="residual4",
+                     store_options={"token_cells": False})  # fmt: skip
+    with pytest.raises(MuveraError, match="residual4"):
+        Index.create(tmp_path / "b", CONFIG, "qdrant", token_dtype="residual4",
+                     store_options={"location": ":memory:"})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda t: t.pop("residual_from"), "residual_from"),
+        (lambda t: t.update(residual_from=-1), "residual_from"),
+        (lambda t: t.update(residual_from=10**9), "residual_from"),
+        (lambda t: t.update(residual_from=True), "residual_from"),
+        (lambda t: t.update(residual_from="0"), "residual_from"),
+        (lambda t: t.update(dtype="int4"), "residual_from"),
+        (lambda t: t.pop("centre"), "centre"),
+        (lambda t: t.update(cells={}), "residual_from"),
+    ],
+)
+def test_a_bad_token_section_is_refused(tmp_path, change, match):
+    _, docs = _corpus(1, 500)
+    path = tmp_path / "ix"
+    with Index.create(path, CONFIG, "exact", token_dtype="residual4") as index:
+        index.add(list(range(500)), docs)
+    manifest = _manifest(path)
+    change(manifest["tokens"])
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MuveraError, match=match):
+        Index.open(path, mode="r")
+
+
+def test_a_damaged_cell_file_cannot_crash_the_rerank(tmp_path, maxsim_kernel):
+    _, docs = _corpus(2, 500)
+    path = tmp_path / "ix"
+    with Index.create(path, CONFIG, "exact", token_dtype="residual4") as index:
+        index.add(list(range(500)), docs)
+        cells = _manifest(path)["tokens"]["cells"]
+        first = _manifest(path)["tokens"]["residual_from"]
+    data = bytearray((path / cells["file"]).read_bytes())
+    data[2 * first : 2 * first + 2] = (65_535).to_bytes(2, "little")  # no such cell
+    (path / cells["file"]).write_bytes(bytes(data))
+    with Index.open(path, mode="r") as index, pytest.raises(MuveraError, match="out of range"):
+        index.search_exact([docs[0][:5]], k=3)
