@@ -12,11 +12,16 @@ MaxSim top-10 (brute force over the float16 documents, cached in ``benchmarks/.c
 that the two-stage top-10 finds.
 
 The writer closes the index while the reader runs (so their memory does not add up) and
-reopens it for the next step.
+reopens it for the next step. To tell a slow search from one that reads the disk, the
+reader also reports its major page faults during the timed pass, the writer process's RSS
+and the machine's page cache (``Cached`` in /proc/meminfo) at that time. ``--keep`` keeps
+the index folder (inside ``--dir``) so that ``--reader`` can search it again alone.
 
 Usage: ``python benchmarks/bench_scale_text.py [--steps 10000,30000,100000]
 [--token-dtype float16|int8|int4] [--final-projection N] [--bulk] [--queries 200]
-[--dir DIR] [--out benchmarks/results/scale_text_int8.json]``
+[--dir DIR] [--keep] [--out benchmarks/results/scale_text_int8.json]``; a kept index
+searched again alone: ``python benchmarks/bench_scale_text.py --reader INDEX QUERIES.npz
+--summary``
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -86,13 +93,34 @@ def read_side(path: Path, queries_file: Path) -> dict[str, Any]:
         for q in queries:
             index.search([q], k=10)
         times, ids = [], []
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
         for q in queries:
             t0 = time.perf_counter()
             result = index.search([q], k=10)
             times.append(1000 * (time.perf_counter() - t0))
             ids.append([int(x) for x in result.ids[0]])
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults
     return {"times_ms": times, "ids": ids, "rss_open": rss_open, "rss_peak": memory("VmHWM"),
-            "first_search_s": first_s}  # fmt: skip
+            "first_search_s": first_s, "major_faults_per_query": faults / len(queries),
+            "page_cache": _meminfo("Cached"), "writer_rss": _rss(os.getppid())}  # fmt: skip
+
+
+def _meminfo(key: str) -> int:
+    """A /proc/meminfo value in bytes (0 where there is none)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return 1024 * int(line.split()[1])
+    return 0
+
+
+def _rss(pid: int) -> int:
+    """The resident memory of process ``pid`` in bytes (0 where unknown)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return 1024 * int(line.split()[1])
+    return 0
 
 
 def disk(path: Path, index: Index) -> dict[str, int]:
@@ -110,7 +138,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     queries = corpus.queries(args.queries)
     steps = [int(s) for s in args.steps.split(",")]
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = (tempfile.mkdtemp(dir=args.dir) if args.keep
+               else stack.enter_context(tempfile.TemporaryDirectory(dir=args.dir)))  # fmt: skip
         path = Path(tmp) / "ix"
         qfile = Path(tmp) / "queries.npz"
         np.savez(qfile, *queries)
@@ -157,6 +187,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "reader_rss_after_open": reader["rss_open"],
                 "reader_peak_rss": reader["rss_peak"],
                 "reader_first_search_s": reader["first_search_s"],
+                "reader_major_faults_per_query": reader["major_faults_per_query"],
+                "page_cache_bytes": reader["page_cache"],
+                "writer_rss_during_reader": reader["writer_rss"],
+                "index_bytes": sum(sizes.values()),
                 "p50_ms": float(np.percentile(reader["times_ms"], 50)),
                 "p95_ms": float(np.percentile(reader["times_ms"], 95)),
                 "exact_top10_found": float(np.mean(found)),
@@ -164,6 +198,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             }
             print(row, file=sys.stderr, flush=True)
             rows.append(row)
+        if args.keep:
+            print(f"kept {path} (queries: {qfile})", file=sys.stderr, flush=True)
     return {"machine": machine(), "muvera": __version__, "token_dtype": args.token_dtype,
             "batch": args.batch, "bulk": args.bulk, "fde": config.to_dict(),
             "fde_dimension": index.encoder.output_dimension, "queries": len(queries),
@@ -181,12 +217,14 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "| documents | docs/s (step / all) | KiB/doc total (tokens + graph + rest) "
         "| writer peak RSS GiB | reader RSS GiB (open / peak) | reader's first search s "
-        "| p50 / p95 ms | exact top-10 found | exact top-1 first |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| p50 / p95 ms | major faults / query | exact top-10 found | exact top-1 first |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         b = r["bytes_per_doc"]
         first = f"{r['reader_first_search_s']:.2f}" if "reader_first_search_s" in r else "-"
+        faults = r.get("reader_major_faults_per_query")
+        faults = "-" if faults is None else f"{faults:.0f}"
         lines.append(
             f"| {r['documents']:,} | {r['step_docs_per_s']:.0f} / {r['docs_per_s']:.0f} "
             f"| {r['total_bytes_per_doc'] / 1024:.1f} ({b['tokens'] / 1024:.1f} + "
@@ -194,7 +232,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['writer_peak_rss'] / gib:.2f} "
             f"| {r['reader_rss_after_open'] / gib:.2f} / {r['reader_peak_rss'] / gib:.2f} "
             f"| {first} "
-            f"| {r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {r['exact_top10_found']:.3f} "
+            f"| {r['p50_ms']:.1f} / {r['p95_ms']:.1f} "
+            f"| {faults} "
+            f"| {r['exact_top10_found']:.3f} "
             f"| {r['exact_top1_first']:.3f} |"
         )
     return "\n".join(lines)
@@ -210,10 +250,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--final-projection", type=int, default=None, help="FDE final dims")
     parser.add_argument("--bulk", action="store_true", help="one bulk commit per step")
     parser.add_argument("--dir", type=Path, help="where the index is built (default: /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the index folder")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--reader":
         print(json.dumps(read_side(Path(sys.argv[2]), Path(sys.argv[3]))))
+    elif len(sys.argv) == 5 and sys.argv[1] == "--reader" and sys.argv[4] == "--summary":
+        r = read_side(Path(sys.argv[2]), Path(sys.argv[3]))
+        print(json.dumps({
+            "p50_ms": float(np.percentile(r["times_ms"], 50)),
+            "p95_ms": float(np.percentile(r["times_ms"], 95)),
+            **{k: v for k, v in r.items() if k not in ("times_ms", "ids")},
+        }))  # fmt: skip
     else:
         bench_main(__doc__, "scale_text.json", measure, markdown, add_arguments)

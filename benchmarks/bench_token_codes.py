@@ -1,4 +1,5 @@
-"""Quantized token stores for the re-rank: float16 (the default) vs int8 vs int4 codes
+"""Quantized token stores for the re-rank: float16 (the default) vs int8 vs int4 codes vs
+residual4 (int4 codes of each token's difference from its token cell's centroid)
 (:mod:`muvera.token_codes`, one float32 scale per token).
 
 For each case (``dataset:split:variant`` as in ``bench_quality.py``: the shared MiniLM-128
@@ -10,7 +11,8 @@ a fraction of the float16 store's, the share of the float32 exact top-10 that th
 tokens' exact top-10 keeps, and per-query latency (one query at a time, p50 / p95). Nothing
 is tuned here (the codes have no parameter): every case is a measurement.
 
-Usage: ``python benchmarks/bench_token_codes.py [--cases ...] [--formats float16,int8,int4]``
+Usage: ``python benchmarks/bench_token_codes.py [--cases ...]
+[--formats float16,int8,int4,residual4]``
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default=CASES)
-    parser.add_argument("--formats", default="float16,int8,int4")
+    parser.add_argument("--formats", default="float16,int8,int4,residual4")
 
 
 if __name__ == "__main__":
