@@ -14,6 +14,7 @@ from helpers import ragged
 
 from muvera import FDEConfig, Index, MuveraError, maxsim, native
 from muvera.cells import MIN_FIT_TOKENS
+from muvera.index.info import describe
 from muvera.scoring import maxsim_pairs, maxsim_spans
 from muvera.token_codes import QuantizedTokens, encode_rows
 
@@ -149,6 +150,7 @@ def test_an_index_switches_to_residuals_when_its_cells_are_fitted(tmp_path, stor
         first = sum(map(len, docs[:100]))
         assert tokens["residual_from"] == first and tokens["cells"]
         assert index.manifest["format_version"] == 6
+        assert f"token rows from {first:,} on are residuals" in describe(index)["token_cells"]
         assert (path / "tokens.bin").read_bytes()[: len(early)] == early  # append-only
         stored = [index.store.tokens(i) for i in range(500)]
         # mean error of the rows stored as residuals

@@ -60,4 +60,6 @@ def _cells(manifest: dict[str, Any]) -> str:
         f"every live document scored (<= {SCAN_TOKENS:,} token rows)" if rows <= SCAN_TOKENS
         else f"FDE top + probed cells' postings (> {SCAN_TOKENS:,} token rows)"
     )  # fmt: skip
-    return f"{cells.get('coarse')} x {cells.get('fine')} cells; {mode}"
+    residual = (manifest.get("tokens") or {}).get("residual_from")
+    stored = "" if residual is None else f"; token rows from {residual:,} on are residuals"
+    return f"{cells.get('coarse')} x {cells.get('fine')} cells; {mode}{stored}"
