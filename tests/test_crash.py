@@ -61,7 +61,7 @@ def _close_qdrant_clients() -> None:
 
 
 STORES = ["exact", "exact-int8", "hnswlib", "hnswlib-calibrated", "hnswlib-bulk",
-          "hnswlib-cells", "qdrant", "qdrant-edge"]  # fmt: skip
+          "hnswlib-cells", "exact-residual4", "qdrant", "qdrant-edge"]  # fmt: skip
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -71,7 +71,8 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
     (format version 3), which must stay calibrated; "exact-int8" keeps int8 token codes
     (format version 4); "hnswlib-bulk" writes inside ``Index.bulk(commit_every=6)``;
     "hnswlib-cells" starts with fitted token cells (format version 5), whose code file
-    grows and is compacted with the tokens."""
+    grows and is compacted with the tokens; "exact-residual4" too, its later rows stored as
+    residuals of those cells (format version 6)."""
     pytest.importorskip("qdrant_client" if store.startswith("qdrant") else "hnswlib")
     if store == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
@@ -86,14 +87,15 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         from muvera.fde.calibration import Calibration
 
         calibration = Calibration.fit(np.concatenate([_doc(i) for i in range(400)]))
-    cells = store.endswith("-cells")
-    dtype = "int8" if store.endswith("-int8") else "float16"
+    cells = store.endswith(("-cells", "-residual4"))
+    dtype = {"int8": "int8", "residual4": "residual4"}.get(store.split("-")[-1], "float16")
     with Index.create(path, CONFIG, store=kind, store_options=options, calibration=calibration,
                       token_dtype=dtype) as index:  # fmt: skip
         if cells:
             index.add(list(range(40)), [_big_doc(i) for i in range(40)])
             assert index.store.uses_cells
     _close_qdrant_clients()  # the writers' processes open the storage
+    tolerance = 0.15 if dtype == "residual4" else 1e-2  # 4-bit codes of unit rows
     ctx = mp.get_context("spawn")
     rng = np.random.default_rng(0)
     seen = 0
@@ -115,7 +117,7 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
             assert getattr(index.store, "uses_cells", False) == cells
             for doc_id in ids[-3:]:
                 doc = _big_doc(doc_id) if cells and doc_id < 40 else _doc(doc_id)
-                np.testing.assert_allclose(index.tokens(doc_id), doc, atol=1e-2)
+                np.testing.assert_allclose(index.tokens(doc_id), doc, atol=tolerance)
                 hit = index.search([doc], k=1, candidates=len(ids))
                 assert hit.ids[0, 0] == doc_id
             _close_qdrant_clients()
