@@ -20,14 +20,17 @@ the index folder (inside ``--dir``) so that ``--reader`` can search it again alo
 Usage: ``python benchmarks/bench_scale_text.py [--steps 10000,30000,100000]
 [--token-dtype float16|int8|int4] [--final-projection N] [--bulk] [--queries 200]
 [--dir DIR] [--keep] [--out benchmarks/results/scale_text_int8.json]``; a kept index
-searched again alone: ``python benchmarks/bench_scale_text.py --reader INDEX QUERIES.npz
---summary``
+searched again by a fresh reader, alone on the machine:
+``python benchmarks/bench_scale_text.py --search-again INDEX [--queries 100] [--seed 0]
+[--out JSON]`` (the same query sample and cached ground truth; the index must be one this
+script built, documents 0 .. n-1 of the corpus).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -59,7 +62,8 @@ def ground_truth(corpus: TextLikeCorpus, n_docs: int, queries: list[np.ndarray])
     """Exact MaxSim top-10 document numbers of every query over documents 0 .. n_docs
     (float16 tokens, as generated), cached per corpus parameters."""
     CACHE.mkdir(exist_ok=True)
-    key = f"scale_text-s{corpus.seed}-n{corpus.noise}-{n_docs}-{len(queries)}.npy"
+    mark = hashlib.sha1(np.concatenate(queries).tobytes()).hexdigest()[:8]  # these queries
+    key = f"scale_text-s{corpus.seed}-n{corpus.noise}-{n_docs}-{len(queries)}-{mark}.npy"
     if (CACHE / key).is_file():
         return np.load(CACHE / key)
     q_all = np.concatenate(queries)
@@ -121,6 +125,43 @@ def _rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return 1024 * int(line.split()[1])
     return 0
+
+
+def search_again(argv: list[str]) -> None:
+    """A kept index searched by a fresh reader process: the row's reader columns."""
+    parser = argparse.ArgumentParser(prog="bench_scale_text.py --search-again")
+    parser.add_argument("index", type=Path)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    corpus = TextLikeCorpus.from_cache(seed=args.seed)
+    queries = corpus.queries(args.queries)
+    with Index.open(args.index, mode="r") as index:
+        n_docs = len(index)
+        sizes = disk(args.index, index)
+    with tempfile.TemporaryDirectory() as tmp:
+        qfile = Path(tmp) / "queries.npz"
+        np.savez(qfile, *queries)
+        reader = json.loads(subprocess.run(
+            [sys.executable, __file__, "--reader", str(args.index), str(qfile)],
+            capture_output=True, text=True, check=True,
+        ).stdout)  # fmt: skip
+    truth = ground_truth(corpus, n_docs, queries)
+    pairs = list(zip(reader["ids"], truth.tolist(), strict=True))
+    row = {
+        "documents": n_docs,
+        "total_bytes_per_doc": sum(sizes.values()) / n_docs,
+        "bytes_per_doc": {k: v / n_docs for k, v in sizes.items()},
+        "p50_ms": float(np.percentile(reader["times_ms"], 50)),
+        "p95_ms": float(np.percentile(reader["times_ms"], 95)),
+        "exact_top10_found": float(np.mean([len(set(a) & set(b)) / 10 for a, b in pairs])),
+        **{k: v for k, v in reader.items() if k not in ("times_ms", "ids")},
+    }
+    result = {"machine": machine(), "muvera": __version__, "index": str(args.index), "row": row}
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def disk(path: Path, index: Index) -> dict[str, int]:
@@ -256,12 +297,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--reader":
         print(json.dumps(read_side(Path(sys.argv[2]), Path(sys.argv[3]))))
-    elif len(sys.argv) == 5 and sys.argv[1] == "--reader" and sys.argv[4] == "--summary":
-        r = read_side(Path(sys.argv[2]), Path(sys.argv[3]))
-        print(json.dumps({
-            "p50_ms": float(np.percentile(r["times_ms"], 50)),
-            "p95_ms": float(np.percentile(r["times_ms"], 95)),
-            **{k: v for k, v in r.items() if k not in ("times_ms", "ids")},
-        }))  # fmt: skip
+    elif len(sys.argv) > 1 and sys.argv[1] == "--search-again":
+        search_again(sys.argv[2:])
     else:
         bench_main(__doc__, "scale_text.json", measure, markdown, add_arguments)

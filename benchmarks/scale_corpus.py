@@ -78,6 +78,8 @@ class TextLikeCorpus:
         tokens, lengths, queries = [], [], []
         for name in DATASETS:
             data = SHARED / "data" / name
+            if not data.is_dir():  # else the cached test split alone: other queries
+                raise SystemExit(f"{data} is missing: the corpus and its queries come from it")
             splits = ("test", "train") if (data / "qrels" / "train.tsv").is_file() else ("test",)
             for split in splits:
                 if not cache_path(data, MODEL, split).is_file():
