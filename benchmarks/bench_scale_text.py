@@ -22,8 +22,9 @@ Usage: ``python benchmarks/bench_scale_text.py [--steps 10000,30000,100000]
 [--dir DIR] [--keep] [--out benchmarks/results/scale_text_int8.json]``; a kept index
 searched again by a fresh reader, alone on the machine:
 ``python benchmarks/bench_scale_text.py --search-again INDEX [--queries 100] [--seed 0]
-[--out JSON]`` (the same query sample and cached ground truth; the index must be one this
-script built, documents 0 .. n-1 of the corpus).
+[--out RESULTS.json]`` (the same query sample and cached ground truth; the index must be
+one this script built, documents 0 .. n-1 of the corpus; the row is added to the results
+file's ``search_again`` list and to its table).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def search_again(argv: list[str]) -> None:
     parser.add_argument("index", type=Path)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="also add the row to this results file")
     args = parser.parse_args(argv)
     corpus = TextLikeCorpus.from_cache(seed=args.seed)
     queries = corpus.queries(args.queries)
@@ -156,12 +157,17 @@ def search_again(argv: list[str]) -> None:
         "p50_ms": float(np.percentile(reader["times_ms"], 50)),
         "p95_ms": float(np.percentile(reader["times_ms"], 95)),
         "exact_top10_found": float(np.mean([len(set(a) & set(b)) / 10 for a, b in pairs])),
+        "exact_top1_first": float(np.mean([a[0] == b[0] for a, b in pairs])),
         **{k: v for k, v in reader.items() if k not in ("times_ms", "ids")},
     }
-    result = {"machine": machine(), "muvera": __version__, "index": str(args.index), "row": row}
-    print(json.dumps(result, indent=1))
-    if args.out:
+    print(json.dumps(row, indent=1))
+    if args.out:  # a results file of this script: the row joins its "search_again" list
+        result = json.loads(args.out.read_text())
+        if result["machine"] != machine():
+            raise SystemExit(f"{args.out} was measured on another machine")
+        result.setdefault("search_again", []).append(row)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(markdown(result))
 
 
 def disk(path: Path, index: Index) -> dict[str, int]:
@@ -274,11 +280,24 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['reader_rss_after_open'] / gib:.2f} / {r['reader_peak_rss'] / gib:.2f} "
             f"| {first} "
             f"| {r['p50_ms']:.1f} / {r['p95_ms']:.1f} "
-            f"| {faults} "
-            f"| {r['exact_top10_found']:.3f} "
-            f"| {r['exact_top1_first']:.3f} |"
+            f"| {faults} | {_share(r['exact_top10_found'])} | {_share(r['exact_top1_first'])} |"
+        )
+    for r in result.get("search_again", []):  # kept indexes searched again, writer gone
+        b = r["bytes_per_doc"]
+        lines.append(
+            f"| {r['documents']:,} (fresh reader alone) | - "
+            f"| {r['total_bytes_per_doc'] / 1024:.1f} ({b['tokens'] / 1024:.1f} + "
+            f"{b['graph'] / 1024:.1f} + {b['other'] / 1024:.1f}) | - "
+            f"| {r['rss_open'] / gib:.2f} / {r['rss_peak'] / gib:.2f} "
+            f"| {r['first_search_s']:.2f} | {r['p50_ms']:.1f} / {r['p95_ms']:.1f} "
+            f"| {r['major_faults_per_query']:.0f} | {_share(r['exact_top10_found'])} "
+            f"| {_share(r['exact_top1_first'])} |"
         )
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
