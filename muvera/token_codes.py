@@ -79,16 +79,23 @@ def encode_rows(x: npt.NDArray[Any], kind: str) -> npt.NDArray[np.uint8]:
     top = _check_kind(kind)
     x = np.asarray(x, dtype=np.float32)
     n, d = x.shape
-    peak = np.abs(x).max(axis=1) if d else np.zeros(n, np.float32)
+    # |x| row maxima and codes with one float temporary (these run on every add)
+    peak = np.maximum(x.max(axis=1), -x.min(axis=1)) if d else np.zeros(n, np.float32)
+    peak += np.float32(0)  # -0.0 (rows of zeros) -> 0.0, as |x| gives
     scale = (peak / np.float32(top)).astype(np.float32)
     safe = np.where(scale > 0, scale, np.float32(1))
-    codes = np.clip(np.rint(x / safe[:, None]), -top, top).astype(np.int8)
+    scaled = np.divide(x, safe[:, None])
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -top, top, out=scaled)
+    codes = scaled.astype(np.int8)
+    del scaled
     out = np.empty((n, row_bytes(kind, d)), dtype=np.uint8)
     out[:, :4] = scale.astype(_SCALE).view(np.uint8).reshape(n, 4)
     if kind == "int8":
         out[:, 4:] = codes.view(np.uint8)
     else:
-        nibbles = (codes.astype(np.int16) + 8).astype(np.uint8)
+        codes += np.int8(8)  # -7 .. 7 -> 1 .. 15: the stored nibbles
+        nibbles = codes.view(np.uint8)
         if d % 2:
             nibbles = np.concatenate([nibbles, np.full((n, 1), 8, np.uint8)], axis=1)
         half = (d + 1) // 2
