@@ -224,32 +224,34 @@ class LocalStore:
     ) -> None:
         del ids, payloads  # kept by the index
         first = self._tokens.committed // self.row_bytes
+        tokens = np.asarray(docs.tokens, np.float32)
         residual = self.token_format == "residual4" and self.cells is not None
-        if residual and self.cells is not None:  # cells first: the rows' labels are their bases
-            if self.centre is None:
-                self.centre = np.asarray(docs.tokens, np.float64).mean(axis=0).astype(np.float32)
-            self.cells.add(np.asarray(docs.tokens, np.float32), first, self._float_rows)
+        if residual and self.cells is not None:  # cells first: a residual row's base is its cell
+            self.cells.add(tokens, first, self._float_rows)
             if self.cells.fitted and self.residual_from is None:
                 self.residual_from = first  # rows before it keep the centre
-        if self.token_format in CODE_KINDS:
-            if self.centre is None:  # the first batch's mean token (see token_codes)
-                self.centre = np.asarray(docs.tokens, np.float64).mean(axis=0).astype(np.float32)
-            base: Any = self.centre
-            if residual and self.residual_from is not None and self.cells is not None:
-                fitted = self.cells.cells
-                cell_of = self.cells.code_rows()[first : first + docs.tokens.shape[0]]
-                base = fitted.fine[cell_of] if fitted is not None else base
-            values = encode_rows(np.asarray(docs.tokens) - base, self.token_format)
-        else:
-            values = np.ascontiguousarray(docs.tokens, dtype=self.token_dtype)
+        values = self._encode(tokens, first)
         start = self._tokens.append(values.tobytes())
         self._tokens.committed = start + values.nbytes
         if self.cells is not None and not residual:
-            self.cells.add(np.asarray(docs.tokens, np.float32), first, self._float_rows)
+            self.cells.add(tokens, first, self._float_rows)
         self._add_fdes(labels, fdes)
         self.offsets = np.concatenate([self.offsets, first + docs.offsets[:-1]])
         self.lengths = np.concatenate([self.lengths, docs.lengths])
         self._live = np.concatenate([self._live, np.ones(docs.lengths.shape, bool)])
+
+    def _encode(self, tokens: npt.NDArray[np.float32], first: int) -> npt.NDArray[Any]:
+        """Rows ``first ..`` as stored: float values, or the codes of each token's difference
+        from its base (the centre; for residual rows, its cell's centroid)."""
+        if self.token_format not in CODE_KINDS:
+            return np.ascontiguousarray(tokens, dtype=self.token_dtype)
+        if self.centre is None:  # the first batch's mean token (see token_codes)
+            self.centre = tokens.mean(axis=0, dtype=np.float64).astype(np.float32)
+        fitted = self.cells.cells if self.cells is not None else None
+        if self.residual_from is None or self.cells is None or fitted is None:
+            return encode_rows(tokens - self.centre, self.token_format)
+        diff = fitted.fine[self.cells.code_rows()[first : first + tokens.shape[0]]]
+        return encode_rows(np.subtract(tokens, diff, out=diff), self.token_format)
 
     def delete(self, labels: Labels) -> None:
         self._delete_fdes(labels)
