@@ -150,11 +150,15 @@ def test_codes_dropped_by_an_older_writer_are_written_again(built):
     with Index.open(path) as index:
         index.add([3000], _docs(4, 1))
     reader = Index.open(path, mode="r")
-    graph = reader.store._graph
+    graphs = reader.store.graphs  # the main graph and the new row's segment
+    assert [len(g) for g in graphs] == [300, 1]
     assert reader.manifest["store"]["entry"]["codes"]["rows"] == 301
-    want_codes, want_meta = quantize_rows(graph.vectors(np.arange(301)))
-    np.testing.assert_array_equal(graph.codes, want_codes)
-    np.testing.assert_array_equal(graph.meta, want_meta)
+    for graph in graphs:
+        want_codes, want_meta = quantize_rows(graph.vectors(np.arange(len(graph))))
+        np.testing.assert_array_equal(graph.codes, want_codes)
+        np.testing.assert_array_equal(graph.meta, want_meta)
+    stored = np.fromfile(path / FDE_CODES, np.int8).reshape(301, -1)
+    np.testing.assert_array_equal(stored, np.concatenate([g.codes for g in graphs]))
 
 
 def test_checksums_cover_the_codes_as_they_grow(tmp_path):

@@ -156,6 +156,30 @@ def test_v6_index_with_residual_tokens_searches_as_written(tmp_path, maxsim_kern
         np.testing.assert_allclose(index.tokens("x"), queries[0], atol=0.05)
 
 
+V7 = Path(__file__).parent / "data" / "index-v7"  # written by tests/data/make_index_v7.py
+
+
+def test_v7_index_with_graph_segments_searches_as_written(tmp_path):
+    expected, queries = _saved(V7, "hnswlib-segments", tmp_path)
+    path = tmp_path / "hnswlib-segments"
+    with Index.open(path, mode="r") as index:
+        assert index.manifest["format_version"] == 7
+        assert index.manifest["store"]["entry"] == expected["entry"]
+        assert len(index) == expected["len"] and index.store.segments == 4
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+        fde_only = index.search(queries, k=5, rerank=False).ids.tolist()
+        assert fde_only == expected["fde_ids"]
+        assert not {"d3", "d225"} & set(np.ravel(fde_only).tolist())
+    with Index.open(path) as index:  # 60 new rows fold the segments into one main graph
+        index.add([f"x{i}" for i in range(60)], [queries[i % len(queries)] for i in range(60)])
+        assert index.store.segments == 0 and "unmarked" not in index.manifest["store"]["entry"]
+        assert int(index.store._graph.deleted.sum()) == 2  # the deletes, now in the file
+        result = index.search(queries, k=5, candidates=20)
+        assert not {"d3", "d225"} & set(np.ravel(result.ids).tolist())
+
+
 CODES = Path(__file__).parent / "data" / "index-fde-codes"  # make_index_fde_codes.py
 
 
@@ -188,5 +212,6 @@ def test_an_index_without_fde_codes_gets_them_at_its_next_commit(tmp_path):
         assert "codes" not in index.manifest["store"]["entry"]
         index.add(["x"], [queries[0]])
         entry = index.manifest["store"]["entry"]
-        assert entry["codes"]["rows"] == entry["count"]
-        assert index.manifest["format_version"] == 4  # what int4 tokens need, no more
+        rows = entry["count"] + sum(segment["count"] for segment in entry["segments"])
+        assert entry["codes"]["rows"] == rows
+        assert index.manifest["format_version"] == 7  # the new row's graph segment

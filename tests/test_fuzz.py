@@ -31,15 +31,18 @@ def _source(tmp_path: Path, store: str) -> Path:
     config = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2)
     options = {"path": str(tmp_path / "qdata")} if store == "qdrant" else None
     kind, _, codes = store.partition("-")  # "hnswlib-int4": quantized token codes
-    codes = "" if codes == "cells" else codes
+    segments = codes == "segments"  # a main graph and two graph segments
+    codes = "" if codes in ("cells", "segments") else codes
     with Index.create(
         path, config, store=kind, store_options=options, checksums=store == "exact",
         token_dtype=codes or "float16",
     ) as index:  # fmt: skip
         first = 2 if codes == "residual4" else 40  # residual4: rows of both kinds
-        index.add([f"d{i}" for i in range(first)], docs[:first], [{"i": i} for i in range(first)])
-        index.add([f"d{i}" for i in range(first, 40)], docs[first:],
-                  [{"i": i} for i in range(first, 40)])  # fmt: skip
+        spans = [(0, 34), (34, 37), (37, 40)] if segments else [(0, first), (first, 40)]
+        for start, stop in spans:
+            index.add([f"d{i}" for i in range(start, stop)], docs[start:stop],
+                      [{"i": i} for i in range(start, stop)])  # fmt: skip
+        assert index.store.segments == (2 if segments else 0) or kind != "hnswlib"
         index.delete(["d3", "d4"])
     if store == "qdrant":
         from muvera.stores import qdrant
@@ -76,7 +79,16 @@ def _mutations(source: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "store", ["exact", "hnswlib", "hnswlib-int4", "hnswlib-cells", "hnswlib-residual4", "qdrant"]
+    "store",
+    [
+        "exact",
+        "hnswlib",
+        "hnswlib-segments",
+        "hnswlib-int4",
+        "hnswlib-cells",
+        "hnswlib-residual4",
+        "qdrant",
+    ],
 )
 def test_fuzzed_folders_raise_muvera_error_or_work(tmp_path, store):
     pytest.importorskip("qdrant_client" if store == "qdrant" else "hnswlib")

@@ -210,17 +210,18 @@ def test_store_searches_codes_loads_hnswlib_only_to_write(tmp_path):
         queries = [d[:2] for d in docs[:5]]
         before = index.search(queries, k=5, candidates=60)
     reader = Index.open(tmp_path / "ix", mode="r")
-    assert reader.store._index is None and reader.store.quantized  # hnswlib never loaded
+    assert not reader.store.hnswlib_loaded and reader.store.quantized  # hnswlib never loaded
     after = reader.search(queries, k=5, candidates=60)
     np.testing.assert_array_equal(before.ids, after.ids)
     np.testing.assert_array_equal(before.scores, after.scores)
     with Index.open(tmp_path / "ix") as writer:
         writer.update_metadata({"a": 1})  # a commit without changing the graph
-        assert writer.store._index is None
+        assert not writer.store.hnswlib_loaded
         file = writer.manifest["store"]["entry"]["file"]
         assert (tmp_path / "ix" / file).is_file()
-        writer.add(list(range(60, 80)), docs[60:])
-        assert writer.store._index is not None and writer.store.quantized
+        writer.add(list(range(60, 80)), docs[60:])  # folded into a new main graph
+        assert writer.manifest["store"]["entry"]["file"] != file
+        assert not writer.store.hnswlib_loaded and writer.store.quantized  # released
         writer.delete([0, 1])
         got = writer.search([docs[0][:2], docs[70]], k=3, candidates=79)
         assert 0 not in got.ids[0] and got.ids[1, 0] == 70
@@ -252,7 +253,7 @@ def test_store_quantization_option(tmp_path):
         ids = index.search([docs[4]], k=3).ids
         assert ids[0, 0] == 4
     reader = Index.open(tmp_path / "ix", mode="r")
-    assert reader.store.quantization == "none" and reader.store._index is not None
+    assert reader.store.quantization == "none" and reader.store.hnswlib_loaded
     np.testing.assert_array_equal(reader.search([docs[4]], k=3).ids, ids)
     with pytest.raises(MuveraError, match="quantization must be one of"):
         Index.create(tmp_path / "bad", FDEConfig(dimension=8), store_options={"quantization": "pq"})
@@ -299,24 +300,32 @@ def test_hnswlib_never_loads_links_to_missing_rows(tmp_path):
     data[first_link : first_link + 4] = (10**6).to_bytes(4, "little")
     graph_file.write_bytes(bytes(data))
     writer = Index.open(path)  # the int8 walk reads the file: it skips such ids
+    writer.add([99], [docs[0]])  # a segment of its own: the main graph is not loaded
     with pytest.raises(MuveraError, match="not there"):
-        writer.add([99], [docs[0]])  # hnswlib is loaded to write: refused
+        writer.add(list(range(100, 110)), docs[:10])  # hnswlib loads it to fold: refused
     writer.close()
 
 
 @needs_native
-def test_search_between_a_write_and_its_commit_uses_hnswlib(tmp_path):
+def test_search_between_a_write_and_its_commit_scans_the_new_rows(tmp_path):
     rng = np.random.default_rng(12)
     tokens = {"file": "tokens.bin", "dtype": "float32", "bytes": 0}
     store = HnswStore(tmp_path, 16, 16, tokens, {})
     data = rng.standard_normal((50, 16)).astype(np.float32)
     store._add_fdes(np.arange(50), data)
+    store._live = np.ones(50, bool)  # as LocalStore.add keeps it
     assert not store.quantized  # nothing saved yet
     labels, _ = store._candidates(data[:3], 1)
     np.testing.assert_array_equal(labels[:, 0], [0, 1, 2])
     store.save(tmp_path, 1)
     assert store.quantized
-    store._add_fdes(np.arange(50, 60), rng.standard_normal((10, 16)).astype(np.float32))
-    assert not store.quantized
+    more = rng.standard_normal((10, 16)).astype(np.float32)
+    store._add_fdes(np.arange(50, 60), more)
+    store._live = np.ones(60, bool)  # as LocalStore.add keeps it
+    labels, scores = store._candidates(more[:3], 1)  # scanned exactly, before the commit
+    np.testing.assert_array_equal(labels[:, 0], [50, 51, 52])
+    np.testing.assert_allclose(scores[:, 0], (more[:3] ** 2).sum(axis=1), rtol=1e-5)
     store.save(tmp_path, 2)
-    assert store.quantized and len(store._graph) == 60
+    assert store.quantized and len(store._graph) == 50 and store.segments == 1
+    labels, _ = store._candidates(more[:3], 1)
+    np.testing.assert_array_equal(labels[:, 0], [50, 51, 52])

@@ -186,8 +186,8 @@ def test_a_failed_create_leaves_nothing_behind(tmp_path):
     assert not new.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(MuveraError, match="must be >= 1"):
-        Index.create(empty, CONFIG, store_options={"M": 0})
+    with pytest.raises(MuveraError, match=r"M must be in \[2, 65536\]"):
+        Index.create(empty, CONFIG, store_options={"M": 1})  # hnswlib fails to insert with 1
     assert list(empty.iterdir()) == []
     Index.create(empty, CONFIG).close()  # the retry works
 

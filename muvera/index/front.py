@@ -468,4 +468,7 @@ def _format_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) -
         version = max(version, mf.RESIDUAL_FORMAT_VERSION)
     if (manifest.get("tokens") or {}).get("cells"):
         version = max(version, mf.CELLS_FORMAT_VERSION)
+    entry = manifest["store"].get("entry") or {}
+    if entry.get("segments") or entry.get("unmarked"):
+        version = max(version, mf.SEGMENTS_FORMAT_VERSION)
     return version

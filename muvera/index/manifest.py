@@ -42,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "QUANTIZED_FORMAT_VERSION",
     "RESIDUAL_FORMAT_VERSION",
+    "SEGMENTS_FORMAT_VERSION",
     "Lock",
     "check_manifest",
     "file_name",
@@ -55,10 +56,12 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 6  # 2: records.jsonl may hold payload updates; 3: a calibration section
+FORMAT_VERSION = 7  # 2: records.jsonl may hold payload updates; 3: a calibration section
 # of kind "centre"; 4: quantized token codes (token dtype int8/int4); 5: fitted token cells
 # (cells.bin + centroids.bin); 6: token dtype residual4 (int4 rows of residuals from the
-# cells' centroids from the token section's "residual_from" row on). Each is written only
+# cells' centroids from the token section's "residual_from" row on); 7: hnswlib graph
+# segments (the store entry's "segments") or deleted rows its graph files do not mark
+# ("unmarked": the live labels say it; muvera.stores.hnsw_parts). Each is written only
 # by indexes that use it: others keep version 1, readable by older versions. The hnswlib
 # store's persisted FDE codes (fde-codes.bin + fde-scales.bin, its entry's "codes") need
 # no version: an older reader ignores them and quantizes at open; an older writer's entry
@@ -66,6 +69,7 @@ FORMAT_VERSION = 6  # 2: records.jsonl may hold payload updates; 3: a calibratio
 QUANTIZED_FORMAT_VERSION = 4
 CELLS_FORMAT_VERSION = 5
 RESIDUAL_FORMAT_VERSION = 6
+SEGMENTS_FORMAT_VERSION = 7
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).
@@ -200,6 +204,11 @@ def check_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     for key in ("file", "state"):
         if entry and entry.get(key) is not None:
             file_name(directory, entry[key], f"the store's {key}")
+    segments = (entry or {}).get("segments", [])
+    if not isinstance(segments, list) or not all(isinstance(x, dict) for x in segments):
+        raise MuveraError(f"{where}: the store's segments section is malformed")
+    for segment in segments:
+        file_name(directory, segment.get("file"), "the store's graph segment")
     codes = (entry or {}).get("codes")
     if codes is not None and not isinstance(codes, dict):
         raise MuveraError(f"{where}: the store's FDE codes section is malformed")
@@ -286,4 +295,8 @@ def generation_files(manifest: dict[str, Any]) -> set[str]:
     for key in ("file", "scales"):
         if isinstance((entry.get("codes") or {}).get(key), str):
             files.add(entry["codes"][key])
+    segments = entry.get("segments")
+    for segment in segments if isinstance(segments, list) else []:
+        if isinstance(segment, dict) and isinstance(segment.get("file"), str):
+            files.add(segment["file"])
     return files

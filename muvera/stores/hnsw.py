@@ -13,8 +13,18 @@ import numpy.typing as npt
 from .. import native
 from ..errors import MuveraError
 from ..files import AppendOnlyFile
-from .base import Labels
+from .base import Labels, pad_topk
 from .hnsw_graph import QuantizedGraph
+from .hnsw_parts import (
+    Part,
+    mark_deleted,
+    merge_top,
+    parse_segments,
+    rescore,
+    scan_rows,
+    search_hnswlib,
+    should_fold,
+)
 from .local import LocalStore
 
 __all__ = ["FDE_CODES", "FDE_SCALES", "HnswStore"]
@@ -40,7 +50,15 @@ class HnswStore(LocalStore):
     ``M=8`` loses 3%. ``M`` and ``ef_construction`` shape the graph;
     ``ef`` (search breadth) is raised to the
     number of requested neighbours when smaller, and restored on load (hnswlib does not
-    persist it). Capacity doubles as the index grows; deletes use ``mark_deleted``.
+    persist it).
+
+    Commits cost what they add (:mod:`.hnsw_parts`): the rows added since the last commit
+    are held (and scanned exactly by the writer's searches) until the commit writes them as
+    a graph **segment** of their own, or folds the segments and them into a new main graph
+    when the segments would hold :data:`~.hnsw_parts.FOLD_RATIO` of its rows or number more
+    than :data:`~.hnsw_parts.MAX_SEGMENTS`; a search walks the main graph and each segment
+    and keeps the best. Deletes change no graph file: the index's live labels mask them in
+    every graph read (a fold marks them with hnswlib's ``mark_deleted``).
 
     ``quantization="int8"`` (the default): hnswlib builds and saves the graph, and searches
     walk that same graph in the compiled kernel over an int8 copy of the FDEs (one scale per
@@ -51,9 +69,9 @@ class HnswStore(LocalStore):
     reads a quarter of the bytes per visited node (``benchmarks/bench_retrieval.py``
     measures both). The candidates' scores are then inner products on the int8 codes; FDE-only
     searches (``exact=True``) re-score the returned rows with the float32 FDEs. hnswlib
-    itself is loaded only when the index changes. ``quantization="none"``, a build without
-    the compiled kernel, FDEs wider than 65,536 dims, or an hnswlib file in an unknown layout
-    search with hnswlib.
+    itself is loaded only to write a graph (and released after). ``quantization="none"``,
+    a build without the compiled kernel, FDEs wider than 65,536 dims, or an hnswlib file in
+    an unknown layout search with hnswlib.
     """
 
     kind: ClassVar[str] = "hnswlib"
@@ -83,9 +101,9 @@ class HnswStore(LocalStore):
             ) from None
         entry = entry or {}
         self.dimension = fde_dimension
-        self.M = int(entry.get("M", M))
-        self.ef_construction = int(entry.get("ef_construction", ef_construction))
-        self.ef = int(entry.get("ef", ef))
+        self.M = _count(entry, "M", M)
+        self.ef_construction = _count(entry, "ef_construction", ef_construction)
+        self.ef = _count(entry, "ef", ef)
         self.num_threads = num_threads
         self.quantization = str(entry.get("quantization", quantization))
         for name, value in (
@@ -93,30 +111,56 @@ class HnswStore(LocalStore):
             ("ef_construction", self.ef_construction),
             ("ef", self.ef),
         ):
-            if value < 1:
-                raise MuveraError(f"hnswlib {name} must be >= 1, got {value}")
+            if value < (2 if name == "M" else 1) or value > 1 << 16:
+                low = 2 if name == "M" else 1
+                raise MuveraError(f"hnswlib {name} must be in [{low}, 65536], got {value}")
         if self.quantization not in self.QUANTIZATIONS:
             raise MuveraError(
                 f"hnswlib quantization must be one of {list(self.QUANTIZATIONS)}, "
                 f"got {self.quantization!r}"
             )
-        self.count = _count(entry, "count")
+        main_rows = _count(entry, "count")
+        segments = parse_segments(entry.get("segments"))
+        if (segments or main_rows) and not entry.get("file"):
+            raise MuveraError("hnswlib store: rows without a graph file")
+        self.count = main_rows + sum(n for _, n in segments)
         self.deleted = _count(entry, "deleted")
+        self._unmarked = _count(entry, "unmarked")  # dead rows no graph file marks
         self._capacity = max(16, _count(entry, "capacity", 16))
-        if self.deleted > self.count:
+        if self.deleted > self.count or self._unmarked > self.deleted:
             raise MuveraError("hnswlib store: more deleted rows than rows")
         self._codes_rows, self._fde_codes, self._fde_scales = self._stored_codes(
             directory, entry.get("codes")
         )
         self._entry = dict(entry)
-        self._file: Path | None = directory / entry["file"] if entry.get("file") else None
-        self._index: Any = None  # hnswlib.Index, loaded when first needed
-        self._graph: QuantizedGraph | None = None
-        self._dirty = False  # hnswlib holds changes that _graph does not have yet
-        if self._file is not None:
-            self._graph = self._read_graph(self._file, None)
-        if self._graph is None:
-            self._load_hnswlib()
+        self._parts: list[Part] = []
+        if entry.get("file"):
+            self._parts.append(Part(directory / entry["file"], main_rows, 0))
+            for name, rows in segments:
+                self._parts.append(Part(directory / name, rows, self.count_in_parts(), None))
+        self._pending: list[tuple[Labels, npt.NDArray[np.float32]]] = []  # added, not saved
+        self._fallback = self.quantization != "int8" or native.load() is None
+        for part in self._parts:
+            self._open_part(part)
+
+    def count_in_parts(self) -> int:
+        """Rows in the graph files (the rows added since the last commit excluded)."""
+        return sum(part.count for part in self._parts)
+
+    def _open_part(self, part: Part) -> None:
+        """Read ``part``'s graph (its persisted codes used), masking dead rows; on any file
+        the compiled walk cannot read, every part is searched by hnswlib from then on."""
+        if not self._fallback:
+            part.graph = self._read_graph(part)
+            self._fallback = part.graph is None
+        if part.graph is not None and len(part.graph) != part.count:
+            raise MuveraError(
+                f"{part.file.name}: the graph has {len(part.graph)} rows, the manifest "
+                f"says {part.count}"
+            )
+        part.mark_dead(self._live)
+        if self._fallback:
+            self._part_index(part)  # checked and loaded now, as the walk's files are
 
     def _stored_codes(
         self, directory: Path, section: Any
@@ -143,55 +187,99 @@ class HnswStore(LocalStore):
             scales = AppendOnlyFile(directory / FDE_SCALES, rows * 8, map_now=True)
         except OSError as exc:
             raise MuveraError(f"cannot read the FDE codes: {exc}") from None
+        if rows and not np.isfinite(scales.view("<f4")).all():
+            raise MuveraError(f"{FDE_SCALES}: the scales are not all finite")
         return rows, codes, scales
 
-    def _read_graph(self, path: Path, previous: QuantizedGraph | None) -> QuantizedGraph | None:
-        if self.quantization != "int8" or native.load() is None:
-            return None
+    def _read_graph(self, part: Part) -> QuantizedGraph | None:
+        """``part``'s file with the int8 codes of its rows: the persisted ones where there
+        are, the others quantized from the file's float32 vectors."""
         stored = None
-        if previous is None and self._codes_rows:
-            rows = self._codes_rows
-            codes = self._fde_codes.view(np.int8)[: rows * self.dimension]
-            scales = self._fde_scales.view("<f4")[: rows * 2].reshape(rows, 2)
-            if not np.isfinite(scales).all():
-                raise MuveraError(f"{FDE_SCALES}: the scales are not all finite")
-            stored = (codes.reshape(rows, self.dimension), scales)
-        return QuantizedGraph.read(path, self.dimension, previous, stored)
+        first, stop = part.first, min(part.first + part.count, self._codes_rows)
+        if stop > first:
+            d = self.dimension
+            codes = self._fde_codes.view(np.int8)[first * d : stop * d]
+            scales = self._fde_scales.view("<f4")[first * 2 : stop * 2]
+            stored = (codes.reshape(stop - first, d), scales.reshape(stop - first, 2))
+        return QuantizedGraph.read(part.file, self.dimension, None, stored)
 
-    def _persist_codes(self, graph: QuantizedGraph) -> None:
-        """Append the codes and scales of the graph rows not persisted yet."""
-        rows, n = self._codes_rows, int(graph.codes.shape[0])
-        if n <= rows:
-            return
-        for target, data in (
-            (self._fde_codes, np.ascontiguousarray(graph.codes[rows:n]).tobytes()),
-            (self._fde_scales, np.ascontiguousarray(graph.meta[rows:n], "<f4").tobytes()),
-        ):
-            target.committed = target.append(data) + len(data)
-        self._codes_rows = n
+    def _persist_codes(self) -> None:
+        """Append the codes and scales of the graph rows not persisted yet (in row order,
+        up to the first part searched without codes)."""
+        for part in self._parts:
+            graph = part.graph
+            if graph is None:
+                return
+            skip = self._codes_rows - part.first
+            if skip >= part.count:
+                continue
+            for target, data in (
+                (self._fde_codes, np.ascontiguousarray(graph.codes[skip:]).tobytes()),
+                (self._fde_scales, np.ascontiguousarray(graph.meta[skip:], "<f4").tobytes()),
+            ):
+                target.committed = target.append(data) + len(data)
+            self._codes_rows = part.first + part.count
 
-    def _load_hnswlib(self) -> Any:
+    def _load_index(self, path: Path | None, capacity: int) -> Any:
+        """An ``hnswlib.Index`` read from ``path`` (checked first) with room for
+        ``capacity`` rows, or a new empty one."""
         import hnswlib
 
         index = hnswlib.Index(space="ip", dim=self.dimension)
-        if self._file is not None:
-            QuantizedGraph.check(self._file, self.dimension)  # before hnswlib trusts it
-            # a manifest's capacity is only a hint: never more than twice what is stored
-            capacity = min(self._capacity, 2 * max(self.count, 16))
+        if path is not None:
+            QuantizedGraph.check(path, self.dimension)  # before hnswlib trusts it
             try:
-                index.load_index(str(self._file), max_elements=capacity)
+                index.load_index(str(path), max_elements=max(capacity, 16))
             except (RuntimeError, ValueError, MemoryError) as exc:
-                raise MuveraError(f"{self._file.name}: hnswlib cannot load it ({exc})") from None
+                raise MuveraError(f"{path.name}: hnswlib cannot load it ({exc})") from None
         else:
-            index.init_index(max_elements=16, ef_construction=self.ef_construction, M=self.M)
+            index.init_index(
+                max_elements=max(capacity, 16), ef_construction=self.ef_construction, M=self.M
+            )
         index.set_ef(self.ef)
-        self._index = index
         return index
+
+    def _part_index(self, part: Part) -> Any:
+        """``part``'s hnswlib index (loaded on first use, its dead rows marked)."""
+        if part.index is None:
+            part.index = self._load_index(part.file, part.count)
+            labels = np.asarray(part.index.get_ids_list(), np.int64)
+            inside = (labels >= 0) & (labels < self._live.size)
+            dead = labels[~inside | ~self._live[np.where(inside, labels, 0)]]
+            mark_deleted(part.index, dead)
+        return part.index
 
     @property
     def hnswlib_index(self) -> Any:
-        """The ``hnswlib.Index`` (loaded from the saved file on first use)."""
-        return self._index if self._index is not None else self._load_hnswlib()
+        """The main graph's ``hnswlib.Index`` (loaded from its file on first use; a new
+        empty one before the first commit)."""
+        if not self._parts:
+            if self._empty is None:
+                self._empty = self._load_index(None, 16)
+            return self._empty
+        return self._part_index(self._parts[0])
+
+    _empty: Any = None
+
+    @property
+    def _graph(self) -> QuantizedGraph | None:
+        """The main graph's int8 view (None when searched by hnswlib)."""
+        return self._parts[0].graph if self._parts else None
+
+    @property
+    def graphs(self) -> list[QuantizedGraph]:
+        """The int8 views of the graph files, main first (empty when searched by hnswlib)."""
+        return [] if self._fallback else [p.graph for p in self._parts if p.graph is not None]
+
+    @property
+    def hnswlib_loaded(self) -> bool:
+        """Whether hnswlib holds a graph file in memory (to search it, or while folding)."""
+        return any(part.index is not None for part in self._parts)
+
+    @property
+    def segments(self) -> int:
+        """Graph files committed after the main one (see :mod:`.hnsw_parts`)."""
+        return max(len(self._parts) - 1, 0)
 
     @property
     def code_rows(self) -> int:
@@ -200,8 +288,9 @@ class HnswStore(LocalStore):
 
     @property
     def quantized(self) -> bool:
-        """Whether searches run on the int8 codes (see the class docstring)."""
-        return self._graph is not None and not self._dirty
+        """Whether searches of the committed rows run on the int8 codes (see the class
+        docstring)."""
+        return bool(self._parts) and not self._fallback
 
     def __len__(self) -> int:
         return self.count - self.deleted
@@ -211,8 +300,9 @@ class HnswStore(LocalStore):
         if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
             raise MuveraError(f"ef must be a positive int, got {ef!r}")
         self.ef = int(ef)
-        if self._index is not None:
-            self._index.set_ef(self.ef)
+        for part in self._parts:
+            if part.index is not None:
+                part.index.set_ef(self.ef)
 
     def apply_overrides(self, overrides: dict[str, Any]) -> None:
         """``{"ef": N}`` may change when opening (kept if this writer commits)."""
@@ -233,23 +323,20 @@ class HnswStore(LocalStore):
         }
 
     def _add_fdes(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
-        index = self.hnswlib_index
-        self._dirty = True
-        needed = index.get_current_count() + labels.size
-        capacity = index.get_max_elements()
-        if needed > capacity:
-            index.resize_index(max(needed, 2 * capacity))
-        index.add_items(
-            np.ascontiguousarray(fdes, dtype=np.float32), labels, num_threads=self.num_threads
+        """Held until the commit, which writes them as a segment (or folds them in)."""
+        self._pending.append(
+            (np.array(labels, np.int64), np.ascontiguousarray(fdes, dtype=np.float32).copy())
         )
         self.count += labels.size
 
     def _delete_fdes(self, labels: Labels) -> None:
-        index = self.hnswlib_index
-        self._dirty = True
-        for label in labels.tolist():
-            index.mark_deleted(int(label))
+        """Masked in the graphs read (no graph file changes: the live labels say it)."""
+        labels = np.asarray(labels, np.int64)
+        for part in self._parts:
+            part.mark_labels(labels)
         self.deleted += labels.size
+        pending = sum(int(np.isin(p[0], labels).sum()) for p in self._pending)
+        self._unmarked += labels.size - pending
 
     def _candidates(
         self,
@@ -258,120 +345,120 @@ class HnswStore(LocalStore):
         exact: bool = True,
         allowed: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
-        """Top ``k`` labels per query, padded with -1 / -inf. Scores are FDE inner products:
-        on the int8 codes when searching them and ``exact`` is False, else float32.
-        ``allowed`` (a mask over labels): the walk goes through the others but never
-        returns them, as through deleted rows."""
+        """Top ``k`` labels per query over the main graph, its segments and the rows not
+        committed yet, padded with -1 / -inf. Scores are FDE inner products: on the int8
+        codes when searching them and ``exact`` is False, else float32. ``allowed`` (a
+        mask over labels): the walk goes through the others but never returns them, as
+        through deleted rows."""
         n_q = queries.shape[0]
-        out_labels = np.full((n_q, k), -1, dtype=np.int64)
-        out_scores = np.full((n_q, k), -np.inf, dtype=np.float32)
         take = min(k, len(self))
         if take == 0 or n_q == 0:
-            return out_labels, out_scores
-        graph, kernel = self._graph, native.load()
-        if graph is not None and not self._dirty and kernel is not None:
-            rows, scores = graph.search(
-                kernel,
-                queries,
-                take,
-                min(max(self.ef, take), max(take, len(graph))),  # no wider than the graph
-                # one query: a helper thread scores half of each step's neighbours
-                native.default_threads() if self.num_threads < 1 else self.num_threads,
-                None if allowed is None else graph.excluded(allowed),
-            )
-            if exact:
-                scores = self._rescore(graph, queries, rows, scores)
-            found = rows >= 0
-            out_labels[:, :take] = np.where(found, graph.labels[np.maximum(rows, 0)], -1)
-            out_scores[:, :take] = scores
-            return out_labels, out_scores
-        threads = 1 if n_q == 1 else self.num_threads
-        return self._search_hnswlib(queries, take, out_labels, out_scores, threads, allowed)
+            return pad_topk(np.zeros((n_q, 0), np.float32), np.zeros(0, np.int64), k)
+        results = [self._search_part(part, queries, take, exact, allowed) for part in self._parts]
+        if self._pending:
+            results.append(scan_rows(self._pending, queries, take, self._live, allowed))
+        labels, scores = merge_top(results, take)
+        out = pad_topk(np.zeros((n_q, 0), np.float32), np.zeros(0, np.int64), k)
+        out[0][:, :take], out[1][:, :take] = labels, scores
+        return out
 
-    @staticmethod
-    def _rescore(
-        graph: QuantizedGraph,
-        queries: npt.NDArray[np.float32],
-        rows: npt.NDArray[np.int64],
-        scores: npt.NDArray[np.float32],
-    ) -> npt.NDArray[np.float32]:
-        """float32 inner products of the rows found (best first again; ``rows`` reordered)."""
-        for i in range(rows.shape[0]):
-            found = rows[i] >= 0
-            if not found.any():
-                continue
-            exact = graph.vectors(rows[i, found]) @ np.asarray(queries[i], np.float32)
-            order = np.argsort(-exact, kind="stable")
-            rows[i, : order.size] = rows[i, found][order]
-            scores[i, : order.size] = exact[order]
-        return scores
-
-    def _search_hnswlib(
+    def _search_part(
         self,
+        part: Part,
         queries: npt.NDArray[np.float32],
         take: int,
-        out_labels: Labels,
-        out_scores: npt.NDArray[np.float32],
-        threads: int,
-        allowed: npt.NDArray[np.bool_] | None = None,
+        exact: bool,
+        allowed: npt.NDArray[np.bool_] | None,
     ) -> tuple[Labels, npt.NDArray[np.float32]]:
-        index = self.hnswlib_index
-        allow = None
-        if allowed is not None:
-            n_allowed = allowed.size
-            allow = lambda label: label < n_allowed and bool(allowed[label])  # noqa: E731
-        index.set_ef(min(max(self.ef, take), max(take, self.count)))
-        try:
-            labels, distances = index.knn_query(queries, k=take, num_threads=threads, filter=allow)
-            out_labels[:, :take] = labels
-            out_scores[:, :take] = 1.0 - distances  # hnswlib's "ip" distance is 1 - <q, x>
-        except RuntimeError:
-            # Too few reachable live points for `take` (many deletions): ask one query at a
-            # time for as many as the graph yields.
-            for i in range(queries.shape[0]):
-                for want in range(take, 0, -1):
-                    try:
-                        labels, distances = index.knn_query(
-                            queries[i : i + 1], k=want, filter=allow
-                        )
-                    except RuntimeError:
-                        continue
-                    out_labels[i, :want] = labels[0]
-                    out_scores[i, :want] = 1.0 - distances[0]
-                    break
-        finally:
-            index.set_ef(self.ef)
-        return out_labels, out_scores
+        graph, kernel = part.graph, native.load()
+        if graph is None or self._fallback or kernel is None:
+            threads = 1 if queries.shape[0] == 1 else self.num_threads
+            return search_hnswlib(self._part_index(part), queries, take, self.ef, threads, allowed)
+        rows, scores = graph.search(
+            kernel,
+            queries,
+            take,
+            min(max(self.ef, take), max(take, len(graph))),  # no wider than the graph
+            # one query: a helper thread scores half of each step's neighbours
+            native.default_threads() if self.num_threads < 1 else self.num_threads,
+            None if allowed is None else graph.excluded(allowed),
+        )
+        if exact:
+            scores = rescore(graph, queries, rows, scores)
+        labels = np.where(rows >= 0, graph.labels[np.maximum(rows, 0)], -1)
+        return labels, scores
 
     def _save_fdes(self, directory: Path, generation: int) -> dict[str, Any]:
-        if self._index is None and self._file is not None and self._file.parent == directory:
-            # never loaded, so unchanged since it was read: the saved file stays as it is
-            self._entry = {**self._entry, **self.params()}
-            return self._with_codes()
-        name = f"hnsw-{generation:06d}.bin"
-        index = self.hnswlib_index
-        index.save_index(str(directory / name))
-        with (directory / name).open("rb+") as fh:
-            os.fsync(fh.fileno())
-        self._file = directory / name
-        self._capacity = index.get_max_elements()
-        self._entry = {
-            **self.params(),
-            "file": name,
-            "capacity": self._capacity,
-            "count": self.count,
-            "deleted": self.deleted,
-        }
-        if self._dirty or self._graph is None:
-            self._graph = self._read_graph(self._file, self._graph)
-        self._dirty = False
-        return self._with_codes()
-
-    def _with_codes(self) -> dict[str, Any]:
-        """The entry, after the graph's codes not persisted yet are appended."""
-        if self._graph is not None:
-            self._persist_codes(self._graph)
+        """Write the rows added since the last commit as a new segment, or fold every
+        segment and them into a new main graph (:func:`.hnsw_parts.should_fold`); deletes
+        alone write no graph file."""
+        new = sum(p[0].size for p in self._pending)
+        moved = any(part.file.parent != directory for part in self._parts)
+        if new or moved:
+            main = self._parts[0].count if self._parts else 0
+            segments = [part.count for part in self._parts[1:]]
+            if moved or should_fold(main, segments, new):
+                self._fold(directory, generation)
+            else:
+                self._write_segment(directory, generation)
+        self._persist_codes()
+        entry = {**self.params(), "count": self._parts[0].count if self._parts else 0,
+                 "deleted": self.deleted}  # fmt: skip
+        if self._parts:
+            entry.update(file=self._parts[0].file.name, capacity=self._parts[0].count)
+        if len(self._parts) > 1:
+            entry["segments"] = [{"file": p.file.name, "count": p.count} for p in self._parts[1:]]
+        if self._unmarked:
+            entry["unmarked"] = self._unmarked
         if self._codes_rows:
-            self._entry["codes"] = {"file": FDE_CODES, "scales": FDE_SCALES,
-                                    "rows": self._codes_rows}  # fmt: skip
-        return dict(self._entry)
+            entry["codes"] = {"file": FDE_CODES, "scales": FDE_SCALES, "rows": self._codes_rows}
+        self._entry = entry
+        return dict(entry)
+
+    def _write_file(self, index: Any, directory: Path, generation: int) -> Path:
+        path = directory / f"hnsw-{generation:06d}.bin"
+        index.save_index(str(path))
+        with path.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        return path
+
+    def _write_segment(self, directory: Path, generation: int) -> None:
+        """The rows added since the last commit, in a graph file of their own."""
+        labels = np.concatenate([p[0] for p in self._pending])
+        index = self._load_index(None, labels.size)
+        while self._pending:
+            part_labels, fdes = self._pending.pop(0)
+            index.add_items(fdes, part_labels, num_threads=self.num_threads)
+        mark_deleted(index, labels[~self._live[labels]])
+        path = self._write_file(index, directory, generation)
+        part = Part(path, labels.size, self.count_in_parts(), None,
+                    index if self._fallback else None)  # fmt: skip
+        self._open_part(part)
+        self._parts.append(part)
+
+    def _fold(self, directory: Path, generation: int) -> None:
+        """One main graph of every committed row and the new ones (hnswlib inserts them
+        after the main graph's rows, in row order); dead rows marked in the file."""
+        total = self.count
+        base = self._parts[0] if self._parts else None
+        if base is not None and base.index is not None:  # marks made since it was loaded
+            index = base.index
+            index.resize_index(max(total, index.get_max_elements()))
+        else:
+            index = self._load_index(None if base is None else base.file, total)
+        for part in self._parts[1:]:
+            for labels, vectors in part.vectors(self.dimension):
+                index.add_items(vectors, labels, num_threads=self.num_threads)
+        while self._pending:  # each batch freed once inserted (a failed commit reloads)
+            labels, fdes = self._pending.pop(0)
+            index.add_items(fdes, labels, num_threads=self.num_threads)
+            del labels, fdes
+        rows = np.asarray(index.get_ids_list(), np.int64)
+        inside = (rows >= 0) & (rows < self._live.size)
+        mark_deleted(index, rows[~inside | ~self._live[np.where(inside, rows, 0)]])
+        path = self._write_file(index, directory, generation)
+        part = Part(path, total, 0, None, index if self._fallback else None)
+        self._parts = []
+        self._open_part(part)
+        self._parts = [part]
+        self._unmarked = 0

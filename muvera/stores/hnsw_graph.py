@@ -123,7 +123,7 @@ class QuantizedGraph:
             part = self.records[row : row + step]
             links[row : row + step] = part[:, : header.data_offset]
             labels[row : row + step] = part[:, header.label_offset :]
-            self._release_pages()
+            self.release_pages()
         self.links0 = links.view(np.uint32)
         self.deleted = np.ascontiguousarray(links[:, 2] & 1)  # hnswlib's DELETE_MARK
         self.has_deleted = bool(self.deleted.any())
@@ -204,7 +204,7 @@ class QuantizedGraph:
         return upper, start, lists
 
     @classmethod
-    def _mapped(cls, path: Path, dimension: int) -> QuantizedGraph | None:
+    def mapped(cls, path: Path, dimension: int) -> QuantizedGraph | None:
         """The file mapped, its header and lists checked, nothing quantized yet: None when it
         is not an hnswlib index of ``dimension`` in the expected layout; MuveraError when it
         is, but its lists break the rules the compiled walk relies on (:meth:`_check_links`)."""
@@ -227,12 +227,12 @@ class QuantizedGraph:
         """Map the hnswlib file ``path`` and quantize its vectors: only the rows beyond
         ``previous``'s when given (hnswlib never moves a stored vector), else beyond the
         ``stored`` codes and scales of the first rows (the index's persisted ones, used in
-        place when they cover every row); None or MuveraError as for :meth:`_mapped`,
+        place when they cover every row); None or MuveraError as for :meth:`mapped`,
         None too beyond ``MAX_DIMENSION``."""
-        graph = cls._mapped(path, dimension) if dimension <= MAX_DIMENSION else None
+        graph = cls.mapped(path, dimension) if dimension <= MAX_DIMENSION else None
         if graph is not None:
             graph._quantize(previous, stored)
-            graph._release_pages()  # the neighbour lists' pages too
+            graph.release_pages()  # the neighbour lists' pages too
         return graph
 
     @classmethod
@@ -241,7 +241,7 @@ class QuantizedGraph:
         an hnswlib file of ``dimension`` in the layout this module reads, its lists checked
         as :meth:`read` checks them, and every neighbour id used below the row count;
         MuveraError otherwise."""
-        graph = cls._mapped(path, dimension)
+        graph = cls.mapped(path, dimension)
         if graph is not None:
             graph._check_ids()
             return
@@ -302,9 +302,9 @@ class QuantizedGraph:
             self.codes[first : first + rows.shape[0]], self.meta[first : first + rows.shape[0]] = (
                 quantize_rows(rows)
             )
-            self._release_pages()
+            self.release_pages()
 
-    def _release_pages(self) -> None:
+    def release_pages(self) -> None:
         """Unmap the file pages read so far from this process (they stay in the page cache):
         reading every record of a large index would otherwise count it all in its memory."""
         advice = getattr(mmap, "MADV_DONTNEED", None)

@@ -1,0 +1,262 @@
+"""The graph files of the hnswlib store: one main graph and the segments committed after it.
+
+A commit writes the rows added since the last one as a new **segment** (an hnswlib file of
+those rows only), so its cost follows what it adds, not the index's size; deletes change no
+graph file (dead rows are masked by the index's live labels when the graph is read). When
+the segments hold :data:`FOLD_RATIO` of the main graph's rows or number more than
+:data:`MAX_SEGMENTS`, a commit **folds** them into a new main graph (hnswlib loads the main
+file and inserts the segments' rows after its own), so each row is rewritten a bounded
+number of times (about ``(1 + FOLD_RATIO) / FOLD_RATIO``) however the index grows.
+
+Rows keep one global order, the main graph's then each segment's in commit order: hnswlib
+never moves a row, so a fold keeps that order, and the persisted int8 codes
+(``fde-codes.bin``) stay valid across folds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import MuveraError
+from .hnsw_graph import QuantizedGraph
+
+__all__ = [
+    "FOLD_RATIO",
+    "MAX_SEGMENTS",
+    "Part",
+    "mark_deleted",
+    "merge_top",
+    "parse_segments",
+    "rescore",
+    "scan_rows",
+    "search_hnswlib",
+    "should_fold",
+]
+
+MAX_SEGMENTS = 8  # a search walks the main graph and at most this many segments
+FOLD_RATIO = 0.25  # segments holding this share of the main graph's rows are folded into it
+_NAME = re.compile(r"hnsw-[0-9]{6,}\.bin")
+_CHUNK_BYTES = 1 << 26  # float32 rows copied per hnswlib insert call in a fold
+
+
+@dataclasses.dataclass
+class Part:
+    """One graph file: ``count`` rows, global rows ``first .. first + count``; its int8
+    graph when searched by the compiled walk, its ``hnswlib.Index`` when loaded."""
+
+    file: Path
+    count: int
+    first: int
+    graph: QuantizedGraph | None = None
+    index: Any = None
+
+    def mark_dead(self, live: npt.NDArray[np.bool_]) -> None:
+        """Mask the rows whose labels are not ``live`` (labels beyond it: dead too)."""
+        graph = self.graph
+        if graph is None or graph.header.count == 0:
+            return
+        labels = graph.labels
+        inside = (labels >= 0) & (labels < live.size)
+        dead = ~inside
+        dead[inside] = ~live[labels[inside]]
+        if dead.any():
+            graph.deleted |= dead.astype(np.uint8)
+            graph.has_deleted = True
+
+    def mark_labels(self, labels: npt.NDArray[np.int64]) -> None:
+        """Mask the rows of ``labels`` (those in this part) in its graph and its index."""
+        if self.graph is not None and self.graph.header.count:
+            hit = np.isin(self.graph.labels, labels)
+            if hit.any():
+                self.graph.deleted |= hit.astype(np.uint8)
+                self.graph.has_deleted = True
+        if self.index is not None:
+            mark_deleted(self.index, labels)
+
+    def vectors(self, dimension: int) -> Any:
+        """``(labels, float32 vectors)`` of every row in order, in chunks (a fold's input)."""
+        graph = self.graph
+        if graph is None and self.index is None:
+            graph = QuantizedGraph.mapped(self.file, dimension)
+        if graph is None:  # a layout the reader does not parse: hnswlib reads it
+            labels = np.asarray(self.index.get_ids_list(), np.int64)
+            labels.sort()
+            step = max(1, _CHUNK_BYTES // max(4 * self.index.dim, 1))
+            for start in range(0, labels.size, step):
+                part = labels[start : start + step]
+                yield part, np.asarray(self.index.get_items(part), np.float32)
+            return
+        step = max(1, _CHUNK_BYTES // max(4 * graph.header.dimension, 1))
+        for start in range(0, graph.header.count, step):
+            rows = np.arange(start, min(start + step, graph.header.count))
+            yield graph.labels[rows], graph.vectors(rows)
+            graph.release_pages()
+
+
+def mark_deleted(index: Any, labels: npt.NDArray[np.int64]) -> None:
+    """hnswlib's deletion mark on each of ``labels`` it holds (others are skipped)."""
+    for label in np.asarray(labels, np.int64).tolist():
+        try:
+            index.mark_deleted(int(label))
+        except RuntimeError:  # not in this graph, or marked already
+            continue
+
+
+def parse_segments(value: Any) -> list[tuple[str, int]]:
+    """The entry's ``segments``: ``[{"file": "hnsw-<gen>.bin", "count": rows >= 1}]``;
+    MuveraError for anything else (a manifest can come from anyone)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MuveraError("hnswlib store: the segments section is not a list")
+    out = []
+    for item in value:
+        name = item.get("file") if isinstance(item, dict) else None
+        count = item.get("count") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise MuveraError(f"hnswlib store: segment file {name!r} is not hnsw-<gen>.bin")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise MuveraError(f"hnswlib store: segment {name} has {count!r} rows")
+        out.append((name, count))
+    if len({name for name, _ in out}) != len(out):
+        raise MuveraError("hnswlib store: a segment file is listed twice")
+    return out
+
+
+def should_fold(main_rows: int, segment_rows: list[int], new_rows: int) -> bool:
+    """Whether a commit adding ``new_rows`` folds everything into a new main graph (else
+    the new rows become one more segment).
+
+    >>> should_fold(1000, [], 10), should_fold(1000, [100, 100], 60), should_fold(0, [], 5)
+    (False, True, True)
+    >>> should_fold(10**6, [1] * MAX_SEGMENTS, 1)
+    True
+    """
+    if main_rows == 0:
+        return True
+    if len(segment_rows) + 1 > MAX_SEGMENTS:
+        return True
+    return sum(segment_rows) + new_rows >= FOLD_RATIO * main_rows
+
+
+def merge_top(
+    parts: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The best ``k`` per query over several ``(labels, scores)`` results (each ``(n_q, *)``,
+    padded with -1 / -inf), best first, padded the same way.
+
+    >>> a = (np.array([[3, 1]]), np.array([[0.9, 0.2]], np.float32))
+    >>> b = (np.array([[7, -1]]), np.array([[0.5, -np.inf]], np.float32))
+    >>> labels, scores = merge_top([a, b], 3)
+    >>> labels.tolist(), [round(float(x), 6) for x in scores[0]]
+    ([[3, 7, 1]], [0.9, 0.5, 0.2])
+    """
+    if len(parts) == 1 and parts[0][0].shape[1] == k:
+        return parts[0]
+    labels = np.concatenate([p[0] for p in parts], axis=1)
+    scores = np.concatenate([p[1] for p in parts], axis=1).astype(np.float32)
+    scores = np.where(labels >= 0, scores, -np.inf).astype(np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out_labels = np.full((labels.shape[0], k), -1, np.int64)
+    out_scores = np.full((labels.shape[0], k), -np.inf, np.float32)
+    take = order.shape[1]
+    out_labels[:, :take] = np.take_along_axis(labels, order, axis=1)
+    out_scores[:, :take] = np.take_along_axis(scores, order, axis=1)
+    out_labels[~np.isfinite(out_scores)] = -1
+    return out_labels, out_scores
+
+
+def rescore(
+    graph: QuantizedGraph,
+    queries: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    scores: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """float32 inner products of the rows found (best first again; ``rows`` reordered)."""
+    for i in range(rows.shape[0]):
+        found = rows[i] >= 0
+        if not found.any():
+            continue
+        exact = graph.vectors(rows[i, found]) @ np.asarray(queries[i], np.float32)
+        order = np.argsort(-exact, kind="stable")
+        rows[i, : order.size] = rows[i, found][order]
+        scores[i, : order.size] = exact[order]
+    return scores
+
+
+def search_hnswlib(
+    index: Any,
+    queries: npt.NDArray[np.float32],
+    take: int,
+    ef: int,
+    threads: int,
+    allowed: npt.NDArray[np.bool_] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Top ``take`` labels and inner products per query from an ``hnswlib.Index`` (its
+    marked rows skipped, and the labels ``allowed`` does not permit when given), padded
+    with -1 / -inf; ``ef`` is restored afterwards."""
+    n_q = queries.shape[0]
+    out_labels = np.full((n_q, take), -1, dtype=np.int64)
+    out_scores = np.full((n_q, take), -np.inf, dtype=np.float32)
+    rows = index.get_current_count()
+    allow = None
+    if allowed is not None:
+        n_allowed = allowed.size
+        allow = lambda label: label < n_allowed and bool(allowed[label])  # noqa: E731
+    want = min(take, rows)
+    if want == 0:
+        return out_labels, out_scores
+    index.set_ef(min(max(ef, want), max(want, rows)))
+    try:
+        labels, distances = index.knn_query(queries, k=want, num_threads=threads, filter=allow)
+        out_labels[:, :want] = labels
+        out_scores[:, :want] = 1.0 - distances  # hnswlib's "ip" distance is 1 - <q, x>
+    except RuntimeError:
+        # Too few reachable live points for `want` (many deletions): ask one query at a
+        # time for as many as the graph yields.
+        for i in range(n_q):
+            for fewer in range(want, 0, -1):
+                try:
+                    labels, distances = index.knn_query(queries[i : i + 1], k=fewer, filter=allow)
+                except RuntimeError:
+                    continue
+                out_labels[i, :fewer] = labels[0]
+                out_scores[i, :fewer] = 1.0 - distances[0]
+                break
+    finally:
+        index.set_ef(ef)
+    return out_labels, out_scores
+
+
+def scan_rows(
+    batches: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]],
+    queries: npt.NDArray[np.float32],
+    take: int,
+    live: npt.NDArray[np.bool_],
+    allowed: npt.NDArray[np.bool_] | None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Exact inner products of ``queries`` with the rows of ``batches`` (``(labels,
+    float32 FDEs)``, the rows added since the last commit): the best ``take`` whose labels
+    are ``live`` (and ``allowed``), padded with -1 / -inf. Batch by batch (no copy of
+    them all: a bulk may hold millions)."""
+    queries = np.asarray(queries, np.float32)
+    n_q = queries.shape[0]
+    best = (np.full((n_q, take), -1, np.int64), np.full((n_q, take), -np.inf, np.float32))
+    for labels, fdes in batches:
+        scores = queries @ fdes.T
+        inside = labels < live.size
+        ok = inside & live[np.where(inside, labels, 0)]
+        if allowed is not None:
+            inside = labels < allowed.size
+            ok &= inside & allowed[np.where(inside, labels, 0)]
+        scores[:, ~ok] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :take]
+        found = np.take_along_axis(scores, top, axis=1)
+        best = merge_top([best, (np.where(np.isfinite(found), labels[top], -1), found)], take)
+    return best

@@ -1,0 +1,236 @@
+"""Graph segments of the hnswlib store (muvera/stores/hnsw_parts.py): a commit writes only
+the rows it adds, deletes write no graph file, segments fold into the main graph, and
+searches over them find what one graph would."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from helpers import ragged
+
+from muvera import FDEConfig, Index, MuveraError, native
+from muvera.stores import hnsw_parts
+from muvera.stores.hnsw import FDE_CODES
+from muvera.stores.hnsw_parts import FOLD_RATIO, MAX_SEGMENTS, merge_top, should_fold
+
+pytest.importorskip("hnswlib")
+D = 8
+CONFIG = FDEConfig(dimension=D, num_repetitions=2, num_simhash_projections=2, seed=3)
+
+
+def _docs(seed, n):
+    rng = np.random.default_rng(seed)
+    return ragged(rng, rng.integers(2, 9, n), D)
+
+
+def _manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def _entry(path):
+    return _manifest(path)["store"]["entry"]
+
+
+def _graph_files(path):
+    entry = _entry(path)
+    return [entry["file"]] + [s["file"] for s in entry.get("segments", [])]
+
+
+def _fde_top(index, queries, k):
+    """Brute-force FDE top ``k`` ids of the live documents (float32 inner products)."""
+    labels = np.flatnonzero(index.records.alive)
+    ids = np.asarray([index.records.label_ids[label] for label in labels])
+    docs = [index.store.tokens(int(label)) for label in labels]
+    scores = index.encoder.encode_queries(queries) @ index.encoder.encode_documents(docs).T
+    return [set(ids[np.argsort(-row)[:k]].tolist()) for row in scores]
+
+
+def _recall(got, want):
+    """Share of the brute-force top found (HNSW is approximate, its build multi-threaded)."""
+    return np.mean([len(set(row.tolist()) & w) / len(w) for row, w in zip(got, want, strict=True)])
+
+
+@pytest.fixture
+def grown(tmp_path):
+    """A main graph of 200 documents and three commits of 10 after it."""
+    path = tmp_path / "ix"
+    docs = _docs(0, 230)
+    with Index.create(path, CONFIG) as index:
+        index.add(list(range(200)), docs[:200])
+        for start in (200, 210, 220):
+            index.add(list(range(start, start + 10)), docs[start : start + 10])
+    return path, docs
+
+
+def test_a_commit_writes_only_the_rows_it_adds(grown):
+    path, docs = grown
+    entry = _entry(path)
+    assert entry["count"] == 200 and [s["count"] for s in entry["segments"]] == [10, 10, 10]
+    main = path / entry["file"]
+    before = (main.stat().st_mtime_ns, main.read_bytes())
+    codes = (path / FDE_CODES).read_bytes()
+    sizes = [(path / s["file"]).stat().st_size for s in entry["segments"]]
+    assert max(sizes) < main.stat().st_size / 10  # a tenth of the rows: less than a tenth
+    with Index.open(path) as index:
+        index.add([300], [docs[0]])
+        index.delete([3, 205])  # no graph file written for deletes
+        assert _graph_files(path)[:4] == [entry["file"]] + [s["file"] for s in entry["segments"]]
+        assert len(_graph_files(path)) == 5
+    assert (main.stat().st_mtime_ns, main.read_bytes()) == before
+    assert (path / FDE_CODES).read_bytes()[: len(codes)] == codes  # appended only
+    assert _manifest(path)["format_version"] == 7 and _entry(path)["unmarked"] == 2
+
+
+def test_segments_fold_into_the_main_graph(grown):
+    path, docs = grown
+    codes = (path / FDE_CODES).read_bytes()
+    queries = [d[:3] for d in docs[::23]]
+    with Index.open(path) as index:
+        index.delete([7, 215])
+        index.add(list(range(400, 430)), _docs(1, 30))  # 30 + 30 >= FOLD_RATIO * 200
+        assert index.store.segments == 0 and len(index.store._graph) == 260
+        assert index.store._graph.deleted.sum() == 2 and "unmarked" not in _entry(path)
+    assert (path / FDE_CODES).read_bytes()[: len(codes)] == codes  # the rows kept their order
+    reader = Index.open(path, mode="r")
+    after = reader.search(queries, k=5, rerank=False).ids
+    assert _recall(after, _fde_top(reader, queries, 5)) >= 0.95
+    graph = reader.store._graph
+    from muvera.stores.hnsw_graph import quantize_rows
+
+    want, _ = quantize_rows(graph.vectors(np.arange(len(graph))))
+    np.testing.assert_array_equal(graph.codes, want)
+
+
+@pytest.mark.parametrize("mode", ["int8", "none", "no-kernel"])
+def test_search_over_segments_finds_the_fde_top(tmp_path, monkeypatch, mode):
+    if mode == "no-kernel":
+        monkeypatch.setattr(native, "load", lambda: None)
+    elif native.load() is None:
+        pytest.skip("the int8 walk needs the kernels")
+    options = {"quantization": "none"} if mode == "none" else None
+    path = tmp_path / "ix"
+    docs = _docs(2, 300)
+    queries = [d[:3] for d in docs[::17]]
+    with Index.create(path, CONFIG, store_options=options) as index:
+        index.add(list(range(240)), docs[:240])
+        for start in range(240, 288, 12):  # 48 rows: less than FOLD_RATIO of 240
+            index.add(list(range(start, start + 12)), docs[start : start + 12])
+        index.delete([1, 250, 287])
+        assert index.store.segments == 4
+        want = _fde_top(index, queries, 5)
+        got = index.search(queries, k=5, rerank=False).ids
+        assert _recall(got, want) >= 0.95
+        index.add([500], [docs[0]])  # an uncommitted row is scanned as well
+    reader = Index.open(path, mode="r")
+    got = reader.search(queries, k=5, rerank=False).ids
+    assert _recall(got, _fde_top(reader, queries, 5)) >= 0.95
+    assert not {1, 250, 287} & set(got.ravel().tolist())
+
+
+def test_the_writer_searches_rows_before_their_commit(tmp_path):
+    path = tmp_path / "ix"
+    docs = _docs(3, 120)
+    with Index.create(path, CONFIG) as index:
+        index.add(list(range(100)), docs[:100])
+        with index.bulk():
+            index.add(list(range(100, 120)), docs[100:])
+            hits = index.search([docs[110]], k=1)
+            assert hits.ids[0, 0] == 110
+            index.delete([110])
+            assert 110 not in index.search([docs[110]], k=5).ids
+
+
+def test_a_reader_keeps_its_generation_through_a_fold(grown):
+    path, docs = grown
+    reader = Index.open(path, mode="r")
+    queries = [d[:3] for d in docs[:40:4]]
+    before = reader.search(queries, k=5)
+    with Index.open(path) as index:
+        index.add(list(range(600, 660)), _docs(4, 60))  # folds; old files retired later
+    np.testing.assert_array_equal(reader.search(queries, k=5).ids, before.ids)
+    reader.refresh()
+    assert reader.store.segments == 0 and len(reader) == 290
+
+
+def test_many_small_commits_fold_every_max_segments(tmp_path):
+    path = tmp_path / "ix"
+    docs = _docs(5, 1000)
+    with Index.create(path, CONFIG) as index:
+        index.add(list(range(900)), docs[:900])
+        seen = []
+        for i in range(900, 900 + 2 * (MAX_SEGMENTS + 1)):
+            index.add([i], [docs[i]])
+            seen.append(index.store.segments)
+    assert seen[: MAX_SEGMENTS + 1] == [*range(1, MAX_SEGMENTS + 1), 0]
+    assert max(seen) == MAX_SEGMENTS
+
+
+@pytest.mark.parametrize(
+    ("segments", "message"),
+    [
+        ("x", "segments section is malformed"),
+        ([{"file": "../hnsw-000001.bin", "count": 1}], "not a file name"),
+        ([{"file": "tokens.bin", "count": 10}], "not hnsw-<gen>.bin"),
+        ([{"file": "hnsw-000002.bin", "count": 0}], "rows"),
+        ([{"file": "hnsw-000002.bin", "count": True}], "rows"),
+        ([{"file": "hnsw-000002.bin", "count": "10"}], "rows"),
+        ([{"file": "hnsw-000002.bin", "count": 11}], "the manifest says 11"),
+        ([{"file": "hnsw-000099.bin", "count": 10}], "hnsw-000099.bin"),
+        ([{"file": "hnsw-000002.bin", "count": 10}] * 2, "listed twice"),
+    ],
+)
+def test_bad_segment_sections_raise(grown, segments, message):
+    path = grown[0]
+    manifest = _manifest(path)
+    entry = manifest["store"]["entry"]
+    entry["segments"] = segments
+    entry.pop("codes")  # so that the rows add up to what the codes say
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    if isinstance(segments, list) and segments[0]["file"] == "hnsw-000002.bin":
+        assert (path / "hnsw-000002.bin").is_file()
+    with pytest.raises(MuveraError, match=message):
+        Index.open(path, mode="r")
+
+
+def test_a_truncated_segment_file_raises(grown):
+    path = grown[0]
+    name = _entry(path)["segments"][-1]["file"]
+    data = (path / name).read_bytes()
+    (path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(MuveraError):
+        Index.open(path, mode="r")
+    (path / name).unlink()
+    with pytest.raises(MuveraError):
+        Index.open(path, mode="r")
+
+
+def test_fold_policy_and_merge():
+    assert should_fold(0, [], 1)
+    assert not should_fold(1000, [], int(FOLD_RATIO * 1000) - 1)
+    assert should_fold(1000, [], int(FOLD_RATIO * 1000))
+    assert should_fold(1000, [1] * MAX_SEGMENTS, 1)
+    labels, _ = merge_top(
+        [(np.array([[1, 2], [3, -1]]), np.array([[0.5, 0.1], [0.2, -np.inf]], np.float32)),
+         (np.array([[4, -1], [5, 6]]), np.array([[0.3, -np.inf], [0.9, 0.8]], np.float32))],
+        3,
+    )  # fmt: skip
+    assert labels.tolist() == [[1, 4, 2], [5, 6, 3]]
+    assert hnsw_parts.parse_segments(None) == []
+
+
+def test_fold_reads_graph_files_it_cannot_parse_through_hnswlib(grown, monkeypatch):
+    """quantization "none": the parts live in hnswlib; a fold takes their rows from it."""
+    path, docs = grown
+    manifest = _manifest(path)
+    manifest["store"]["entry"]["quantization"] = "none"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with Index.open(path) as index:
+        assert index.store.hnswlib_loaded and index.store.segments == 3
+        index.add(list(range(700, 740)), _docs(6, 40))
+        assert index.store.segments == 0 and len(index) == 270
+    reader = Index.open(path, mode="r")
+    assert reader.search([docs[205]], k=1).ids[0, 0] == 205
+    assert os.path.isfile(path / _entry(path)["file"])
