@@ -14,7 +14,7 @@ from helpers import ragged
 from muvera import FDEConfig, Index, MuveraError, native
 from muvera.stores import hnsw_parts
 from muvera.stores.hnsw import FDE_CODES
-from muvera.stores.hnsw_parts import FOLD_RATIO, MAX_SEGMENTS, merge_top, should_fold
+from muvera.stores.hnsw_parts import FOLD_RATIO, MAX_SEGMENTS, merge_top, plan_commit
 
 pytest.importorskip("hnswlib")
 D = 8
@@ -155,17 +155,26 @@ def test_a_reader_keeps_its_generation_through_a_fold(grown):
     assert reader.store.segments == 0 and len(reader) == 290
 
 
-def test_many_small_commits_fold_every_max_segments(tmp_path):
+def test_many_small_commits_merge_their_segments_not_the_main_graph(tmp_path):
     path = tmp_path / "ix"
     docs = _docs(5, 1000)
     with Index.create(path, CONFIG) as index:
         index.add(list(range(900)), docs[:900])
+        main = _entry(path)["file"]
         seen = []
         for i in range(900, 900 + 2 * (MAX_SEGMENTS + 1)):
             index.add([i], [docs[i]])
-            seen.append(index.store.segments)
-    assert seen[: MAX_SEGMENTS + 1] == [*range(1, MAX_SEGMENTS + 1), 0]
-    assert max(seen) == MAX_SEGMENTS
+            seen.append([s["count"] for s in _entry(path).get("segments", [])])
+        assert _entry(path)["file"] == main  # never rewritten
+        queries = [d[:3] for d in docs[900 : 900 + 2 * (MAX_SEGMENTS + 1)]]
+        got = index.search(queries, k=1).ids[:, 0].tolist()
+        assert got == list(range(900, 900 + 2 * (MAX_SEGMENTS + 1)))
+    assert seen[MAX_SEGMENTS - 1] == [1] * MAX_SEGMENTS
+    assert seen[MAX_SEGMENTS] == [MAX_SEGMENTS + 1]  # merged into one segment
+    assert seen[-2:] == [[2 * MAX_SEGMENTS + 1], [2 * MAX_SEGMENTS + 1, 1]]  # the oldest grows
+    reader = Index.open(path, mode="r")
+    codes = np.fromfile(path / FDE_CODES, np.int8).reshape(len(reader), -1)
+    np.testing.assert_array_equal(codes, np.concatenate([g.codes for g in reader.store.graphs]))
 
 
 @pytest.mark.parametrize(
@@ -180,6 +189,7 @@ def test_many_small_commits_fold_every_max_segments(tmp_path):
         ([{"file": "hnsw-000002.bin", "count": 11}], "the manifest says 11"),
         ([{"file": "hnsw-000099.bin", "count": 10}], "hnsw-000099.bin"),
         ([{"file": "hnsw-000002.bin", "count": 10}] * 2, "listed twice"),
+        ([{"file": "hnsw-000001.bin", "count": 200}], "listed as a segment"),
     ],
 )
 def test_bad_segment_sections_raise(grown, segments, message):
@@ -207,11 +217,12 @@ def test_a_truncated_segment_file_raises(grown):
         Index.open(path, mode="r")
 
 
-def test_fold_policy_and_merge():
-    assert should_fold(0, [], 1)
-    assert not should_fold(1000, [], int(FOLD_RATIO * 1000) - 1)
-    assert should_fold(1000, [], int(FOLD_RATIO * 1000))
-    assert should_fold(1000, [1] * MAX_SEGMENTS, 1)
+def test_commit_plan_and_merge():
+    assert plan_commit(0, [], 1) == "fold"
+    assert plan_commit(1000, [], int(FOLD_RATIO * 1000) - 1) == "segment"
+    assert plan_commit(1000, [], int(FOLD_RATIO * 1000)) == "fold"
+    assert plan_commit(1000, [1] * MAX_SEGMENTS, 1) == "merge"
+    assert plan_commit(1000, [1] * (MAX_SEGMENTS - 1), 1) == "segment"
     labels, _ = merge_top(
         [(np.array([[1, 2], [3, -1]]), np.array([[0.5, 0.1], [0.2, -np.inf]], np.float32)),
          (np.array([[4, -1], [5, 6]]), np.array([[0.3, -np.inf], [0.9, 0.8]], np.float32))],
@@ -219,6 +230,18 @@ def test_fold_policy_and_merge():
     )  # fmt: skip
     assert labels.tolist() == [[1, 4, 2], [5, 6, 3]]
     assert hnsw_parts.parse_segments(None) == []
+
+
+def test_row_counts_are_checked_when_hnswlib_reads_the_files(grown):
+    path = grown[0]
+    manifest = _manifest(path)
+    entry = manifest["store"]["entry"]
+    entry["quantization"] = "none"
+    entry["segments"][0]["count"] = 9
+    entry.pop("codes")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MuveraError, match="the manifest says 9"):
+        Index.open(path, mode="r")
 
 
 def test_fold_reads_graph_files_it_cannot_parse_through_hnswlib(grown, monkeypatch):

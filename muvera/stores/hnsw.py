@@ -20,10 +20,10 @@ from .hnsw_parts import (
     mark_deleted,
     merge_top,
     parse_segments,
+    plan_commit,
     rescore,
     scan_rows,
     search_hnswlib,
-    should_fold,
 )
 from .local import LocalStore
 
@@ -123,6 +123,8 @@ class HnswStore(LocalStore):
         segments = parse_segments(entry.get("segments"))
         if (segments or main_rows) and not entry.get("file"):
             raise MuveraError("hnswlib store: rows without a graph file")
+        if entry.get("file") in {name for name, _ in segments}:
+            raise MuveraError("hnswlib store: the main graph file is listed as a segment")
         self.count = main_rows + sum(n for _, n in segments)
         self.deleted = _count(entry, "deleted")
         self._unmarked = _count(entry, "unmarked")  # dead rows no graph file marks
@@ -243,6 +245,11 @@ class HnswStore(LocalStore):
         """``part``'s hnswlib index (loaded on first use, its dead rows marked)."""
         if part.index is None:
             part.index = self._load_index(part.file, part.count)
+            if part.index.get_current_count() != part.count:
+                rows, part.index = part.index.get_current_count(), None
+                raise MuveraError(
+                    f"{part.file.name}: the graph has {rows} rows, the manifest says {part.count}"
+                )
             labels = np.asarray(part.index.get_ids_list(), np.int64)
             inside = (labels >= 0) & (labels < self._live.size)
             dead = labels[~inside | ~self._live[np.where(inside, labels, 0)]]
@@ -389,18 +396,16 @@ class HnswStore(LocalStore):
         return labels, scores
 
     def _save_fdes(self, directory: Path, generation: int) -> dict[str, Any]:
-        """Write the rows added since the last commit as a new segment, or fold every
-        segment and them into a new main graph (:func:`.hnsw_parts.should_fold`); deletes
-        alone write no graph file."""
+        """Write the rows added since the last commit as a new segment, merge the segments
+        and them into one segment, or fold everything into a new main graph
+        (:func:`.hnsw_parts.plan_commit`); deletes alone write no graph file."""
         new = sum(p[0].size for p in self._pending)
         moved = any(part.file.parent != directory for part in self._parts)
         if new or moved:
             main = self._parts[0].count if self._parts else 0
-            segments = [part.count for part in self._parts[1:]]
-            if moved or should_fold(main, segments, new):
-                self._fold(directory, generation)
-            else:
-                self._write_segment(directory, generation)
+            plan = plan_commit(main, [part.count for part in self._parts[1:]], new)
+            keep = {"fold": 0, "merge": 1, "segment": len(self._parts)}[plan]
+            self._merge(directory, generation, 0 if moved else keep)
         self._persist_codes()
         entry = {**self.params(), "count": self._parts[0].count if self._parts else 0,
                  "deleted": self.deleted}  # fmt: skip
@@ -422,31 +427,21 @@ class HnswStore(LocalStore):
             os.fsync(fh.fileno())
         return path
 
-    def _write_segment(self, directory: Path, generation: int) -> None:
-        """The rows added since the last commit, in a graph file of their own."""
-        labels = np.concatenate([p[0] for p in self._pending])
-        index = self._load_index(None, labels.size)
-        while self._pending:
-            part_labels, fdes = self._pending.pop(0)
-            index.add_items(fdes, part_labels, num_threads=self.num_threads)
-        mark_deleted(index, labels[~self._live[labels]])
-        path = self._write_file(index, directory, generation)
-        part = Part(path, labels.size, self.count_in_parts(), None,
-                    index if self._fallback else None)  # fmt: skip
-        self._open_part(part)
-        self._parts.append(part)
-
-    def _fold(self, directory: Path, generation: int) -> None:
-        """One main graph of every committed row and the new ones (hnswlib inserts them
-        after the main graph's rows, in row order); dead rows marked in the file."""
-        total = self.count
-        base = self._parts[0] if self._parts else None
+    def _merge(self, directory: Path, generation: int, keep: int) -> None:
+        """Replace the graph files after the first ``keep`` by one graph of their rows and
+        the rows added since the last commit: hnswlib loads the first of them and inserts
+        the others' rows after its own, in row order (so the persisted codes stay in
+        order); dead rows are marked in the new file. ``keep=0``: a new main graph."""
+        parts = self._parts[keep:]
+        first = parts[0].first if parts else self.count_in_parts()
+        total = self.count - first
+        base = parts[0] if parts else None
         if base is not None and base.index is not None:  # marks made since it was loaded
             index = base.index
             index.resize_index(max(total, index.get_max_elements()))
         else:
             index = self._load_index(None if base is None else base.file, total)
-        for part in self._parts[1:]:
+        for part in parts[1:]:
             for labels, vectors in part.vectors(self.dimension):
                 index.add_items(vectors, labels, num_threads=self.num_threads)
         while self._pending:  # each batch freed once inserted (a failed commit reloads)
@@ -457,8 +452,9 @@ class HnswStore(LocalStore):
         inside = (rows >= 0) & (rows < self._live.size)
         mark_deleted(index, rows[~inside | ~self._live[np.where(inside, rows, 0)]])
         path = self._write_file(index, directory, generation)
-        part = Part(path, total, 0, None, index if self._fallback else None)
-        self._parts = []
+        part = Part(path, total, first, None, index if self._fallback else None)
+        self._parts = self._parts[:keep]
         self._open_part(part)
-        self._parts = [part]
-        self._unmarked = 0
+        self._parts.append(part)
+        if keep == 0:
+            self._unmarked = 0

@@ -2,11 +2,14 @@
 
 A commit writes the rows added since the last one as a new **segment** (an hnswlib file of
 those rows only), so its cost follows what it adds, not the index's size; deletes change no
-graph file (dead rows are masked by the index's live labels when the graph is read). When
-the segments hold :data:`FOLD_RATIO` of the main graph's rows or number more than
-:data:`MAX_SEGMENTS`, a commit **folds** them into a new main graph (hnswlib loads the main
-file and inserts the segments' rows after its own), so each row is rewritten a bounded
-number of times (about ``(1 + FOLD_RATIO) / FOLD_RATIO``) however the index grows.
+graph file (dead rows are masked by the index's live labels when the graph is read). A
+commit that would leave more than :data:`MAX_SEGMENTS` segments **merges** them and its
+rows into one segment (hnswlib loads the oldest and inserts the others' rows after its
+own: a cost that follows the segments, not the main graph); one whose segments would hold
+:data:`FOLD_RATIO` of the main graph's rows **folds** everything into a new main graph the
+same way. The main graph grows by at least that ratio at each fold, so each row is
+rewritten in it a bounded number of times (about ``(1 + FOLD_RATIO) / FOLD_RATIO``)
+however the index grows.
 
 Rows keep one global order, the main graph's then each segment's in commit order: hnswlib
 never moves a row, so a fold keeps that order, and the persisted int8 codes
@@ -33,10 +36,10 @@ __all__ = [
     "mark_deleted",
     "merge_top",
     "parse_segments",
+    "plan_commit",
     "rescore",
     "scan_rows",
     "search_hnswlib",
-    "should_fold",
 ]
 
 MAX_SEGMENTS = 8  # a search walks the main graph and at most this many segments
@@ -129,20 +132,20 @@ def parse_segments(value: Any) -> list[tuple[str, int]]:
     return out
 
 
-def should_fold(main_rows: int, segment_rows: list[int], new_rows: int) -> bool:
-    """Whether a commit adding ``new_rows`` folds everything into a new main graph (else
-    the new rows become one more segment).
+def plan_commit(main_rows: int, segment_rows: list[int], new_rows: int) -> str:
+    """What a commit adding ``new_rows`` writes: ``"segment"`` (the new rows in a graph
+    file of their own), ``"merge"`` (the segments and the new rows in one segment: there
+    would be more than :data:`MAX_SEGMENTS`) or ``"fold"`` (one new main graph of every row:
+    there is none yet, or the segments would hold :data:`FOLD_RATIO` of its rows).
 
-    >>> should_fold(1000, [], 10), should_fold(1000, [100, 100], 60), should_fold(0, [], 5)
-    (False, True, True)
-    >>> should_fold(10**6, [1] * MAX_SEGMENTS, 1)
-    True
+    >>> plan_commit(1000, [], 10), plan_commit(1000, [100, 100], 60), plan_commit(0, [], 5)
+    ('segment', 'fold', 'fold')
+    >>> plan_commit(10**6, [1] * MAX_SEGMENTS, 1)
+    'merge'
     """
-    if main_rows == 0:
-        return True
-    if len(segment_rows) + 1 > MAX_SEGMENTS:
-        return True
-    return sum(segment_rows) + new_rows >= FOLD_RATIO * main_rows
+    if main_rows == 0 or sum(segment_rows) + new_rows >= FOLD_RATIO * main_rows:
+        return "fold"
+    return "merge" if len(segment_rows) + 1 > MAX_SEGMENTS else "segment"
 
 
 def merge_top(
