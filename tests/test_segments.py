@@ -79,6 +79,8 @@ def test_a_commit_writes_only_the_rows_it_adds(grown):
         index.delete([3, 205])  # no graph file written for deletes
         assert _graph_files(path)[:4] == [entry["file"]] + [s["file"] for s in entry["segments"]]
         assert len(_graph_files(path)) == 5
+        # the writer searches the persisted codes' map, not a copy of its own
+        assert not any(g.codes.flags.writeable for g in index.store.graphs)
     assert (main.stat().st_mtime_ns, main.read_bytes()) == before
     assert (path / FDE_CODES).read_bytes()[: len(codes)] == codes  # appended only
     assert _manifest(path)["format_version"] == 7 and _entry(path)["unmarked"] == 2
@@ -102,6 +104,25 @@ def test_segments_fold_into_the_main_graph(grown):
 
     want, _ = quantize_rows(graph.vectors(np.arange(len(graph))))
     np.testing.assert_array_equal(graph.codes, want)
+
+
+def test_persisted_codes_match_the_rows_after_merges_and_folds(tmp_path):
+    """Segments of hundreds of rows (hnswlib's threads would number them out of order if
+    they inserted them) merged and folded: every graph's persisted codes are those of its
+    own rows."""
+    from muvera.stores.hnsw_graph import quantize_rows
+
+    path = tmp_path / "ix"
+    docs = _docs(7, 10100)
+    with Index.create(path, CONFIG) as index:
+        index.add(list(range(8000)), docs[:8000])
+        for start, stop in ((8000, 9500), (9500, 9900), (9900, 10100)):
+            index.add(list(range(start, stop)), docs[start:stop])
+            for graph in index.store.graphs:
+                want, meta = quantize_rows(graph.vectors(np.arange(len(graph))))
+                np.testing.assert_array_equal(graph.codes, want)
+                np.testing.assert_array_equal(graph.meta, meta)
+        assert index.store.segments == 0 and len(index.store._graph) == 10100
 
 
 @pytest.mark.parametrize("mode", ["int8", "none", "no-kernel"])
@@ -257,3 +278,43 @@ def test_fold_reads_graph_files_it_cannot_parse_through_hnswlib(grown, monkeypat
     reader = Index.open(path, mode="r")
     assert reader.search([docs[205]], k=1).ids[0, 0] == 205
     assert os.path.isfile(path / _entry(path)["file"])
+
+
+def test_info_counts_the_segments(grown):
+    from muvera.index.info import describe
+
+    params = describe(Index.open(grown[0], mode="r"))["store_parameters"]
+    assert params["segments"] == {"files": 3, "rows": 30} and params["count"] == 200
+
+
+def test_a_fold_inserts_the_committed_rows_with_one_thread(grown, monkeypatch):
+    """hnswlib numbers rows in the order its threads reach them: rows whose codes are
+    persisted must go in one at a time, in order (the test above catches a wrong order
+    only when the threads interleave)."""
+    from muvera.stores.hnsw import HnswStore
+
+    path, _ = grown
+    calls = []
+    real = HnswStore._load_index
+
+    def spy(self, file, capacity):
+        index = real(self, file, capacity)
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(index, name)
+
+            def add_items(self, data, labels, num_threads=-1):
+                calls.append((np.asarray(labels).tolist(), num_threads))
+                return index.add_items(data, labels, num_threads=num_threads)
+
+        return Spy()
+
+    order = [g.labels.tolist() for g in Index.open(path, mode="r").store.graphs[1:]]
+    monkeypatch.setattr(HnswStore, "_load_index", spy)
+    with Index.open(path) as index:
+        index.add(list(range(800, 860)), _docs(8, 60))  # folds the three segments
+        assert index.store.segments == 0
+    committed = [(labels, threads) for labels, threads in calls if labels[0] < 230]
+    assert [labels for labels, _ in committed] == order  # each segment file's row order
+    assert {threads for _, threads in committed} == {1}

@@ -22,8 +22,12 @@ def describe(index: Any) -> dict[str, Any]:
     total = sum(files.values())
     meta = index.metadata
     entry = dict(manifest["store"].get("entry") or {})
-    entry.pop("deleted", None)
-    entry.pop("payloads", None)
+    for key in ("deleted", "payloads", "capacity", "unmarked"):
+        entry.pop(key, None)
+    segments = entry.get("segments")
+    if isinstance(segments, list):  # hnswlib graph segments: how many, how many rows
+        rows = sum(s.get("count", 0) for s in segments if isinstance(s, dict))
+        entry["segments"] = {"files": len(segments), "rows": rows}
     return {
         "path": str(index.path),
         "documents": len(index),

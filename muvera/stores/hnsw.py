@@ -207,20 +207,26 @@ class HnswStore(LocalStore):
 
     def _persist_codes(self) -> None:
         """Append the codes and scales of the graph rows not persisted yet (in row order,
-        up to the first part searched without codes)."""
+        up to the first part searched without codes); the graphs then search the mapped
+        file instead of their own copy (memory of the page cache, not of the writer)."""
         for part in self._parts:
             graph = part.graph
             if graph is None:
                 return
             skip = self._codes_rows - part.first
-            if skip >= part.count:
-                continue
-            for target, data in (
-                (self._fde_codes, np.ascontiguousarray(graph.codes[skip:]).tobytes()),
-                (self._fde_scales, np.ascontiguousarray(graph.meta[skip:], "<f4").tobytes()),
-            ):
-                target.committed = target.append(data) + len(data)
-            self._codes_rows = part.first + part.count
+            if skip < part.count:
+                for target, data in (
+                    (self._fde_codes, np.ascontiguousarray(graph.codes[skip:]).tobytes()),
+                    (self._fde_scales, np.ascontiguousarray(graph.meta[skip:], "<f4").tobytes()),
+                ):
+                    target.committed = target.append(data) + len(data)
+                self._codes_rows = part.first + part.count
+            if graph.codes.flags.writeable:
+                d, rows = self.dimension, slice(part.first, part.first + part.count)
+                codes = self._fde_codes.view(np.int8).reshape(-1, d)[rows]
+                meta = self._fde_scales.view("<f4").reshape(-1, 2)[rows]
+                graph.codes = graph._code_buffer = codes
+                graph.meta = graph._meta_buffer = meta
 
     def _load_index(self, path: Path | None, capacity: int) -> Any:
         """An ``hnswlib.Index`` read from ``path`` (checked first) with room for
@@ -430,8 +436,11 @@ class HnswStore(LocalStore):
     def _merge(self, directory: Path, generation: int, keep: int) -> None:
         """Replace the graph files after the first ``keep`` by one graph of their rows and
         the rows added since the last commit: hnswlib loads the first of them and inserts
-        the others' rows after its own, in row order (so the persisted codes stay in
-        order); dead rows are marked in the new file. ``keep=0``: a new main graph."""
+        the others' rows after its own, in row order (one thread: with several, hnswlib
+        numbers rows in the order its threads reach them, and the persisted codes, in the
+        old files' row order, would no longer match), then the new rows (any order: their
+        codes are made from the new file); dead rows are marked in the new file.
+        ``keep=0``: a new main graph."""
         parts = self._parts[keep:]
         first = parts[0].first if parts else self.count_in_parts()
         total = self.count - first
@@ -441,9 +450,9 @@ class HnswStore(LocalStore):
             index.resize_index(max(total, index.get_max_elements()))
         else:
             index = self._load_index(None if base is None else base.file, total)
-        for part in parts[1:]:
+        for part in parts[1:]:  # one thread: hnswlib then numbers the rows in input order
             for labels, vectors in part.vectors(self.dimension):
-                index.add_items(vectors, labels, num_threads=self.num_threads)
+                index.add_items(vectors, labels, num_threads=1)
         while self._pending:  # each batch freed once inserted (a failed commit reloads)
             labels, fdes = self._pending.pop(0)
             index.add_items(fdes, labels, num_threads=self.num_threads)
@@ -453,6 +462,7 @@ class HnswStore(LocalStore):
         mark_deleted(index, rows[~inside | ~self._live[np.where(inside, rows, 0)]])
         path = self._write_file(index, directory, generation)
         part = Part(path, total, first, None, index if self._fallback else None)
+        del index  # hnswlib's float32 copy is freed before the new graph is read
         self._parts = self._parts[:keep]
         self._open_part(part)
         self._parts.append(part)

@@ -289,7 +289,8 @@ class QuantizedGraph:
         ):  # fmt: skip
             self._code_buffer, self._meta_buffer = previous._code_buffer, previous._meta_buffer
         else:  # pages of an np.empty buffer cost memory only once written
-            capacity = max(n, 2 * kept) if kept < n else n
+            # room to grow only for a graph re-read after appends (``previous``)
+            capacity = max(n, 2 * kept) if kept < n and previous is not None else n
             self._code_buffer = np.empty((capacity, d), np.int8)
             self._meta_buffer = np.empty((capacity, 2), np.float32)
             if kept and source is not None:
