@@ -128,13 +128,11 @@ class HnswStore(LocalStore):
         self.count = main_rows + sum(n for _, n in segments)
         self.deleted = _count(entry, "deleted")
         self._unmarked = _count(entry, "unmarked")  # dead rows no graph file marks
-        self._capacity = max(16, _count(entry, "capacity", 16))
         if self.deleted > self.count or self._unmarked > self.deleted:
             raise MuveraError("hnswlib store: more deleted rows than rows")
         self._codes_rows, self._fde_codes, self._fde_scales = self._stored_codes(
             directory, entry.get("codes")
         )
-        self._entry = dict(entry)
         self._parts: list[Part] = []
         if entry.get("file"):
             self._parts.append(Part(directory / entry["file"], main_rows, 0))
@@ -423,8 +421,7 @@ class HnswStore(LocalStore):
             entry["unmarked"] = self._unmarked
         if self._codes_rows:
             entry["codes"] = {"file": FDE_CODES, "scales": FDE_SCALES, "rows": self._codes_rows}
-        self._entry = entry
-        return dict(entry)
+        return entry
 
     def _write_file(self, index: Any, directory: Path, generation: int) -> Path:
         path = directory / f"hnsw-{generation:06d}.bin"
