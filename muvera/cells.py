@@ -39,6 +39,7 @@ FINE = 64  # fine centroids inside each coarse cell
 FIT_SAMPLE = 65_536  # tokens a fit reads at most (sampled without replacement)
 MIN_FIT_TOKENS = 32_768  # fewer tokens than this: no cells yet (the index fits them later)
 ITERATIONS = 10  # Lloyd iterations per k-means
+SPLIT_TOKENS = 1 << 16  # a scan split between threads from this many tokens on
 _ASSIGN_BLOCK = 65_536  # tokens per block of an assignment
 
 
@@ -177,8 +178,19 @@ class Cells:
         array([[3., 0.],
                [4., 0.]], dtype=float32)
         """
-        q = np.asarray(query, np.float32)
+        q = np.ascontiguousarray(query, np.float32)
         width = max(32, -(-q.shape[0] // 32) * 32)
+        kernel = native.load()
+        # the SIMD builds (the generic one is slower than BLAS, as for MaxSim)
+        if (
+            kernel is not None
+            and kernel.maxsim_preferred
+            and q.ndim == 2
+            and q.shape[1] == self.fine.shape[1]
+        ):
+            out = np.empty((self.n_cells, width), dtype=np.float32)
+            if kernel.cell_table(self.fine, q, out) == 0:  # one thread, no BLAS
+                return out
         out = np.zeros((self.n_cells, width), dtype=np.float32)
         np.matmul(self.fine, q.T, out=out[:, : q.shape[0]])
         return out
@@ -191,13 +203,14 @@ def cell_scores(
     lengths: npt.NDArray[np.int64],
     *,
     use_native: bool = True,
+    threads: int | None = None,
 ) -> npt.NDArray[np.float32]:
     """Approximate MaxSim of one query (its ``table``, see :meth:`Cells.table`) against
     documents stored as spans of ``codes``: document ``j`` is codes ``offsets[j] ..
     offsets[j] + lengths[j]``. Returns float32 ``(n_docs,)``; ``-inf`` for an empty span.
     Codes at or beyond the table's rows, or spans outside ``codes``, raise
     :class:`~muvera.MuveraError` (codes come from files). Compiled kernel when built, else
-    numpy.
+    numpy; ``threads`` None: every CPU from :data:`SPLIT_TOKENS` tokens on, else one.
 
     >>> table = np.array([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5]], np.float32)
     >>> codes = np.array([0, 1, 2, 2], np.uint16)
@@ -213,7 +226,8 @@ def cell_scores(
     if kernel is not None:
         table = np.ascontiguousarray(table, dtype=np.float32)
         codes = np.ascontiguousarray(codes, dtype=np.uint16)
-        threads = native.default_threads() if int(lengths.sum()) >= 1 << 16 else 1
+        if threads is None:
+            threads = native.default_threads() if int(lengths.sum()) >= SPLIT_TOKENS else 1
         if table.shape[1] % 32 or table.shape[1] == 0:  # the kernel reads 32 lanes a pass
             table = np.pad(table, ((0, 0), (0, -table.shape[1] % 32 or 32)))
         if kernel.cell_scores(table, codes, offsets, lengths, out, threads) != 0:

@@ -324,3 +324,54 @@ def test_wide_mode_ranks_the_fde_pool(tmp_path, monkeypatch):
     wide = reader.search(q, k=10, candidates=40)
     assert (wide.ids[:, 0] == full.ids[:, 0]).mean() >= 0.9
     assert cell_file.WIDE == 1
+
+
+def test_a_batch_scans_its_queries_side_by_side_with_the_same_results(tmp_path, monkeypatch):
+    """A batch's cell scans run on worker threads (one thread each); the candidates, and so
+    the results, are those of the queries searched one by one, in any thread setting."""
+    rng, docs = _corpus(5)
+    queries = [docs[i][: 3 + i % 5] + 0.1 * rng.standard_normal((3 + i % 5, D)).astype(
+        np.float32) for i in range(0, 60, 3)]  # fmt: skip
+    with Index.create(tmp_path / "ix", FDEConfig(dimension=D), "exact") as index:
+        index.add(list(range(len(docs))), docs)
+    index = Index.open(tmp_path / "ix", mode="r")
+    assert index.store.uses_cells
+    calls = []
+    real = cell_file.cell_scores
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("threads"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cell_file, "cell_scores", spy)
+    alone = [index.search([q], k=10, candidates=40) for q in queries]
+    assert set(calls) == {None}  # one query: the scan may be split
+    calls.clear()
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("MUVERA_NUM_THREADS", threads)
+        together = index.search(queries, k=10, candidates=40)
+        np.testing.assert_array_equal(together.ids, np.concatenate([r.ids for r in alone]))
+        np.testing.assert_array_equal(together.scores, np.concatenate([r.scores for r in alone]))
+        assert set(calls) == ({None} if threads == "1" else {1})
+        calls.clear()
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@pytest.mark.parametrize("n_q", [1, 3, 31, 32, 33, 70])
+def test_table_kernel_equals_the_product(variant, n_q):
+    """muvera_cell_table (one thread, no BLAS) = centroids @ query.T, zero past the query's
+    tokens; a bad width is refused."""
+    rng = np.random.default_rng(n_q)
+    centroids = rng.standard_normal((1030, 24)).astype(np.float32)  # not a multiple of 4
+    query = rng.standard_normal((n_q, 24)).astype(np.float32)
+    width = max(32, -(-n_q // 32) * 32)
+    kernel = native.load_variant(variant)
+    out = np.full((1030, width), np.nan, np.float32)
+    assert kernel.cell_table(centroids, query, out) == 0
+    np.testing.assert_allclose(out[:, :n_q], centroids @ query.T, rtol=1e-5, atol=1e-5)
+    assert not out[:, n_q:].any()
+    assert kernel.cell_table(centroids, query, np.empty((1030, width + 1), np.float32)) == -3
+    if n_q > 32:
+        assert kernel.cell_table(centroids, query, np.empty((1030, 32), np.float32)) == -3
+    cells = Cells(centroids[:4], centroids)
+    np.testing.assert_allclose(cells.table(query)[:, :n_q], centroids @ query.T, 1e-5, 1e-5)

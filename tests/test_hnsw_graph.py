@@ -229,6 +229,41 @@ def test_store_searches_codes_loads_hnswlib_only_to_write(tmp_path):
 
 
 @needs_native
+def test_one_query_walks_without_a_helper_unless_asked(tmp_path, monkeypatch):
+    """The walk's threads: one for a single query (a helper thread only when num_threads
+    >= 2 asks for it), every CPU (or num_threads) for a batch; the results never change."""
+    rng = np.random.default_rng(3)
+    docs = _docs(rng, 60)
+    with _index(tmp_path) as index:
+        index.add(list(range(60)), docs)
+    monkeypatch.setenv("MUVERA_NUM_THREADS", "4")
+    seen = []
+    results = {}
+    for num_threads in (-1, 1, 2):
+        options = {"num_threads": num_threads}
+        reader = Index.open(tmp_path / "ix", mode="r", store_options=options)
+        graph = reader.store.graphs[0]
+        real = graph.search
+
+        def spy(kernel, queries, k, ef, threads, excluded, real=real, asked=num_threads):
+            seen.append((asked, queries.shape[0], threads))
+            return real(kernel, queries, k, ef, threads, excluded)
+
+        monkeypatch.setattr(graph, "search", spy)
+        one = reader.search([docs[5]], k=5, candidates=20)
+        batch = reader.search([docs[5], docs[9]], k=5, candidates=20)
+        results[num_threads] = (one.ids, batch.ids)
+    assert seen == [(-1, 1, 1), (-1, 2, 4), (1, 1, 1), (1, 2, 1), (2, 1, 2), (2, 2, 2)]
+    for ids in results.values():
+        np.testing.assert_array_equal(ids[0], results[-1][0])
+        np.testing.assert_array_equal(ids[1], results[-1][1])
+    with pytest.raises(MuveraError, match="num_threads must be an int"):
+        Index.open(tmp_path / "ix", mode="r", store_options={"num_threads": "2"})
+    with pytest.raises(MuveraError, match="cannot be changed"):
+        Index.open(tmp_path / "ix", mode="r", store_options={"M": 4})
+
+
+@needs_native
 def test_store_fde_only_scores_are_float32_inner_products(tmp_path):
     rng = np.random.default_rng(8)
     docs = _docs(rng, 50)

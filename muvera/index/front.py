@@ -164,7 +164,8 @@ class Index(ReadMethods, TextMethods, BulkMethods):
         """Open an existing index: ``mode="a"`` to read and write (takes the writer lock),
         ``mode="r"`` to read only (any number of readers). ``store_options`` override the
         stored connection of a qdrant index (``url``, ``api_key``, ``client``), or the
-        search breadth of an hnswlib index (``{"ef": 400}``: kept if this writer commits).
+        search breadth of an hnswlib index (``{"ef": 400}``: kept if this writer commits)
+        and its search threads (``{"num_threads": 2}``: this session only).
         ``verify=True`` first checks every file against the checksums recorded by an index
         created with ``checksums=True`` (reads every byte; a MuveraError names a damaged
         file)."""

@@ -42,6 +42,9 @@ class NativeLibrary:
         self._cells = lib.muvera_cell_scores
         self._cells.restype = i64
         self._cells.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, i64, ptr, i64]
+        self._table = lib.muvera_cell_table
+        self._table.restype = i64
+        self._table.argtypes = [ptr, i64, i64, ptr, i64, i64, ptr]
         self._postings = lib.muvera_cell_postings
         self._postings.restype = i64
         self._postings.argtypes = [ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr]
@@ -188,6 +191,22 @@ class NativeLibrary:
                 n_threads,
             )
         )
+        if status == -1:
+            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+        return status
+
+    def cell_table(self, centroids: Any, query: Any, out: Any) -> int:
+        """One query's table of ``<centroid c, query token i>`` at ``out[c, i]``, zero past
+        its tokens (``muvera_cell_table`` in cells.c, one thread). ``centroids`` float32
+        ``(n_cells, d)``, ``query`` float32 ``(n_q, d)``, ``out`` float32 ``(n_cells,
+        width)``, width a multiple of 32 and >= n_q; all C-contiguous (checked by the
+        caller). Returns 0 or -3 (a bad width). The GIL is released while it runs."""
+        status = int(
+            self._table(
+                centroids.ctypes.data, centroids.shape[0], centroids.shape[1],
+                query.ctypes.data, query.shape[0], out.shape[1], out.ctypes.data,
+            )
+        )  # fmt: skip
         if status == -1:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")
         return status

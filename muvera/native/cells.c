@@ -165,6 +165,96 @@ MUVERA_EXPORT int64_t muvera_cell_scores(const float *table, int64_t n_cells, in
 }
 
 /*
+ * The table of one query: out[c][i] = <centroid c, query token i> for i < n_q, 0 for
+ * n_q <= i < width (width a multiple of 32). One thread, on purpose: the cell scans that
+ * read the table run on the core that writes it, where its rows stay in the cache (a BLAS
+ * product splits the rows between threads, and those threads then keep spinning on the
+ * cores the rest of the search needs).
+ *
+ * centroids   (n_cells, d) float32.
+ * query       (n_q, d) float32.
+ * out         (n_cells, width) float32.
+ * Returns 0, -1 when memory cannot be allocated, -3 for a width that is not a multiple of 32
+ * or smaller than n_q.
+ */
+MUVERA_EXPORT int64_t muvera_cell_table(const float *centroids, int64_t n_cells, int64_t d,
+                                        const float *query, int64_t n_q, int64_t width,
+                                        float *out) {
+    if (width % CELLS_CHUNK != 0 || width < n_q || n_q < 0 || d < 0 || n_cells < 0) return -3;
+    float *qt = (float *)calloc((size_t)(d > 0 ? d : 1) * (size_t)width, sizeof(float));
+    if (qt == NULL) return -1;
+    for (int64_t i = 0; i < n_q; ++i) /* query transposed: row k holds lane i = token i */
+        for (int64_t k = 0; k < d; ++k) qt[k * width + i] = query[i * d + k];
+    int64_t c = 0;
+#if defined(__AVX512F__)
+    /* 4 cells x 32 lanes at a time: 8 accumulators hide the FMA latency */
+    for (; c + 4 <= n_cells; c += 4) {
+        const float *r0 = centroids + c * d, *r1 = r0 + d, *r2 = r1 + d, *r3 = r2 + d;
+        for (int64_t lo = 0; lo < width; lo += CELLS_CHUNK) {
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00;
+            __m512 a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            for (int64_t k = 0; k < d; ++k) {
+                const __m512 q0 = _mm512_loadu_ps(qt + k * width + lo);
+                const __m512 q1 = _mm512_loadu_ps(qt + k * width + lo + 16);
+                __m512 f = _mm512_set1_ps(r0[k]);
+                a00 = _mm512_fmadd_ps(f, q0, a00), a01 = _mm512_fmadd_ps(f, q1, a01);
+                f = _mm512_set1_ps(r1[k]);
+                a10 = _mm512_fmadd_ps(f, q0, a10), a11 = _mm512_fmadd_ps(f, q1, a11);
+                f = _mm512_set1_ps(r2[k]);
+                a20 = _mm512_fmadd_ps(f, q0, a20), a21 = _mm512_fmadd_ps(f, q1, a21);
+                f = _mm512_set1_ps(r3[k]);
+                a30 = _mm512_fmadd_ps(f, q0, a30), a31 = _mm512_fmadd_ps(f, q1, a31);
+            }
+            float *o = out + c * width + lo;
+            _mm512_storeu_ps(o, a00), _mm512_storeu_ps(o + 16, a01);
+            _mm512_storeu_ps(o + width, a10), _mm512_storeu_ps(o + width + 16, a11);
+            _mm512_storeu_ps(o + 2 * width, a20), _mm512_storeu_ps(o + 2 * width + 16, a21);
+            _mm512_storeu_ps(o + 3 * width, a30), _mm512_storeu_ps(o + 3 * width + 16, a31);
+        }
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    /* 2 cells x 32 lanes at a time: 8 accumulators hide the FMA latency */
+    for (; c + 2 <= n_cells; c += 2) {
+        const float *r0 = centroids + c * d, *r1 = r0 + d;
+        for (int64_t lo = 0; lo < width; lo += CELLS_CHUNK) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            for (int64_t k = 0; k < d; ++k) {
+                const float *q = qt + k * width + lo;
+                const __m256 q0 = _mm256_loadu_ps(q), q1 = _mm256_loadu_ps(q + 8);
+                const __m256 q2 = _mm256_loadu_ps(q + 16), q3 = _mm256_loadu_ps(q + 24);
+                __m256 f = _mm256_set1_ps(r0[k]);
+                a0 = _mm256_fmadd_ps(f, q0, a0), a1 = _mm256_fmadd_ps(f, q1, a1);
+                a2 = _mm256_fmadd_ps(f, q2, a2), a3 = _mm256_fmadd_ps(f, q3, a3);
+                f = _mm256_set1_ps(r1[k]);
+                b0 = _mm256_fmadd_ps(f, q0, b0), b1 = _mm256_fmadd_ps(f, q1, b1);
+                b2 = _mm256_fmadd_ps(f, q2, b2), b3 = _mm256_fmadd_ps(f, q3, b3);
+            }
+            float *o = out + c * width + lo;
+            _mm256_storeu_ps(o, a0), _mm256_storeu_ps(o + 8, a1);
+            _mm256_storeu_ps(o + 16, a2), _mm256_storeu_ps(o + 24, a3);
+            _mm256_storeu_ps(o + width, b0), _mm256_storeu_ps(o + width + 8, b1);
+            _mm256_storeu_ps(o + width + 16, b2), _mm256_storeu_ps(o + width + 24, b3);
+        }
+    }
+#endif
+    for (; c < n_cells; ++c) {
+        const float *row = centroids + c * d;
+        for (int64_t lo = 0; lo < width; lo += CELLS_CHUNK) {
+            float acc[CELLS_CHUNK] = {0};
+            for (int64_t k = 0; k < d; ++k) {
+                const float f = row[k];
+                const float *q = qt + k * width + lo;
+                for (int l = 0; l < CELLS_CHUNK; ++l) acc[l] += f * q[l];
+            }
+            memcpy(out + c * width + lo, acc, sizeof acc);
+        }
+    }
+    free(qt);
+    return 0;
+}
+
+/*
  * Postings of the token cells: for every cell, the labels of the documents that have a token
  * in it, each label once per cell, in the order the documents are given (ascending labels
  * when the caller passes them so). Two calls: postings == NULL counts (bounds[c + 1] -

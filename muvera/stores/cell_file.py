@@ -24,12 +24,14 @@ re-rank cost (``benchmarks/bench_cells.py``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .. import native
 from ..cells import FIT_SAMPLE, MIN_FIT_TOKENS, Cells, Postings, cell_scores, probe, sample_rows
 from ..errors import MuveraError
 from ..files import AppendOnlyFile, atomic_write_bytes
@@ -219,23 +221,37 @@ class TokenCells:
             raise MuveraError("the token cells are not fitted")
         out = np.full((len(queries), total), -1, dtype=np.int64)
         codes = self.code_rows()
-        for i, query in enumerate(queries):
+        cells = self.cells
+
+        def one(i: int) -> None:
             pool = pools[0] if len(pools) == 1 else pools[i]
             first = fde_labels[i, :keep]
             first = first[first >= 0]
-            table = self.cells.table(query)
+            table = cells.table(queries[i])
             if probed is not None:
-                reached, rough = probe(table, query.shape[0], probed[0], N_PROBE, offsets.size)
+                reached, rough = probe(table, queries[i].shape[0], probed[0], N_PROBE, offsets.size)
                 live = probed[1][reached]
                 reached, rough = reached[live], rough[live]
                 want = min(PROBE_DOCS * total, reached.size)
                 if want:
                     best = reached[np.argpartition(-rough, want - 1)[:want]]
                     pool = np.union1d(pool, best)
-            scores = cell_scores(table, codes, offsets[pool], lengths[pool])
+            scores = cell_scores(table, codes, offsets[pool], lengths[pool], threads=threads)
             want = min(total, pool.size)
             top = np.argpartition(-scores, want - 1)[:want] if want else pool[:0]
             ranked = pool[top[np.argsort(-scores[top], kind="stable")]]
             merged = np.concatenate([first, ranked[~np.isin(ranked, first)]])[:total]
             out[i, : merged.size] = merged
+
+        # a batch: queries side by side, each scanned on one thread (the kernels release
+        # the GIL; the table stays in the cache of the core that wrote it); one query: its
+        # scan split between threads when long (benchmarks/bench_tail.py)
+        workers = min(len(queries), native.default_threads())
+        threads = 1 if workers > 1 else None
+        if workers <= 1:
+            for i in range(len(queries)):
+                one(i)
+        else:
+            with ThreadPoolExecutor(workers) as executor:
+                list(executor.map(one, range(len(queries))))
         return out

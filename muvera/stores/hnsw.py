@@ -316,14 +316,19 @@ class HnswStore(LocalStore):
                 part.index.set_ef(self.ef)
 
     def apply_overrides(self, overrides: dict[str, Any]) -> None:
-        """``{"ef": N}`` may change when opening (kept if this writer commits)."""
-        if overrides and set(overrides) != {"ef"}:
+        """``ef`` (kept if this writer commits) and ``num_threads`` (this session) may
+        change when opening."""
+        if not set(overrides) <= {"ef", "num_threads"}:
             raise MuveraError(
                 f"store_options {sorted(overrides)} cannot be changed when opening an "
-                "index with the hnswlib store (hnswlib takes 'ef')"
+                "index with the hnswlib store (hnswlib takes 'ef' and 'num_threads')"
             )
-        if overrides:
+        if "ef" in overrides:
             self.set_ef(overrides["ef"])
+        threads = overrides.get("num_threads", self.num_threads)
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+            raise MuveraError(f"num_threads must be an int, got {threads!r}")
+        self.num_threads = int(threads)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -390,14 +395,22 @@ class HnswStore(LocalStore):
             queries,
             take,
             min(max(self.ef, take), max(take, len(graph))),  # no wider than the graph
-            # one query: a helper thread scores half of each step's neighbours
-            native.default_threads() if self.num_threads < 1 else self.num_threads,
+            self._walk_threads(queries.shape[0]),
             None if allowed is None else graph.excluded(allowed),
         )
         if exact:
             scores = rescore(graph, queries, rows, scores)
         labels = np.where(rows >= 0, graph.labels[np.maximum(rows, 0)], -1)
         return labels, scores
+
+    def _walk_threads(self, n_queries: int) -> int:
+        """Threads of the int8 walk: a batch's queries share ``num_threads`` (< 1: every
+        CPU); one query walks on the calling thread, with a helper thread scoring half of
+        each step's neighbours only if ``num_threads`` >= 2 (it spins during the walk:
+        ``benchmarks/bench_tail.py``)."""
+        if n_queries == 1:
+            return max(self.num_threads, 1)
+        return native.default_threads() if self.num_threads < 1 else self.num_threads
 
     def _save_fdes(self, directory: Path, generation: int) -> dict[str, Any]:
         """Write the rows added since the last commit as a new segment, merge the segments
