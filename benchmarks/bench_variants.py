@@ -4,8 +4,10 @@ Loads every variant the CPU runs (``muvera.native.load_variant``) and times, on 
 best of ``--repeats`` rounds that alternate the variants: FDE encoding of 1,000 documents
 (180 unit tokens, d = 128, the default config with filling), exact MaxSim of one 32-token
 query against 1,000 documents of 180 tokens (float32 and float16 rows), and the int8 graph
-walk (200 queries, k = 10, ef = 100) over an hnswlib graph of 5,000 rows of 1,024 dims;
-the numpy steps and numpy MaxSim (one BLAS thread) on the same inputs for reference.
+walk (200 queries, k = 10, ef = 100) over an hnswlib graph of 5,000 rows of 1,024 dims,
+the token-cell table of that query (8,192 centroids) and the cell scan of the 1,000
+documents' codes; the numpy steps, numpy MaxSim and a BLAS table product (one BLAS thread)
+on the same inputs for reference.
 With ``--march-native`` a build of the same sources with ``-march=native`` (what installs
 used before the variants) is compiled into a temporary folder and timed alongside.
 Prints the CPU flags, a table, and writes ``benchmarks/results/variants.json``.
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import describe, machine  # noqa: E402
 
 from muvera import FDEConfig, FDEEncoder, __version__, native  # noqa: E402
+from muvera.cells import _numpy_scores  # noqa: E402
 from muvera.fde.compiled_steps import CompiledFDE  # noqa: E402
 from muvera.fde.numpy_steps import NumpyFDE  # noqa: E402
 from muvera.scoring import _spans_numpy  # noqa: E402
@@ -80,6 +83,10 @@ def measure(repeats: int, march_native: bool) -> dict[str, dict[str, float]]:
         graph = QuantizedGraph.read(Path(f"{tmp}/g.bin"), 1024)
     assert graph is not None
     walk_queries = rng.standard_normal((200, 1024)).astype(np.float32)
+    centroids = rng.standard_normal((8192, 128)).astype(np.float32)
+    codes = rng.integers(0, 8192, x.shape[0]).astype(np.uint16)
+    table = np.empty((8192, 32), np.float32)
+    scores = np.empty(1000, np.float32)
     libraries = {v: native.load_variant(v) for v in native.VARIANTS}
     runnable: dict[str, Any] = {v: lib for v, lib in libraries.items() if lib is not None}
     if march_native:
@@ -103,6 +110,18 @@ def measure(repeats: int, march_native: bool) -> dict[str, dict[str, float]]:
                 else:
                     lib.maxsim(tokens, offsets, lengths, query, q_offsets, out, 1)
                 timings[name] = 1000 * (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            if lib is None:
+                np.matmul(centroids, query.T, out=table)
+            else:
+                lib.cell_table(centroids, query, table)
+            timings["cell_table_ms"] = 1000 * (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            if lib is None:
+                _numpy_scores(table, codes, offsets, lengths, scores)
+            else:
+                lib.cell_scores(table, codes, offsets, lengths, scores, 1)
+            timings["cell_scan_ms"] = 1000 * (time.perf_counter() - t0)
             if lib is not None:
                 t0 = time.perf_counter()
                 graph.search(lib, walk_queries, 10, 100, 1)
@@ -117,14 +136,19 @@ def markdown(result: dict) -> str:
     lines = [
         f"{result['machine']['cpu']} ({' '.join(result['machine']['flags'])}), one thread:",
         "",
-        "| variant | FDE documents/s | MaxSim float32 ms | MaxSim float16 ms | graph walk q/s |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| variant | FDE documents/s | MaxSim float32 ms | MaxSim float16 ms | graph walk q/s "
+        "| cell table ms | cell scan ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+
+    def cell(value: float | None, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
     for variant, v in result["variants"].items():
-        walk = v.get("graph_queries_per_s")
         lines.append(
             f"| {variant} | {v['fde_docs_per_s']:,.0f} | {v['maxsim_f32_ms']:.1f} | "
-            f"{v['maxsim_f16_ms']:.1f} | {'-' if walk is None else f'{walk:,.0f}'} |"
+            f"{v['maxsim_f16_ms']:.1f} | {cell(v.get('graph_queries_per_s'), ',.0f')} | "
+            f"{cell(v.get('cell_table_ms'), '.2f')} | {cell(v.get('cell_scan_ms'), '.2f')} |"
         )
     return "\n".join(lines)
 
