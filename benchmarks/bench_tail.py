@@ -21,8 +21,9 @@ Per setting: single-query p50 / p95 / p99 and p95 / p50 (all rounds pooled), bes
 batch queries/s (the whole query set as one ``search``), and whether the top 10 is the same
 as ``default``'s. Then the kernels alone: the int8 walk of one query on one thread vs with
 the helper, a query's cell table by the kernel vs BLAS, and a cell scan by tokens scanned
-with one vs two threads on a table made just before it (as a search does). Prints tables
-and writes ``benchmarks/results/tail.json``.
+with one vs two threads on a table made just before it (as a search does); last, the
+default settings searched from 1 and 2 Python threads at once (as the server runs
+requests). Prints tables and writes ``benchmarks/results/tail.json``.
 
 Usage: ``python benchmarks/bench_tail.py [--rounds 4] [--loads 0,1] [--out PATH]``
 """
@@ -156,6 +157,32 @@ def settings(index: Any, queries: list[np.ndarray], rounds: int) -> dict[str, An
     }
 
 
+def concurrent(index: Any, queries: list[np.ndarray], rounds: int) -> dict[str, Any]:
+    """Single-query searches from 1 and 2 Python threads at once (as the server runs
+    requests), each thread its share of the queries: per-query times and total queries/s."""
+    import threading
+
+    out = {}
+    for n in (1, 2):
+        times: list[float] = []
+
+        def work(part: list[np.ndarray], times: list[float] = times) -> None:
+            for q in part:
+                t0 = time.perf_counter()
+                index.search([q], k=10, candidates=100)
+                times.append(1000 * (time.perf_counter() - t0))
+
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            threads = [threading.Thread(target=work, args=(queries[i::n],)) for i in range(n)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        out[str(n)] = {**stats(np.asarray(times)), "qps": len(times) / (time.perf_counter() - t0)}
+    return out
+
+
 def measure(rounds: int, loads: list[int]) -> dict[str, Any]:
     from encode_beir import SHARED, load_cached, split_tokens
     from machine import machine
@@ -179,6 +206,7 @@ def measure(rounds: int, loads: list[int]) -> dict[str, Any]:
                 runs[str(load)] = {
                     "settings": settings(index, queries, rounds),
                     "kernels": kernels(index, queries, max(1, rounds - 1)),
+                    "concurrent": concurrent(index, queries, max(1, rounds // 2)),
                 }
             finally:
                 for process in busy:
@@ -224,6 +252,18 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(
                     f"| {load} | {label}: {name} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
                     f"{r['p99_ms']:.2f} |"
+                )
+    if all("concurrent" in run for run in results["runs"].values()):
+        lines += [
+            "",
+            "| busy processes | searching threads | p50 ms | p95 ms | p99 ms | p95 / p50 | q/s |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for load, run in results["runs"].items():
+            for n, r in run["concurrent"].items():
+                lines.append(
+                    f"| {load} | {n} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+                    f"{r['p99_ms']:.2f} | {r['p95_over_p50']:.2f} | {r['qps']:,.0f} |"
                 )
     lines += [
         "",
