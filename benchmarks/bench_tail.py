@@ -25,7 +25,7 @@ with one vs two threads on a table made just before it (as a search does); last,
 default settings searched from 1 and 2 Python threads at once (as the server runs
 requests). Prints tables and writes ``benchmarks/results/tail.json``.
 
-Usage: ``python benchmarks/bench_tail.py [--rounds 4] [--loads 0,1] [--out PATH]``
+Usage: ``python benchmarks/bench_tail.py [--rounds 4] [--loads 0,1] [--data scifact] [--out PATH]``
 """
 
 from __future__ import annotations
@@ -183,13 +183,13 @@ def concurrent(index: Any, queries: list[np.ndarray], rounds: int) -> dict[str, 
     return out
 
 
-def measure(rounds: int, loads: list[int]) -> dict[str, Any]:
+def measure(rounds: int, loads: list[int], dataset: str = "scifact") -> dict[str, Any]:
     from encode_beir import SHARED, load_cached, split_tokens
     from machine import machine
 
     from muvera import FDEConfig, Index, __version__
 
-    data, model = SHARED / "data" / "scifact", SHARED / "models" / "minilm-colbert-128"
+    data, model = SHARED / "data" / dataset, SHARED / "models" / "minilm-colbert-128"
     cached = load_cached(data, model)
     docs = split_tokens(cached["doc_tokens"], cached["doc_lengths"])
     queries = split_tokens(cached["query_tokens"], cached["query_lengths"])
@@ -214,6 +214,7 @@ def measure(rounds: int, loads: list[int]) -> dict[str, Any]:
     return {
         "muvera_version": __version__,
         "machine": machine(),
+        "dataset": dataset,
         "rounds": rounds,
         "documents": len(docs),
         "queries": len(queries),
@@ -223,8 +224,10 @@ def measure(rounds: int, loads: list[int]) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
+    dataset = results.get("dataset", "scifact")
     lines = [
-        f"SciFact, {results['documents']:,} documents, {results['queries']} queries, "
+        f"{'SciFact' if dataset == 'scifact' else dataset}, {results['documents']:,} documents, "
+        f"{results['queries']} queries, "
         f"candidates 100, {results['rounds']} rounds, settings taking turns; "
         f"{m.get('cpu', '?')} ({', '.join(m.get('flags', []))}), "
         f"{m.get('kernel_variant', '?')} kernels.",
@@ -283,13 +286,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--loads", default="0,1", help="busy processes beside, per run")
+    parser.add_argument("--data", default="scifact", help="a BEIR folder in ../shared/data")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a results table")
     args = parser.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
         return
-    results = measure(args.rounds, [int(x) for x in args.loads.split(",")])
+    results = measure(args.rounds, [int(x) for x in args.loads.split(",")], args.data)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
     print(f"wrote {args.out}")
