@@ -182,14 +182,17 @@ class Cells:
         width = max(32, -(-q.shape[0] // 32) * 32)
         kernel = native.load()
         # the SIMD builds (the generic one is slower than BLAS, as for MaxSim)
+        fine = self.fine
         if (
             kernel is not None
             and kernel.maxsim_preferred
             and q.ndim == 2
-            and q.shape[1] == self.fine.shape[1]
+            and q.shape[1] == fine.shape[1]
+            and fine.dtype == np.float32
+            and fine.flags.c_contiguous  # the kernel reads rows in place
         ):
             out = np.empty((self.n_cells, width), dtype=np.float32)
-            if kernel.cell_table(self.fine, q, out) == 0:  # one thread, no BLAS
+            if kernel.cell_table(fine, q, out) == 0:  # one thread, no BLAS
                 return out
         out = np.zeros((self.n_cells, width), dtype=np.float32)
         np.matmul(self.fine, q.T, out=out[:, : q.shape[0]])

@@ -375,3 +375,5 @@ def test_table_kernel_equals_the_product(variant, n_q):
         assert kernel.cell_table(centroids, query, np.empty((1030, 32), np.float32)) == -3
     cells = Cells(centroids[:4], centroids)
     np.testing.assert_allclose(cells.table(query)[:, :n_q], centroids @ query.T, 1e-5, 1e-5)
+    strided = Cells(centroids[:4], np.asfortranarray(centroids))  # not rows in place: numpy
+    np.testing.assert_allclose(strided.table(query)[:, :n_q], centroids @ query.T, 1e-5, 1e-5)
