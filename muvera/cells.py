@@ -195,7 +195,7 @@ class Cells:
             if kernel.cell_table(fine, q, out) == 0:  # one thread, no BLAS
                 return out
         out = np.zeros((self.n_cells, width), dtype=np.float32)
-        np.matmul(self.fine, q.T, out=out[:, : q.shape[0]])
+        np.matmul(fine, q.T, out=out[:, : q.shape[0]])
         return out
 
 

@@ -165,7 +165,7 @@ class Index(ReadMethods, TextMethods, BulkMethods):
         ``mode="r"`` to read only (any number of readers). ``store_options`` override the
         stored connection of a qdrant index (``url``, ``api_key``, ``client``), or the
         search breadth of an hnswlib index (``{"ef": 400}``: kept if this writer commits)
-        and its search threads (``{"num_threads": 2}``: this session only).
+        and its threads (``{"num_threads": 2}``: this session only; see docs/search.md).
         ``verify=True`` first checks every file against the checksums recorded by an index
         created with ``checksums=True`` (reads every byte; a MuveraError names a damaged
         file)."""

@@ -222,6 +222,11 @@ class TokenCells:
         out = np.full((len(queries), total), -1, dtype=np.int64)
         codes = self.code_rows()
         cells = self.cells
+        # a batch: queries side by side, each scanned on one thread (the kernels release
+        # the GIL; the table stays in the cache of the core that wrote it); one query: its
+        # scan split between threads when long (benchmarks/bench_tail.py)
+        workers = min(len(queries), native.default_threads())
+        threads = 1 if workers > 1 else None
 
         def one(i: int) -> None:
             pool = pools[0] if len(pools) == 1 else pools[i]
@@ -243,11 +248,6 @@ class TokenCells:
             merged = np.concatenate([first, ranked[~np.isin(ranked, first)]])[:total]
             out[i, : merged.size] = merged
 
-        # a batch: queries side by side, each scanned on one thread (the kernels release
-        # the GIL; the table stays in the cache of the core that wrote it); one query: its
-        # scan split between threads when long (benchmarks/bench_tail.py)
-        workers = min(len(queries), native.default_threads())
-        threads = 1 if workers > 1 else None
         if workers <= 1:
             for i in range(len(queries)):
                 one(i)
