@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from muvera import Index, native
+from muvera.stores.hnsw_graph import quantize_rows
 
 DATA = Path(__file__).parent / "data" / "index-v1"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -172,9 +173,15 @@ def test_v7_index_with_graph_segments_searches_as_written(tmp_path):
         fde_only = index.search(queries, k=5, rerank=False).ids.tolist()
         assert fde_only == expected["fde_ids"]
         assert not {"d3", "d225"} & set(np.ravel(fde_only).tolist())
+        for graph in index.store.graphs:  # each part's rows of the single codes file
+            assert not graph.codes.flags.writeable
+            want = quantize_rows(graph.vectors(np.arange(len(graph))))[0]
+            np.testing.assert_array_equal(graph.codes, want)
     with Index.open(path) as index:  # 60 new rows fold the segments into one main graph
         index.add([f"x{i}" for i in range(60)], [queries[i % len(queries)] for i in range(60)])
         assert index.store.segments == 0 and "unmarked" not in index.manifest["store"]["entry"]
+        assert "codes" not in index.manifest["store"]["entry"]
+        assert index.store.code_rows == (300 if native.load() is not None else 0)
         assert int(index.store._graph.deleted.sum()) == 2  # the deletes, now in the file
         result = index.search(queries, k=5, candidates=20)
         assert not {"d3", "d225"} & set(np.ravel(result.ids).tolist())
@@ -193,15 +200,24 @@ def test_index_with_fde_codes_searches_as_written(tmp_path, maxsim_kernel):
         result = index.search(queries, k=5, candidates=20)
         assert result.ids.tolist() == expected["ids"]
         np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
-    with Index.open(path) as index:  # new rows' codes are appended to the saved ones
-        before = (path / "fde-codes.bin").read_bytes()
+    if native.load() is not None:  # the single-file codes are mapped, not re-quantized
+        with Index.open(path, mode="r") as index:
+            graphs = index.store.graphs
+            assert all(not g.codes.flags.writeable for g in graphs)
+            d = graphs[0].codes.shape[1]
+            stored = np.fromfile(path / "fde-codes.bin", np.int8).reshape(-1, d)
+            np.testing.assert_array_equal(np.concatenate([g.codes for g in graphs]), stored)
+    with Index.open(path) as index:  # its next commit writes a codes file per graph file
         index.add(["x"], [queries[0]])
         assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
-        grown = 1 if native.load() is not None else 0  # without the walk: hnswlib, no codes
-        assert (
-            index.manifest["store"]["entry"]["codes"]["rows"] == expected["codes"]["rows"] + grown
-        )
-        assert (path / "fde-codes.bin").read_bytes()[: len(before)] == before
+        entry = index.manifest["store"]["entry"]
+        assert "codes" not in entry  # the single-file section is dropped
+        if native.load() is not None:  # without the walk: hnswlib, no codes
+            files = [entry["codes_file"]] + [s["codes_file"] for s in entry.get("segments", [])]
+            assert index.store.code_rows == len(index) + index.store.deleted
+            assert all((path / name).is_file() for name in files)
+    with Index.open(path, mode="r") as index:
+        assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
 
 
 @pytest.mark.skipif(native.load() is None, reason="the int8 walk needs the kernels")
@@ -212,6 +228,6 @@ def test_an_index_without_fde_codes_gets_them_at_its_next_commit(tmp_path):
         assert "codes" not in index.manifest["store"]["entry"]
         index.add(["x"], [queries[0]])
         entry = index.manifest["store"]["entry"]
-        rows = entry["count"] + sum(segment["count"] for segment in entry["segments"])
-        assert entry["codes"]["rows"] == rows
+        assert entry["codes_file"] and all(s["codes_file"] for s in entry["segments"])
+        assert index.store.code_rows == entry["count"] + sum(s["count"] for s in entry["segments"])
         assert index.manifest["format_version"] == 7  # the new row's graph segment

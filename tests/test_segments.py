@@ -13,7 +13,6 @@ from helpers import ragged
 
 from muvera import FDEConfig, Index, MuveraError, native
 from muvera.stores import hnsw_parts
-from muvera.stores.hnsw import FDE_CODES
 from muvera.stores.hnsw_parts import FOLD_RATIO, MAX_SEGMENTS, merge_top, plan_commit
 
 pytest.importorskip("hnswlib")
@@ -48,6 +47,11 @@ def _fde_top(index, queries, k):
     return [set(ids[np.argsort(-row)[:k]].tolist()) for row in scores]
 
 
+def _codes_files(path):
+    entry = _entry(path)
+    return [entry["codes_file"]] + [s["codes_file"] for s in entry.get("segments", [])]
+
+
 def _recall(got, want):
     """Share of the brute-force top found (HNSW is approximate, its build multi-threaded)."""
     return np.mean([len(set(row.tolist()) & w) / len(w) for row, w in zip(got, want, strict=True)])
@@ -71,7 +75,7 @@ def test_a_commit_writes_only_the_rows_it_adds(grown):
     assert entry["count"] == 200 and [s["count"] for s in entry["segments"]] == [10, 10, 10]
     main = path / entry["file"]
     before = (main.stat().st_mtime_ns, main.read_bytes())
-    codes = (path / FDE_CODES).read_bytes()
+    codes = {name: (path / name).read_bytes() for name in _codes_files(path)}
     sizes = [(path / s["file"]).stat().st_size for s in entry["segments"]]
     assert max(sizes) < main.stat().st_size / 10  # a tenth of the rows: less than a tenth
     with Index.open(path) as index:
@@ -82,20 +86,20 @@ def test_a_commit_writes_only_the_rows_it_adds(grown):
         # the writer searches the persisted codes' map, not a copy of its own
         assert not any(g.codes.flags.writeable for g in index.store.graphs)
     assert (main.stat().st_mtime_ns, main.read_bytes()) == before
-    assert (path / FDE_CODES).read_bytes()[: len(codes)] == codes  # appended only
+    assert {name: (path / name).read_bytes() for name in codes} == codes  # never rewritten
+    assert len(_codes_files(path)) == 5
     assert _manifest(path)["format_version"] == 7 and _entry(path)["unmarked"] == 2
 
 
 def test_segments_fold_into_the_main_graph(grown):
     path, docs = grown
-    codes = (path / FDE_CODES).read_bytes()
     queries = [d[:3] for d in docs[::23]]
     with Index.open(path) as index:
         index.delete([7, 215])
         index.add(list(range(400, 430)), _docs(1, 30))  # 30 + 30 >= FOLD_RATIO * 200
         assert index.store.segments == 0 and len(index.store._graph) == 260
         assert index.store._graph.deleted.sum() == 2 and "unmarked" not in _entry(path)
-    assert (path / FDE_CODES).read_bytes()[: len(codes)] == codes  # the rows kept their order
+    assert len(_codes_files(path)) == 1 and len(list(path.glob("*.codes"))) <= 5  # retiring
     reader = Index.open(path, mode="r")
     after = reader.search(queries, k=5, rerank=False).ids
     assert _recall(after, _fde_top(reader, queries, 5)) >= 0.95
@@ -106,23 +110,55 @@ def test_segments_fold_into_the_main_graph(grown):
     np.testing.assert_array_equal(graph.codes, want)
 
 
-def test_persisted_codes_match_the_rows_after_merges_and_folds(tmp_path):
-    """Segments of hundreds of rows (hnswlib's threads would number them out of order if
-    they inserted them) merged and folded: every graph's persisted codes are those of its
-    own rows."""
+@pytest.mark.parametrize("threads", [1, 2, -1])
+def test_persisted_codes_match_the_rows_after_merges_and_folds(tmp_path, monkeypatch, threads):
+    """Segments of hundreds of rows merged and folded, their rows inserted on ``threads``
+    threads (hnswlib numbers them in the order its threads reach them): every graph's codes
+    file holds the codes of its own rows, in its order; a fold copies the codes of the
+    graph file it loads and quantizes only the rows it inserts."""
+    from muvera.stores import hnsw_codes
     from muvera.stores.hnsw_graph import quantize_rows
 
+    if native.load() is None:
+        pytest.skip("the int8 walk needs the kernels")
+    quantized = []
+
+    def counting(rows):
+        quantized.append(len(rows))
+        return quantize_rows(rows)
+
+    monkeypatch.setattr(hnsw_codes, "quantize_rows", counting)
+    inserted = []
+    import hnswlib
+
+    add_items = hnswlib.Index.add_items
+
+    def spy(self, data, ids=None, num_threads=-1, replace_deleted=False):
+        inserted.append((len(data), num_threads))
+        return add_items(self, data, ids, num_threads, replace_deleted)
+
+    monkeypatch.setattr(hnswlib.Index, "add_items", spy)
     path = tmp_path / "ix"
     docs = _docs(7, 10100)
-    with Index.create(path, CONFIG) as index:
+    with Index.create(path, CONFIG, store_options={"num_threads": threads}) as index:
         index.add(list(range(8000)), docs[:8000])
-        for start, stop in ((8000, 9500), (9500, 9900), (9900, 10100)):
-            index.add(list(range(start, stop)), docs[start:stop])
-            for graph in index.store.graphs:
-                want, meta = quantize_rows(graph.vectors(np.arange(len(graph))))
-                np.testing.assert_array_equal(graph.codes, want)
-                np.testing.assert_array_equal(graph.meta, meta)
+        index.add(list(range(8000, 8500)), docs[8000:8500])  # a segment
+        quantized.clear(), inserted.clear()
+        index.add(list(range(8500, 10100)), docs[8500:])  # a fold: 500 + 1600 re-inserted
         assert index.store.segments == 0 and len(index.store._graph) == 10100
+        assert sum(quantized) == 2100  # the main graph's 8,000 rows: copied
+        assert {t for _, t in inserted} == {threads} and sum(n for n, _ in inserted) == 2100
+        for graph in index.store.graphs:
+            assert not graph.codes.flags.writeable
+            want, meta = quantize_rows(graph.vectors(np.arange(len(graph))))
+            np.testing.assert_array_equal(graph.codes, want)
+            np.testing.assert_array_equal(graph.meta, meta)
+        query = [docs[9000][:4]]
+        assert 9000 in index.search(query, k=5).ids[0]
+    reader = Index.open(path, mode="r")
+    for graph in reader.store.graphs:
+        want, _ = quantize_rows(graph.vectors(np.arange(len(graph))))
+        np.testing.assert_array_equal(graph.codes, want)
 
 
 @pytest.mark.parametrize("mode", ["int8", "none", "no-kernel"])
@@ -194,8 +230,13 @@ def test_many_small_commits_merge_their_segments_not_the_main_graph(tmp_path):
     assert seen[MAX_SEGMENTS] == [MAX_SEGMENTS + 1]  # merged into one segment
     assert seen[-2:] == [[2 * MAX_SEGMENTS + 1], [2 * MAX_SEGMENTS + 1, 1]]  # the oldest grows
     reader = Index.open(path, mode="r")
-    codes = np.fromfile(path / FDE_CODES, np.int8).reshape(len(reader), -1)
-    np.testing.assert_array_equal(codes, np.concatenate([g.codes for g in reader.store.graphs]))
+    assert reader.store.code_rows == len(reader)
+    from muvera.stores.hnsw_graph import quantize_rows
+
+    for graph in reader.store.graphs:  # the merged segments' rows, in their new order
+        np.testing.assert_array_equal(
+            graph.codes, quantize_rows(graph.vectors(np.arange(len(graph))))[0]
+        )
 
 
 @pytest.mark.parametrize(
@@ -218,7 +259,6 @@ def test_bad_segment_sections_raise(grown, segments, message):
     manifest = _manifest(path)
     entry = manifest["store"]["entry"]
     entry["segments"] = segments
-    entry.pop("codes")  # so that the rows add up to what the codes say
     (path / "manifest.json").write_text(json.dumps(manifest))
     if isinstance(segments, list) and segments[0]["file"] == "hnsw-000002.bin":
         assert (path / "hnsw-000002.bin").is_file()
@@ -259,7 +299,6 @@ def test_row_counts_are_checked_when_hnswlib_reads_the_files(grown):
     entry = manifest["store"]["entry"]
     entry["quantization"] = "none"
     entry["segments"][0]["count"] = 9
-    entry.pop("codes")
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(MuveraError, match="the manifest says 9"):
         Index.open(path, mode="r")
@@ -285,36 +324,3 @@ def test_info_counts_the_segments(grown):
 
     params = describe(Index.open(grown[0], mode="r"))["store_parameters"]
     assert params["segments"] == {"files": 3, "rows": 30} and params["count"] == 200
-
-
-def test_a_fold_inserts_the_committed_rows_with_one_thread(grown, monkeypatch):
-    """hnswlib numbers rows in the order its threads reach them: rows whose codes are
-    persisted must go in one at a time, in order (the test above catches a wrong order
-    only when the threads interleave)."""
-    from muvera.stores.hnsw import HnswStore
-
-    path, _ = grown
-    calls = []
-    real = HnswStore._load_index
-
-    def spy(self, file, capacity):
-        index = real(self, file, capacity)
-
-        class Spy:
-            def __getattr__(self, name):
-                return getattr(index, name)
-
-            def add_items(self, data, labels, num_threads=-1):
-                calls.append((np.asarray(labels).tolist(), num_threads))
-                return index.add_items(data, labels, num_threads=num_threads)
-
-        return Spy()
-
-    order = [g.labels.tolist() for g in Index.open(path, mode="r").store.graphs[1:]]
-    monkeypatch.setattr(HnswStore, "_load_index", spy)
-    with Index.open(path) as index:
-        index.add(list(range(800, 860)), _docs(8, 60))  # folds the three segments
-        assert index.store.segments == 0
-    committed = [(labels, threads) for labels, threads in calls if labels[0] < 230]
-    assert [labels for labels, _ in committed] == order  # each segment file's row order
-    assert {threads for _, threads in committed} == {1}

@@ -9,7 +9,7 @@ An index directory is self-describing and written atomically::
     state-<gen>.npz        per label: alive flag (+ the store's arrays: token spans)
     tokens.bin             local stores: token vectors, ragged, append-only
     cells.bin, centroids.bin  local stores: token cells (muvera.stores.cell_file)
-    <store files>          e.g. hnsw-<gen>.bin (+ fde-codes.bin, fde-scales.bin), exact-<gen>.npz
+    <store files>          e.g. hnsw-<gen>.bin (+ hnsw-<gen>.codes), exact-<gen>.npz
     .lock                  held by the one writer
 
 Every change ends by replacing ``manifest.json`` in one ``os.replace``. Append-only files
@@ -63,9 +63,12 @@ FORMAT_VERSION = 7  # 2: records.jsonl may hold payload updates; 3: a calibratio
 # segments (the store entry's "segments") or deleted rows its graph files do not mark
 # ("unmarked": the live labels say it; muvera.stores.hnsw_parts). Each is written only
 # by indexes that use it: others keep version 1, readable by older versions. The hnswlib
-# store's persisted FDE codes (fde-codes.bin + fde-scales.bin, its entry's "codes") need
-# no version: an older reader ignores them and quantizes at open; an older writer's entry
-# drops them, and the next writer that knows them writes them again from row 0.
+# store's persisted FDE codes need no version: an older reader ignores them and quantizes
+# at open; an older writer's entry drops them, and the next writer that knows them writes
+# them again. They are one hnsw-<gen>.codes file per graph file (the entry's and each
+# segment's "codes_file"; muvera.stores.hnsw_codes, versioned in its header); indexes
+# written before hold them in fde-codes.bin + fde-scales.bin (the entry's "codes"), read
+# until their next commit replaces them.
 QUANTIZED_FORMAT_VERSION = 4
 CELLS_FORMAT_VERSION = 5
 RESIDUAL_FORMAT_VERSION = 6
@@ -209,6 +212,10 @@ def check_manifest(directory: Path, manifest: dict[str, Any]) -> None:
         raise MuveraError(f"{where}: the store's segments section is malformed")
     for segment in segments:
         file_name(directory, segment.get("file"), "the store's graph segment")
+        if segment.get("codes_file") is not None:
+            file_name(directory, segment["codes_file"], "the store's graph codes")
+    if entry and entry.get("codes_file") is not None:
+        file_name(directory, entry["codes_file"], "the store's graph codes")
     codes = (entry or {}).get("codes")
     if codes is not None and not isinstance(codes, dict):
         raise MuveraError(f"{where}: the store's FDE codes section is malformed")
@@ -244,8 +251,8 @@ def write_state(directory: Path, generation: int, arrays: dict[str, npt.NDArray[
 
 
 STALE_PATTERNS = (
-    "state-*.npz", "hnsw-*.bin", "exact-*.npz", "tokens-*.bin", "cells*.bin", "centroids.bin",
-    "fde-*.bin", ".*.tmp",
+    "state-*.npz", "hnsw-*.bin", "hnsw-*.codes", "exact-*.npz", "tokens-*.bin", "cells*.bin",
+    "centroids.bin", "fde-*.bin", ".*.tmp",
 )  # fmt: skip
 
 
@@ -289,7 +296,7 @@ def generation_files(manifest: dict[str, Any]) -> set[str]:
     if manifest.get("state"):
         files.add(manifest["state"])
     entry = manifest["store"].get("entry") or {}
-    for key in ("file", "state"):
+    for key in ("file", "state", "codes_file"):
         if isinstance(entry.get(key), str):
             files.add(entry[key])
     for key in ("file", "scales"):
@@ -297,6 +304,7 @@ def generation_files(manifest: dict[str, Any]) -> set[str]:
             files.add(entry["codes"][key])
     segments = entry.get("segments")
     for segment in segments if isinstance(segments, list) else []:
-        if isinstance(segment, dict) and isinstance(segment.get("file"), str):
-            files.add(segment["file"])
+        for key in ("file", "codes_file"):
+            if isinstance(segment, dict) and isinstance(segment.get(key), str):
+                files.add(segment[key])
     return files

@@ -12,9 +12,9 @@ import numpy.typing as npt
 
 from .. import native
 from ..errors import MuveraError
-from ..files import AppendOnlyFile
 from .base import Labels, pad_topk
-from .hnsw_graph import QuantizedGraph
+from .hnsw_codes import codes_name, is_codes_name, legacy_codes, read_codes, write_codes
+from .hnsw_graph import MAX_DIMENSION, QuantizedGraph
 from .hnsw_parts import (
     Part,
     mark_deleted,
@@ -27,10 +27,7 @@ from .hnsw_parts import (
 )
 from .local import LocalStore
 
-__all__ = ["FDE_CODES", "FDE_SCALES", "HnswStore"]
-
-FDE_CODES = "fde-codes.bin"  # int8 (rows, d): the walk's codes, in hnswlib's row order
-FDE_SCALES = "fde-scales.bin"  # float32 (rows, 2): their scales
+__all__ = ["HnswStore"]
 
 
 def _count(entry: dict[str, Any], key: str, default: int = 0) -> int:
@@ -62,10 +59,9 @@ class HnswStore(LocalStore):
 
     ``quantization="int8"`` (the default): hnswlib builds and saves the graph, and searches
     walk that same graph in the compiled kernel over an int8 copy of the FDEs (one scale per
-    row, made from the saved file's new rows at each commit and appended to
-    ``fde-codes.bin`` / ``fde-scales.bin``, which a reader maps instead of quantizing every
-    row again; an index without them quantizes at open and writes them at its next
-    commit that changes the graph), which
+    row, written beside each graph file as ``hnsw-<gen>.codes`` (:mod:`.hnsw_codes`), which
+    a reader maps instead of quantizing every row again; a graph file without one is
+    quantized at open and gets it at the next commit), which
     reads a quarter of the bytes per visited node (``benchmarks/bench_retrieval.py``
     measures both). The candidates' scores are then inner products on the int8 codes; FDE-only
     searches (``exact=True``) re-score the returned rows with the float32 FDEs. hnswlib
@@ -121,23 +117,28 @@ class HnswStore(LocalStore):
             )
         main_rows = _count(entry, "count")
         segments = parse_segments(entry.get("segments"))
+        main_codes = entry.get("codes_file")
         if (segments or main_rows) and not entry.get("file"):
             raise MuveraError("hnswlib store: rows without a graph file")
-        if entry.get("file") in {name for name, _ in segments}:
+        if entry.get("file") in {name for name, _, _ in segments}:
             raise MuveraError("hnswlib store: the main graph file is listed as a segment")
-        self.count = main_rows + sum(n for _, n in segments)
+        if main_codes is not None and (not is_codes_name(main_codes) or not entry.get("file")):
+            raise MuveraError(f"hnswlib store: codes file {main_codes!r} is not hnsw-<gen>.codes")
+        named = [c for c in [main_codes, *(c for _, _, c in segments)] if c is not None]
+        if len(set(named)) != len(named):
+            raise MuveraError("hnswlib store: a codes file is listed twice")
+        self.count = main_rows + sum(n for _, n, _ in segments)
         self.deleted = _count(entry, "deleted")
         self._unmarked = _count(entry, "unmarked")  # dead rows no graph file marks
         if self.deleted > self.count or self._unmarked > self.deleted:
             raise MuveraError("hnswlib store: more deleted rows than rows")
-        self._codes_rows, self._fde_codes, self._fde_scales = self._stored_codes(
-            directory, entry.get("codes")
-        )
+        # codes of the first graph rows in the layout before codes files (hnsw_codes)
+        self._legacy = legacy_codes(directory, entry.get("codes"), self.count, fde_dimension)
         self._parts: list[Part] = []
         if entry.get("file"):
-            self._parts.append(Part(directory / entry["file"], main_rows, 0))
-            for name, rows in segments:
-                self._parts.append(Part(directory / name, rows, self.count_in_parts(), None))
+            self._parts.append(Part(directory / entry["file"], main_rows, 0, codes=main_codes))
+            for name, rows, codes in segments:
+                self._parts.append(Part(directory / name, rows, self.count_in_parts(), codes=codes))
         self._pending: list[tuple[Labels, npt.NDArray[np.float32]]] = []  # added, not saved
         self._fallback = self.quantization != "int8" or native.load() is None
         for part in self._parts:
@@ -147,11 +148,12 @@ class HnswStore(LocalStore):
         """Rows in the graph files (the rows added since the last commit excluded)."""
         return sum(part.count for part in self._parts)
 
-    def _open_part(self, part: Part) -> None:
-        """Read ``part``'s graph (its persisted codes used), masking dead rows; on any file
-        the compiled walk cannot read, every part is searched by hnswlib from then on."""
+    def _open_part(self, part: Part, graph: QuantizedGraph | None = None) -> None:
+        """Read ``part``'s graph (its persisted codes used; ``graph``: read already),
+        masking dead rows; on any file the compiled walk cannot read, every part is searched
+        by hnswlib from then on."""
         if not self._fallback:
-            part.graph = self._read_graph(part)
+            part.graph = graph or self._read_graph(part)
             self._fallback = part.graph is None
         if part.graph is not None and len(part.graph) != part.count:
             raise MuveraError(
@@ -162,69 +164,51 @@ class HnswStore(LocalStore):
         if self._fallback:
             self._part_index(part)  # checked and loaded now, as the walk's files are
 
-    def _stored_codes(
-        self, directory: Path, section: Any
-    ) -> tuple[int, AppendOnlyFile, AppendOnlyFile]:
-        """The persisted codes of the first ``rows`` graph rows (none without a section)."""
-        if section is None:
-            return (
-                0,
-                AppendOnlyFile(directory / FDE_CODES, 0),
-                AppendOnlyFile(directory / FDE_SCALES, 0),
-            )
-        if (
-            not isinstance(section, dict) or section.get("file") != FDE_CODES
-            or section.get("scales") != FDE_SCALES
-        ):  # fmt: skip
-            raise MuveraError("hnswlib store: the FDE codes section is malformed")
-        rows = _count(section, "rows")
-        if rows > self.count:
-            raise MuveraError(
-                f"hnswlib store: FDE codes of {rows} rows, the graph has {self.count}"
-            )
-        try:
-            codes = AppendOnlyFile(directory / FDE_CODES, rows * self.dimension, map_now=True)
-            scales = AppendOnlyFile(directory / FDE_SCALES, rows * 8, map_now=True)
-        except OSError as exc:
-            raise MuveraError(f"cannot read the FDE codes: {exc}") from None
-        if rows and not np.isfinite(scales.view("<f4")).all():
-            raise MuveraError(f"{FDE_SCALES}: the scales are not all finite")
-        return rows, codes, scales
-
     def _read_graph(self, part: Part) -> QuantizedGraph | None:
-        """``part``'s file with the int8 codes of its rows: the persisted ones where there
-        are, the others quantized from the file's float32 vectors."""
+        """``part``'s file with the int8 codes of its rows: its codes file's, else those of
+        the single-file layout covering its rows, else quantized from its float32 vectors."""
         stored = None
-        first, stop = part.first, min(part.first + part.count, self._codes_rows)
-        if stop > first:
-            d = self.dimension
-            codes = self._fde_codes.view(np.int8)[first * d : stop * d]
-            scales = self._fde_scales.view("<f4")[first * 2 : stop * 2]
-            stored = (codes.reshape(stop - first, d), scales.reshape(stop - first, 2))
+        if part.codes is not None:
+            stored = read_codes(part.file.parent / part.codes, part.count, self.dimension)
+        elif part.first < self._legacy[0].shape[0]:
+            rows = slice(part.first, part.first + part.count)
+            stored = (self._legacy[0][rows], self._legacy[1][rows])
         return QuantizedGraph.read(part.file, self.dimension, None, stored)
 
+    def _write_codes(self, part: Part, base: QuantizedGraph | None) -> QuantizedGraph | None:
+        """Write ``part``'s codes file (the codes of the rows of ``base``, the graph file it
+        was loaded from, copied when they kept their numbers, the others quantized from its
+        file) and return its graph searching them from the map (None: a file the walk does
+        not read)."""
+        if self.dimension > MAX_DIMENSION:
+            return None
+        graph = QuantizedGraph.mapped(part.file, self.dimension)
+        if graph is None:
+            return None
+        kept = None
+        same = base is not None and len(base) <= len(graph)
+        if base is not None and same and np.array_equal(graph.labels[: len(base)], base.labels):
+            kept = (base.codes, base.meta)
+        name = codes_name(part.file.name)
+        write_codes(part.file.parent / name, graph, kept)
+        part.codes = name
+        graph._quantize(None, read_codes(part.file.parent / name, len(graph), self.dimension))
+        graph.release_pages()
+        return graph
+
     def _persist_codes(self) -> None:
-        """Append the codes and scales of the graph rows not persisted yet (in row order,
-        up to the first part searched without codes); the graphs then search the mapped
-        file instead of their own copy (memory of the page cache, not of the writer)."""
+        """A codes file for each graph file searched by the walk that has none yet (a graph
+        quantized at open); the graph then searches the mapped file instead of its own copy
+        (memory of the page cache, not of the writer)."""
         for part in self._parts:
             graph = part.graph
-            if graph is None:
-                return
-            skip = self._codes_rows - part.first
-            if skip < part.count:
-                for target, data in (
-                    (self._fde_codes, np.ascontiguousarray(graph.codes[skip:]).tobytes()),
-                    (self._fde_scales, np.ascontiguousarray(graph.meta[skip:], "<f4").tobytes()),
-                ):
-                    target.committed = target.append(data) + len(data)
-                self._codes_rows = part.first + part.count
-            if graph.codes.flags.writeable:
-                d, rows = self.dimension, slice(part.first, part.first + part.count)
-                codes = self._fde_codes.view(np.int8).reshape(-1, d)[rows]
-                meta = self._fde_scales.view("<f4").reshape(-1, 2)[rows]
-                graph.codes = graph._code_buffer = codes
-                graph.meta = graph._meta_buffer = meta
+            if graph is None or part.codes is not None:
+                continue
+            name = codes_name(part.file.name)
+            write_codes(part.file.parent / name, graph, (graph.codes, graph.meta))
+            part.codes = name
+            stored = read_codes(part.file.parent / name, part.count, graph.header.dimension)
+            graph.codes, graph.meta = graph._code_buffer, graph._meta_buffer = stored
 
     def _load_index(self, path: Path | None, capacity: int) -> Any:
         """An ``hnswlib.Index`` read from ``path`` (checked first) with room for
@@ -294,8 +278,8 @@ class HnswStore(LocalStore):
 
     @property
     def code_rows(self) -> int:
-        """Graph rows whose int8 codes are persisted (mapped when the index opens)."""
-        return self._codes_rows
+        """Graph rows whose int8 codes are in codes files (mapped when the index opens)."""
+        return sum(part.count for part in self._parts if part.codes is not None)
 
     @property
     def quantized(self) -> bool:
@@ -428,12 +412,16 @@ class HnswStore(LocalStore):
                  "deleted": self.deleted}  # fmt: skip
         if self._parts:
             entry.update(file=self._parts[0].file.name, capacity=self._parts[0].count)
+            if self._parts[0].codes is not None:
+                entry["codes_file"] = self._parts[0].codes
         if len(self._parts) > 1:
-            entry["segments"] = [{"file": p.file.name, "count": p.count} for p in self._parts[1:]]
+            entry["segments"] = [
+                {"file": p.file.name, "count": p.count}
+                | ({} if p.codes is None else {"codes_file": p.codes})
+                for p in self._parts[1:]
+            ]
         if self._unmarked:
             entry["unmarked"] = self._unmarked
-        if self._codes_rows:
-            entry["codes"] = {"file": FDE_CODES, "scales": FDE_SCALES, "rows": self._codes_rows}
         return entry
 
     def _write_file(self, index: Any, directory: Path, generation: int) -> Path:
@@ -446,11 +434,10 @@ class HnswStore(LocalStore):
     def _merge(self, directory: Path, generation: int, keep: int) -> None:
         """Replace the graph files after the first ``keep`` by one graph of their rows and
         the rows added since the last commit: hnswlib loads the first of them and inserts
-        the others' rows after its own, in row order (one thread: with several, hnswlib
-        numbers rows in the order its threads reach them, and the persisted codes, in the
-        old files' row order, would no longer match), then the new rows (any order: their
-        codes are made from the new file); dead rows are marked in the new file.
-        ``keep=0``: a new main graph."""
+        the others' rows and the new ones after its own, on ``num_threads`` threads (in the
+        order its threads reach them); dead rows are marked in the new file, and its codes
+        file is written (the loaded file's rows keep their numbers and codes, the others
+        are quantized from the new file). ``keep=0``: a new main graph."""
         parts = self._parts[keep:]
         first = parts[0].first if parts else self.count_in_parts()
         total = self.count - first
@@ -460,9 +447,9 @@ class HnswStore(LocalStore):
             index.resize_index(max(total, index.get_max_elements()))
         else:
             index = self._load_index(None if base is None else base.file, total)
-        for part in parts[1:]:  # one thread: hnswlib then numbers the rows in input order
+        for part in parts[1:]:
             for labels, vectors in part.vectors(self.dimension):
-                index.add_items(vectors, labels, num_threads=1)
+                index.add_items(vectors, labels, num_threads=self.num_threads)
         while self._pending:  # each batch freed once inserted (a failed commit reloads)
             labels, fdes = self._pending.pop(0)
             index.add_items(fdes, labels, num_threads=self.num_threads)
@@ -473,8 +460,11 @@ class HnswStore(LocalStore):
         path = self._write_file(index, directory, generation)
         part = Part(path, total, first, None, index if self._fallback else None)
         del index  # hnswlib's float32 copy is freed before the new graph is read
+        graph = None
+        if not self._fallback:
+            graph = self._write_codes(part, None if base is None else base.graph)
         self._parts = self._parts[:keep]
-        self._open_part(part)
+        self._open_part(part, graph)
         self._parts.append(part)
         if keep == 0:
             self._unmarked = 0

@@ -11,9 +11,11 @@ same way. The main graph grows by at least that ratio at each fold, so each row 
 rewritten in it a bounded number of times (about ``(1 + FOLD_RATIO) / FOLD_RATIO``)
 however the index grows.
 
-Rows keep one global order, the main graph's then each segment's in commit order: hnswlib
-never moves a row, so a fold keeps that order, and the persisted int8 codes
-(``fde-codes.bin``) stay valid across folds.
+Each graph file has its int8 codes in a file of its own, written with it
+(:mod:`.hnsw_codes`): a merge or a fold inserts the rows on every thread, in whatever order
+hnswlib numbers them, and writes the new graph's codes in that order (the rows of the graph
+file it loaded keep their numbers, and their codes are copied; the others are quantized
+from the new file).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import MuveraError
+from .hnsw_codes import is_codes_name
 from .hnsw_graph import QuantizedGraph
 
 __all__ = [
@@ -58,6 +61,7 @@ class Part:
     first: int
     graph: QuantizedGraph | None = None
     index: Any = None
+    codes: str | None = None  # its codes file (hnsw_codes), None before it is written
 
     def mark_dead(self, live: npt.NDArray[np.bool_]) -> None:
         """Mask the rows whose labels are not ``live`` (labels beyond it: dead too)."""
@@ -111,9 +115,10 @@ def mark_deleted(index: Any, labels: npt.NDArray[np.int64]) -> None:
             continue
 
 
-def parse_segments(value: Any) -> list[tuple[str, int]]:
-    """The entry's ``segments``: ``[{"file": "hnsw-<gen>.bin", "count": rows >= 1}]``;
-    MuveraError for anything else (a manifest can come from anyone)."""
+def parse_segments(value: Any) -> list[tuple[str, int, str | None]]:
+    """The entry's ``segments``: ``[{"file": "hnsw-<gen>.bin", "count": rows >= 1,
+    "codes_file": "hnsw-<gen>.codes" (optional)}]`` as ``(file, count, codes file or
+    None)``; MuveraError for anything else (a manifest can come from anyone)."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -126,8 +131,11 @@ def parse_segments(value: Any) -> list[tuple[str, int]]:
             raise MuveraError(f"hnswlib store: segment file {name!r} is not hnsw-<gen>.bin")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise MuveraError(f"hnswlib store: segment {name} has {count!r} rows")
-        out.append((name, count))
-    if len({name for name, _ in out}) != len(out):
+        codes = item.get("codes_file")
+        if codes is not None and not is_codes_name(codes):
+            raise MuveraError(f"hnswlib store: codes file {codes!r} is not hnsw-<gen>.codes")
+        out.append((name, count, codes))
+    if len({name for name, _, _ in out}) != len(out):
         raise MuveraError("hnswlib store: a segment file is listed twice")
     return out
 
