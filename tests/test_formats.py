@@ -231,3 +231,33 @@ def test_an_index_without_fde_codes_gets_them_at_its_next_commit(tmp_path):
         assert entry["codes_file"] and all(s["codes_file"] for s in entry["segments"])
         assert index.store.code_rows == entry["count"] + sum(s["count"] for s in entry["segments"])
         assert index.manifest["format_version"] == 7  # the new row's graph segment
+
+
+CODES_FILES = Path(__file__).parent / "data" / "index-codes-files"  # make_index_codes_files.py
+
+
+def test_index_with_codes_files_searches_as_written(tmp_path):
+    expected, queries = _saved(CODES_FILES, "hnswlib-codes-files", tmp_path)
+    path = tmp_path / "hnswlib-codes-files"
+    with Index.open(path, mode="r") as index:
+        assert index.manifest["format_version"] == 7  # older readers ignore the codes files
+        entry = index.manifest["store"]["entry"]
+        assert entry == expected["entry"] and index.store.segments == 2
+        assert entry["codes_file"] == "hnsw-000001.codes"
+        assert len(index) == expected["len"]
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+        assert index.search(queries, k=5, rerank=False).ids.tolist() == expected["fde_ids"]
+        if native.load() is not None:
+            assert index.store.code_rows == 230
+            for graph in index.store.graphs:  # mapped from the files, not quantized
+                assert not graph.codes.flags.writeable
+                want = quantize_rows(graph.vectors(np.arange(len(graph))))[0]
+                np.testing.assert_array_equal(graph.codes, want)
+    saved = {name: (path / name).read_bytes() for name in ("hnsw-000001.codes",)}
+    with Index.open(path) as index:  # a new segment and its codes; the others unchanged
+        index.add(["x"], [queries[0]])
+        assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
+        assert index.store.segments == 3
+    assert {name: (path / name).read_bytes() for name in saved} == saved
