@@ -257,3 +257,33 @@ def test_write_codes_copies_the_kept_rows_and_quantizes_the_others(
     np.testing.assert_array_equal(codes[kept:], want_codes[kept:])
     np.testing.assert_array_equal(meta[kept:], want_meta[kept:])
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("new_rows", [2, 120])  # a segment, a fold
+def test_a_codes_write_that_fails_keeps_the_last_commit(built, monkeypatch, new_rows):
+    """The disk fills while a commit writes a codes file: the error comes out, the half
+    file is gone, the writer goes on from the last commit, and so does the next one."""
+    path, docs = built
+    queries = [docs[i][:3] for i in range(0, 300, 50)]
+    with Index.open(path) as index:
+        before = index.search(queries, k=3).ids.copy()
+        calls = []
+
+        def full_disk(rows):
+            calls.append(len(rows))
+            raise OSError("no space left on device")
+
+        monkeypatch.setattr(hnsw_codes, "quantize_rows", full_disk)
+        new = list(range(5000, 5000 + new_rows))
+        with pytest.raises(OSError, match="no space left"):
+            index.add(new, _docs(9, new_rows))
+        monkeypatch.undo()
+        assert calls and not list(path.glob(".*.tmp"))
+        assert len(index) == 299
+        np.testing.assert_array_equal(index.search(queries, k=3).ids, before)
+        index.add(new, _docs(9, new_rows))
+        assert len(index) == 299 + new_rows
+    reader = Index.open(path, mode="r")
+    assert len(reader) == 299 + new_rows and reader.store.code_rows == 300 + new_rows
+    for graph in reader.store.graphs:
+        _check_graph_codes(graph)

@@ -244,7 +244,12 @@ MUVERA_EXPORT int64_t muvera_cell_table(const float *centroids, int64_t n_cells,
             }
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, e0 = a0, e1 = a0;
             __m256 g0 = a0, g1 = a0, h0 = a0, h1 = a0, j0 = a0, j1 = a0;
+            /* the next tile's rows, a line of each per 16 steps (too short a stream for the
+             * hardware prefetcher to learn when the centroids are not in the cache) */
+            const int prefetch = lo == 0 && c + 12 <= n_cells;
             for (int64_t k = 0; k < d; ++k) {
+                if (prefetch && (k & 15) == 0)
+                    for (int i = 6; i < 12; ++i) PREFETCH(r + i * d + k);
                 const float *q = qt + k * width + lo;
                 const __m256 q0 = _mm256_loadu_ps(q), q1 = _mm256_loadu_ps(q + 8);
                 __m256 f = _mm256_broadcast_ss(r + k);
