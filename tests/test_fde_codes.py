@@ -287,3 +287,30 @@ def test_a_codes_write_that_fails_keeps_the_last_commit(built, monkeypatch, new_
     assert len(reader) == 299 + new_rows and reader.store.code_rows == 300 + new_rows
     for graph in reader.store.graphs:
         _check_graph_codes(graph)
+
+
+def test_codes_of_a_base_whose_rows_moved_are_not_copied(built, tmp_path):
+    """Defensive: if the new graph file's first rows are not the loaded file's (hnswlib
+    always keeps them), every row is quantized from the new file instead."""
+    import shutil
+
+    from muvera.stores.hnsw_parts import Part
+
+    path, _ = built
+    with Index.open(path) as index:
+        index.add([1000, 1001], _docs(1, 2))
+    store = Index.open(path, mode="r").store
+    main, segment = store.graphs
+    copy = tmp_path / "hnsw-000500.bin"
+    shutil.copy(store._parts[0].file, copy)
+    part = Part(copy, len(main), 0)
+    graph = store._write_codes(part, segment)  # 2 rows whose labels are not the first
+    assert part.codes == "hnsw-000500.codes" and not graph.codes.flags.writeable
+    _check_graph_codes(graph)
+    fake = QuantizedGraph.mapped(copy, store.dimension)
+    fake._quantize(
+        None,
+        (np.zeros((len(main), store.dimension), np.int8), np.zeros((len(main), 2), np.float32)),
+    )
+    store._write_codes(part, fake)  # the same labels: its (here wrong) codes are copied
+    assert not read_codes(tmp_path / "hnsw-000500.codes", len(main), store.dimension)[0].any()

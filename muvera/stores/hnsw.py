@@ -153,7 +153,7 @@ class HnswStore(LocalStore):
         masking dead rows; on any file the compiled walk cannot read, every part is searched
         by hnswlib from then on."""
         if not self._fallback:
-            part.graph = graph or self._read_graph(part)
+            part.graph = graph if graph is not None else self._read_graph(part)
             self._fallback = part.graph is None
         if part.graph is not None and len(part.graph) != part.count:
             raise MuveraError(
@@ -185,9 +185,12 @@ class HnswStore(LocalStore):
         graph = QuantizedGraph.mapped(part.file, self.dimension)
         if graph is None:
             return None
-        kept = None
-        same = base is not None and len(base) <= len(graph)
-        if base is not None and same and np.array_equal(graph.labels[: len(base)], base.labels):
+        kept = None  # the loaded file's rows, if hnswlib kept their numbers (it does)
+        if (
+            base is not None
+            and len(base) <= len(graph)
+            and np.array_equal(graph.labels[: len(base)], base.labels)
+        ):
             kept = (base.codes, base.meta)
         name = codes_name(part.file.name)
         write_codes(part.file.parent / name, graph, kept)
