@@ -7,7 +7,8 @@ query against 1,000 documents of 180 tokens (float32 and float16 rows), and the 
 walk (200 queries, k = 10, ef = 100) over an hnswlib graph of 5,000 rows of 1,024 dims,
 the token-cell table of that query (8,192 centroids) and the cell scan of the 1,000
 documents' codes; the numpy steps, numpy MaxSim and a BLAS table product (one BLAS thread)
-on the same inputs for reference.
+on the same inputs for reference; then this core's limits (one-thread sgemm GFLOP/s, memory
+and cache copy GB/s) and each kernel's rate against them.
 With ``--march-native`` a build of the same sources with ``-march=native`` (what installs
 used before the variants) is compiled into a temporary folder and timed alongside.
 Prints the CPU flags, a table, and writes ``benchmarks/results/variants.json``.
@@ -26,10 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+# before numpy loads OpenBLAS, which reads its thread count once (runs before this fix,
+# e.g. variants.json, timed numpy's rows on every core's BLAS threads)
 os.environ["MUVERA_NUM_THREADS"] = "1"  # per-core numbers: the variants differ per core
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's row too
+
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -61,6 +65,37 @@ def march_native_build(where: Path) -> Any:
     if error is not None:
         raise SystemExit(error)
     return native.NativeLibrary(ctypes.CDLL(str(out)), out, "-march=native")
+
+
+def limits(repeats: int) -> dict[str, float]:
+    """This core's limits, best of ``repeats``: sgemm GFLOP/s (numpy's BLAS on one thread,
+    a 4,096 x 512 by 512 x 512 product) and copy GB/s (bytes copied) of 256 MiB (memory)
+    and of 1 MiB 64 times over (the cache: the size of a 32-lane cell table)."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((4096, 512)).astype(np.float32)
+    b = rng.standard_normal((512, 512)).astype(np.float32)
+    big, small = np.ones(64 << 20, np.float32), np.ones(1 << 18, np.float32)
+    out: dict[str, list[float]] = {"sgemm_gflops": [], "copy_gbps": [], "cache_copy_gbps": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        out["sgemm_gflops"].append(2 * 4096 * 512 * 512 / (time.perf_counter() - t0) / 1e9)
+        dst = np.empty_like(big)
+        t0 = time.perf_counter()
+        np.copyto(dst, big)
+        out["copy_gbps"].append(big.nbytes / (time.perf_counter() - t0) / 1e9)
+        dst = np.empty_like(small)
+        t0 = time.perf_counter()
+        for _ in range(64):
+            np.copyto(dst, small)
+        out["cache_copy_gbps"].append(64 * small.nbytes / (time.perf_counter() - t0) / 1e9)
+    return {key: max(values) for key, values in out.items()}
+
+
+# work of the timed calls of measure(): multiply-adds x 2 (flops), table bytes gathered
+MAXSIM_FLOP = 2 * 1000 * 180 * 32 * 128
+TABLE_FLOP = 2 * 8192 * 128 * 32
+SCAN_BYTES = 1000 * 180 * 32 * 4  # one 32-lane float32 table row per token
 
 
 def measure(repeats: int, march_native: bool) -> dict[str, dict[str, float]]:
@@ -150,7 +185,37 @@ def markdown(result: dict) -> str:
             f"{v['maxsim_f16_ms']:.1f} | {cell(v.get('graph_queries_per_s'), ',.0f')} | "
             f"{cell(v.get('cell_table_ms'), '.2f')} | {cell(v.get('cell_scan_ms'), '.2f')} |"
         )
+    if "limits" in result:  # runs since the limits were measured
+        lines += limits_table(result)
     return "\n".join(lines)
+
+
+def limits_table(result: dict) -> list[str]:
+    """The kernels' rates against this core's limits (sgemm for products, copy bandwidth
+    for the cell scan's gathers)."""
+    top = result["limits"]
+    lines = [
+        "",
+        f"Against this core's limits (one thread: sgemm {top['sgemm_gflops']:.0f} GFLOP/s; "
+        f"copy {top['cache_copy_gbps']:.1f} GB/s within the cache, "
+        f"{top['copy_gbps']:.1f} GB/s from memory; the cell scan gathers table rows, "
+        "which stay in the cache):",
+        "",
+        "| variant | MaxSim float32 GFLOP/s | MaxSim float16 GFLOP/s | cell table GFLOP/s "
+        "| cell scan GB/s of table rows (of cache copy) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for variant, v in result["variants"].items():
+        rates = [
+            MAXSIM_FLOP / v["maxsim_f32_ms"] / 1e6,
+            MAXSIM_FLOP / v["maxsim_f16_ms"] / 1e6,
+            TABLE_FLOP / v["cell_table_ms"] / 1e6,
+        ]
+        flops = " | ".join(f"{r:.0f} ({r / top['sgemm_gflops']:.0%})" for r in rates)
+        scan = SCAN_BYTES / v["cell_scan_ms"] / 1e6
+        cache = top["cache_copy_gbps"]
+        lines.append(f"| {variant} | {flops} | {scan:.1f} ({scan / cache:.0%}) |")
+    return lines
 
 
 def refresh_docs(results_file: Path) -> None:
@@ -179,6 +244,7 @@ def main() -> None:
         "muvera_version": __version__,
         "machine": machine(),
         "variants": measure(args.repeats, args.march_native),
+        "limits": limits(args.repeats),
     }
     print(markdown(result))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
