@@ -192,12 +192,17 @@ class HnswStore(LocalStore):
             and np.array_equal(graph.labels[: len(base)], base.labels)
         ):
             kept = (base.codes, base.meta)
+        self._save_codes(part, graph, kept)
+        graph.release_pages()
+        return graph
+
+    def _save_codes(self, part: Part, graph: QuantizedGraph, kept: tuple[Any, Any] | None) -> None:
+        """Write ``part``'s codes file from ``graph`` (``kept``: codes of its first rows made
+        already) and point the graph at the file's map."""
         name = codes_name(part.file.name)
         write_codes(part.file.parent / name, graph, kept)
         part.codes = name
         graph._quantize(None, read_codes(part.file.parent / name, len(graph), self.dimension))
-        graph.release_pages()
-        return graph
 
     def _persist_codes(self) -> None:
         """A codes file for each graph file searched by the walk that has none yet (a graph
@@ -205,13 +210,8 @@ class HnswStore(LocalStore):
         (memory of the page cache, not of the writer)."""
         for part in self._parts:
             graph = part.graph
-            if graph is None or part.codes is not None:
-                continue
-            name = codes_name(part.file.name)
-            write_codes(part.file.parent / name, graph, (graph.codes, graph.meta))
-            part.codes = name
-            stored = read_codes(part.file.parent / name, part.count, graph.header.dimension)
-            graph.codes, graph.meta = graph._code_buffer, graph._meta_buffer = stored
+            if graph is not None and part.codes is None:
+                self._save_codes(part, graph, (graph.codes, graph.meta))
 
     def _load_index(self, path: Path | None, capacity: int) -> Any:
         """An ``hnswlib.Index`` read from ``path`` (checked first) with room for
