@@ -1,6 +1,6 @@
 """Quantized token stores for the re-rank: float16 (the default) vs int8 vs int4 codes vs
-residual4 (int4 codes of each token's difference from its token cell's centroid)
-(:mod:`muvera.token_codes`, one float32 scale per token).
+residual4 / residual2 (int4 / 2-bit codes of each token's difference from its token cell's
+centroid) (:mod:`muvera.token_codes`, one float32 scale per token).
 
 For each case (``dataset:split:variant`` as in ``bench_quality.py``: the shared MiniLM-128
 model's cached token vectors; ``raw`` = unnormalised, ``aniso3`` = a shared component
@@ -12,7 +12,7 @@ tokens' exact top-10 keeps, and per-query latency (one query at a time, p50 / p9
 is tuned here (the codes have no parameter): every case is a measurement.
 
 Usage: ``python benchmarks/bench_token_codes.py [--cases ...]
-[--formats float16,int8,int4,residual4]``
+[--formats float16,int8,int4,residual4,residual2]``
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default=CASES)
-    parser.add_argument("--formats", default="float16,int8,int4,residual4")
+    parser.add_argument("--formats", default="float16,int8,int4,residual4,residual2")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,13 @@ of the centre: ``max_j <q, c + r_j> = <q, c> + max_j <q, r_j>``, so the kernel s
 the stored differences and one ``<q_i, c>`` per query token is added
 (:func:`centre_terms`).
 
+``"residual2"`` rows hold 2 bits a value (a quarter of int8's codes, PLAID's default):
+a scale per token (the least-squares step of a uniform 4-level quantizer for Gaussian
+values of the row's root mean square) and codes ``c`` in ``0 .. 3`` decoding to ``scale *
+(c - 1.5)``, byte ``i`` of the ``q = ceil(d / 4)`` holding values ``i, q + i, 2q + i, 3q
++ i`` from its low bits up; like residual4 they are differences from the token cells'
+centroids (from the centre before the cells are fitted).
+
 ``"residual4"`` rows are int4 rows of a token's difference from its token cell's centroid
 (:mod:`muvera.cells`, PLAID's residual compression) rather than from the centre: a token
 minus the centroid nearest to it is smaller than a token minus the mean, so the same 4
@@ -50,6 +57,7 @@ from .errors import MuveraError
 
 __all__ = [
     "CODE_KINDS",
+    "RESIDUAL_KINDS",
     "QuantizedTokens",
     "centre_terms",
     "decode_rows",
@@ -58,7 +66,11 @@ __all__ = [
 ]
 
 # name -> (largest code, the kernel's kind number: 0 float32, 1 float16 are plain arrays)
-CODE_KINDS = {"int8": (127, 2), "int4": (7, 3), "residual4": (7, 3)}
+CODE_KINDS = {"int8": (127, 2), "int4": (7, 3), "residual4": (7, 3), "residual2": (2, 4)}
+RESIDUAL_KINDS = ("residual4", "residual2")  # rows of differences from the token cells
+# the step of a uniform 4-level quantizer with the least squared error for Gaussian values,
+# in units of their standard deviation (Max, 1960): levels +-0.4979, +-1.4937
+_STEP2 = 0.9957
 _SCALE = np.dtype("<f4")
 
 
@@ -71,13 +83,38 @@ def _check_kind(kind: str) -> int:
 def row_bytes(kind: str, dimension: int) -> int:
     """Bytes of one stored token row of ``dimension`` values: 4 (the scale) + the codes."""
     _check_kind(kind)
+    if kind == "residual2":
+        return 4 + (dimension + 3) // 4
     return 4 + (dimension if kind == "int8" else (dimension + 1) // 2)
+
+
+def _encode_2bit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """2-bit rows: the scale is the least-squares step for Gaussian values of the row's
+    root mean square, a value ``v`` is stored as ``c = clip(floor(v / scale) + 2, 0, 3)``
+    and decodes to ``scale * (c - 1.5)``."""
+    n, d = x.shape
+    rms = np.sqrt(np.einsum("ij,ij->i", x, x) / max(d, 1)).astype(np.float32)
+    scale = (rms * np.float32(_STEP2)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1))
+    codes = np.floor(x / safe[:, None])
+    codes += 2
+    np.clip(codes, 0, 3, out=codes)
+    quarter = (d + 3) // 4
+    padded = np.full((n, 4 * quarter), 2, np.uint8)
+    padded[:, :d] = codes.astype(np.uint8)
+    out = np.empty((n, 4 + quarter), dtype=np.uint8)
+    out[:, :4] = scale.astype(_SCALE).view(np.uint8).reshape(n, 4)
+    parts = [padded[:, i * quarter : (i + 1) * quarter] for i in range(4)]
+    out[:, 4:] = parts[0] | (parts[1] << 2) | (parts[2] << 4) | (parts[3] << 6)
+    return out
 
 
 def encode_rows(x: npt.NDArray[Any], kind: str) -> npt.NDArray[np.uint8]:
     """Quantize float rows ``(n, d)`` (finite) to stored rows, uint8 ``(n, row_bytes)``."""
     top = _check_kind(kind)
     x = np.asarray(x, dtype=np.float32)
+    if kind == "residual2":
+        return _encode_2bit(x)
     n, d = x.shape
     # |x| row maxima and codes with one float temporary (these run on every add)
     peak = np.maximum(x.max(axis=1), -x.min(axis=1)) if d else np.zeros(n, np.float32)
@@ -114,6 +151,13 @@ def decode_rows(rows: npt.NDArray[np.uint8], kind: str, dimension: int) -> npt.N
     scale = rows[:, :4].copy().view(_SCALE).reshape(n).astype(np.float32)
     if kind == "int8":
         codes = rows[:, 4:].view(np.int8).astype(np.float32)
+    elif kind == "residual2":
+        packed = rows[:, 4:]
+        quarter = packed.shape[1]
+        four = np.empty((n, 4 * quarter), np.float32)
+        for i in range(4):
+            four[:, i * quarter : (i + 1) * quarter] = (packed >> (2 * i)) & 3
+        codes = four[:, :dimension] - np.float32(1.5)
     else:
         packed = rows[:, 4:]
         half = packed.shape[1]

@@ -42,4 +42,13 @@ def store_args(store: str, tmp_path) -> tuple[str, dict | None]:
         pytest.importorskip("qdrant_client")
         pytest.importorskip("qdrant_edge")
         return "qdrant", {"edge_path": str(tmp_path / "edge")}
+    if store == "hnswlib-vectors":  # graph files with hnswlib's float32 vectors in them
+        return "hnswlib", {"graph_vectors": True}
     return store, None
+
+
+def format_version(manifest: dict, version: int) -> int:
+    """The format version of an index using features of ``version``: at least 8 when its
+    hnswlib graph files hold no vectors (the default; muvera/stores/hnsw_links.py)."""
+    entry = manifest["store"].get("entry") or {}
+    return max(version, 8) if entry.get("graph_vectors") is False else version

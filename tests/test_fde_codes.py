@@ -38,10 +38,12 @@ def _edit_entry(path, **changes):
 
 @pytest.fixture
 def built(tmp_path):
-    """300 documents: a main graph of 200, then a commit of 100 (a fold: one main graph)."""
+    """300 documents: a main graph of 200, then a commit of 100 (a fold: one main graph),
+    in graph files with their vectors (the layout that can be quantized at open; without
+    them, tests/test_links.py)."""
     path = tmp_path / "ix"
     docs = _docs(0, 300)
-    with Index.create(path, CONFIG) as index:
+    with Index.create(path, CONFIG, store_options={"graph_vectors": True}) as index:
         index.add(list(range(200)), docs[:200])
         index.add(list(range(200, 300)), docs[200:])
         index.delete([5])
@@ -292,9 +294,7 @@ def test_a_codes_write_that_fails_keeps_the_last_commit(built, monkeypatch, new_
 def test_codes_of_a_base_whose_rows_moved_are_not_copied(built, tmp_path):
     """Defensive: if the new graph file's first rows are not the loaded file's (hnswlib
     always keeps them), every row is quantized from the new file instead."""
-    import shutil
-
-    from muvera.stores.hnsw_parts import Part
+    from muvera.stores.hnsw_links import save_graph
 
     path, _ = built
     with Index.open(path) as index:
@@ -302,15 +302,14 @@ def test_codes_of_a_base_whose_rows_moved_are_not_copied(built, tmp_path):
     store = Index.open(path, mode="r").store
     main, segment = store.graphs
     copy = tmp_path / "hnsw-000500.bin"
-    shutil.copy(store._parts[0].file, copy)
-    part = Part(copy, len(main), 0)
-    graph = store._write_codes(part, segment)  # 2 rows whose labels are not the first
-    assert part.codes == "hnsw-000500.codes" and not graph.codes.flags.writeable
+    index = store._load_index(store._parts[0], len(main))
+    name, graph = save_graph(index, copy, segment, False, True)  # 2 rows of other labels
+    assert name == "hnsw-000500.codes" and not graph.codes.flags.writeable
     _check_graph_codes(graph)
     fake = QuantizedGraph.mapped(copy, store.dimension)
     fake._quantize(
         None,
         (np.zeros((len(main), store.dimension), np.int8), np.zeros((len(main), 2), np.float32)),
     )
-    store._write_codes(part, fake)  # the same labels: its (here wrong) codes are copied
+    save_graph(index, copy, fake, False, True)  # the same labels: its (here wrong) codes copied
     assert not read_codes(tmp_path / "hnsw-000500.codes", len(main), store.dimension)[0].any()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import ragged, store_args
+from helpers import format_version, ragged, store_args
 
 from muvera import FDEConfig, Index, MuveraError, maxsim
 from muvera.index.filters import allowed_mask, check_filter
@@ -186,14 +186,16 @@ def test_update_payload_merges_or_replaces_and_filters_follow(tmp_path, store):
     index, docs = _index(tmp_path, store, 30)
     en = {"must": [{"key": "lang", "match": {"value": "en"}}]}
     with index:
-        assert index.manifest["format_version"] == 1  # no update yet: older readers read it
+        assert index.manifest["format_version"] == format_version(
+            index.manifest, 1
+        )  # no update: older readers read it
         assert 1 not in index.search([docs[1]], k=30, query_filter=en).ids[0].tolist()
         index.update_payload(1, {"lang": "en", "extra": [1, 2]})
         assert index.get([1])[0].payload == {**_payload(1), "lang": "en", "extra": [1, 2]}
         assert index.search([docs[1]], k=1, query_filter=en).ids[0, 0] == 1
         index.update_payload(2, {"only": True}, replace=True)
         assert index.get([2])[0].payload == {"only": True}
-        assert index.manifest["format_version"] == 2
+        assert index.manifest["format_version"] == format_version(index.manifest, 2)
         with pytest.raises(MuveraError, match="unknown ids"):
             index.update_payload(999, {"a": 1})
         with pytest.raises(MuveraError, match="not JSON"):

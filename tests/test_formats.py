@@ -261,3 +261,40 @@ def test_index_with_codes_files_searches_as_written(tmp_path):
         assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
         assert index.store.segments == 3
     assert {name: (path / name).read_bytes() for name in saved} == saved
+
+
+V8 = Path(__file__).parent / "data" / "index-v8"  # make_index_v8.py
+
+
+def test_v8_links_files_search_as_written_and_grow(tmp_path, monkeypatch):
+    """Graph files without vectors (links-file version 1): read by the walk over their codes
+    files, written back for hnswlib by a build without the kernel, grown by segments and a
+    fold into links files again."""
+    expected, queries = _saved(V8, "hnswlib-links", tmp_path)
+    path = tmp_path / "hnswlib-links"
+    with Index.open(path, mode="r") as index:
+        assert index.manifest["format_version"] == 8
+        entry = index.manifest["store"]["entry"]
+        assert entry == expected["entry"] and entry["graph_vectors"] is False
+        assert (path / entry["file"]).read_bytes()[:8] == b"MUVLINKS"
+        assert len(index) == expected["len"] and index.store.segments == 2
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+        assert index.search(queries, k=5, rerank=False).ids.tolist() == expected["fde_ids"]
+    with monkeypatch.context() as patch:  # hnswlib reads them written back
+        patch.setattr(native, "load", lambda *args, **kwargs: None)
+        with Index.open(path, mode="r") as index:
+            assert index.store.hnswlib_loaded
+            got = index.search(queries, k=5, candidates=20).ids
+            assert got[:, 0].tolist() == [row[0] for row in expected["ids"]]
+    if native.load() is None:
+        return
+    with Index.open(path) as index:
+        index.add(["x"], [queries[0]])  # a segment
+        index.add([f"y{i}" for i in range(60)], [queries[i % 6] for i in range(60)])  # a fold
+        assert index.store.segments == 0
+    with Index.open(path, mode="r") as index:
+        assert all(graph.links_file for graph in index.store.graphs)
+        assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] in ("x", "y0", "y6")
+        assert len(index) == expected["len"] + 61

@@ -23,7 +23,7 @@ FIELD_VALUES = [None, -1, 0, 2**40, "x", "../x", [], {}, 1.5, True]
 
 def _source(tmp_path: Path, store: str) -> Path:
     rng = np.random.default_rng(1)
-    cells = store.endswith(("-cells", "-residual4"))
+    cells = store.endswith(("-cells", "-residual4", "-residual2"))
     low, high = (820, 900) if cells else (1, 9)  # cells: 32,768+ tokens
     lengths = rng.integers(low, high, 40)
     docs = [rng.standard_normal((int(n), D)).astype(np.float32) for n in lengths]
@@ -32,12 +32,14 @@ def _source(tmp_path: Path, store: str) -> Path:
     options = {"path": str(tmp_path / "qdata")} if store == "qdrant" else None
     kind, _, codes = store.partition("-")  # "hnswlib-int4": quantized token codes
     segments = codes == "segments"  # a main graph and two graph segments
-    codes = "" if codes in ("cells", "segments") else codes
+    if codes == "vectors":  # graph files with hnswlib's vectors (the layout before links)
+        options = {"graph_vectors": True}
+    codes = "" if codes in ("cells", "segments", "vectors") else codes
     with Index.create(
         path, config, store=kind, store_options=options, checksums=store == "exact",
         token_dtype=codes or "float16",
     ) as index:  # fmt: skip
-        first = 2 if codes == "residual4" else 40  # residual4: rows of both kinds
+        first = 2 if codes.startswith("residual") else 40  # residuals: rows of both kinds
         spans = [(0, 34), (34, 37), (37, 40)] if segments else [(0, first), (first, 40)]
         for start, stop in spans:
             index.add([f"d{i}" for i in range(start, stop)], docs[start:stop],
@@ -87,6 +89,8 @@ def _mutations(source: Path) -> list[dict]:
         "hnswlib-int4",
         "hnswlib-cells",
         "hnswlib-residual4",
+        "hnswlib-residual2",
+        "hnswlib-vectors",
         "qdrant",
     ],
 )

@@ -11,7 +11,13 @@ from helpers import native_kernel_available, ragged
 
 from muvera import FDEConfig, Index, MuveraError, native
 from muvera.stores import HnswStore
-from muvera.stores.hnsw_graph import HEADER, QuantizedGraph, quantize_rows, read_header
+from muvera.stores.hnsw_graph import (
+    HEADER,
+    LINKS_HEADER,
+    QuantizedGraph,
+    quantize_rows,
+    read_header,
+)
 
 hnswlib = pytest.importorskip("hnswlib")
 needs_native = pytest.mark.skipif(not native_kernel_available(), reason="compiled kernel not built")
@@ -267,7 +273,7 @@ def test_one_query_walks_without_a_helper_unless_asked(tmp_path, monkeypatch):
 def test_store_fde_only_scores_are_float32_inner_products(tmp_path):
     rng = np.random.default_rng(8)
     docs = _docs(rng, 50)
-    with _index(tmp_path) as index:
+    with _index(tmp_path, graph_vectors=True) as index:
         index.add(list(range(50)), docs)
         queries = [d[:3] for d in docs[:6]]
         got = index.search(queries, k=7, rerank=False)
@@ -310,28 +316,33 @@ def test_store_refuses_a_file_layout_it_cannot_check(tmp_path, monkeypatch):
     (its loader and search trust the file: a damaged one can crash the process)."""
     rng = np.random.default_rng(11)
     docs = _docs(rng, 30)
-    with _index(tmp_path) as index:
+    with _index(tmp_path, graph_vectors=True) as index:
+        index.add(list(range(30)), docs)
+    with _index(tmp_path / "links") as index:  # no vectors: nothing for hnswlib to load
         index.add(list(range(30)), docs)
     monkeypatch.setattr("muvera.stores.hnsw_graph.read_header", lambda *args, **kw: None)
     with pytest.raises(MuveraError, match="not an hnswlib index"):
         Index.open(tmp_path / "ix", mode="r")
+    with pytest.raises(MuveraError, match="a links file in a layout this muvera does not read"):
+        Index.open(tmp_path / "links" / "ix", mode="r")
 
 
-def test_hnswlib_never_loads_links_to_missing_rows(tmp_path):
-    """The writer loads the file into hnswlib, whose search follows neighbour ids without
-    checking them: an id past the rows is refused first (the int8 walk skips such ids)."""
+@pytest.mark.parametrize("graph_vectors", [True, False])
+def test_hnswlib_never_loads_links_to_missing_rows(tmp_path, graph_vectors):
+    """The writer loads the file into hnswlib (a links file: written back with its codes'
+    vectors), whose search follows neighbour ids without checking them: an id past the
+    rows is refused first (the int8 walk skips such ids)."""
     rng = np.random.default_rng(13)
     docs = _docs(rng, 30)
-    with _index(tmp_path) as index:
+    with _index(tmp_path, graph_vectors=graph_vectors) as index:
         index.add(list(range(30)), docs)
         dimension = index.encoder.output_dimension
     path = tmp_path / "ix"
     graph_file = next(path.glob("hnsw-*.bin"))
-    header = read_header(graph_file.read_bytes(), dimension)
-    if header is None:
-        pytest.skip("the graph of this configuration is not in the layout read here")
+    links = not graph_vectors
+    assert read_header(graph_file.read_bytes(), dimension, links=links) is not None
     data = bytearray(graph_file.read_bytes())
-    first_link = HEADER.size + 4  # row 0's level-0 list: count, then ids
+    first_link = (LINKS_HEADER.size if links else 0) + HEADER.size + 4  # row 0's list's ids
     data[first_link : first_link + 4] = (10**6).to_bytes(4, "little")
     graph_file.write_bytes(bytes(data))
     writer = Index.open(path)  # the int8 walk reads the file: it skips such ids

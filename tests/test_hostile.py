@@ -145,14 +145,15 @@ def test_damaged_files_are_muvera_errors(tmp_path, damage):
 def test_graph_lists_that_break_the_walks_rules_are_refused(tmp_path):
     """A neighbour count above max_m0 would make the compiled walk read past a list."""
     pytest.importorskip("hnswlib")
-    from muvera.stores.hnsw_graph import HEADER
+    from muvera.stores.hnsw_graph import HEADER, LINKS_HEADER, LINKS_MAGIC
 
     path = _index(tmp_path, "hnswlib")
     manifest = json.loads((path / "manifest.json").read_text())
     graph = path / manifest["store"]["entry"]["file"]
     data = bytearray(graph.read_bytes())
-    max_m0 = HEADER.unpack_from(data, 0)[9]
-    struct.pack_into("<H", data, HEADER.size, max_m0 + 5)  # row 0's level-0 count
+    start = LINKS_HEADER.size if data.startswith(LINKS_MAGIC) else 0  # a links file
+    max_m0 = HEADER.unpack_from(data, start)[9]
+    struct.pack_into("<H", data, start + HEADER.size, max_m0 + 5)  # row 0's level-0 count
     graph.write_bytes(bytes(data))
     for options in (None, {"ef": 50}):
         with pytest.raises(MuveraError, match="longer than max_m0"):

@@ -68,7 +68,7 @@ def test_a_batch_equals_its_queries_one_at_a_time(tmp_path, store, maxsim_kernel
             np.testing.assert_array_equal(batch.scores[i], alone.scores[0])
 
 
-@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("store", ["exact", "hnswlib-vectors", "qdrant", "qdrant-edge"])
 def test_fde_only_matches_brute_force_fde(tmp_path, store):
     docs = _docs(60)
     with _create(tmp_path, store) as index:
@@ -82,6 +82,27 @@ def test_fde_only_matches_brute_force_fde(tmp_path, store):
         np.testing.assert_allclose(
             result.scores, np.sort(fde, axis=1)[:, ::-1][:, :4], rtol=1e-4, atol=1e-4
         )
+
+
+def test_fde_only_scores_of_graph_files_without_vectors_are_on_the_codes(tmp_path):
+    """The default hnswlib store keeps no vectors in its graph files: FDE-only scores are
+    inner products with the codes times their scales (float32), ranked by them."""
+    docs = _docs(60)
+    with _create(tmp_path, "hnswlib") as index:
+        index.add(list(range(60)), docs)
+        assert index.store.graph_vectors is False and index.store._graph.links_file
+        queries = [d[:3] for d in docs[:5]]
+        result = index.search(queries, k=4, rerank=False)
+        graph, q = index.store._graph, index.encoder.encode_queries(queries)
+        dequantized = graph.codes.astype(np.float32) * graph.meta[:, :1]
+        fde = q @ dequantized.T
+        order = np.argsort(graph.labels)
+        want = np.take_along_axis(fde[:, order], result.ids, axis=1)
+        np.testing.assert_allclose(result.scores, want, rtol=1e-5, atol=1e-5)
+        top = np.sort(fde, axis=1)[:, ::-1][:, :4]
+        np.testing.assert_allclose(result.scores, top, rtol=1e-5, atol=1e-5)
+        exact = q @ index.encoder.encode_documents(docs).T  # close to the float32 FDEs'
+        np.testing.assert_allclose(result.scores, np.sort(exact, axis=1)[:, ::-1][:, :4], rtol=0.05)
 
 
 @pytest.mark.parametrize("store", STORES)

@@ -1,8 +1,8 @@
-"""Token dtype "residual4": int4 codes of each token's difference from its token cell's
-centroid (PLAID's residual compression). Decoding against a literal reference, every
-kernel variant and numpy against the decoded vectors, damaged labels, the index that
-switches to residuals when its cells are fitted (compaction, reopening, format version,
-bad manifests), and fidelity against int4 on the same tokens."""
+"""Token dtypes "residual4" and "residual2": int4 / 2-bit codes of each token's difference
+from its token cell's centroid (PLAID's residual compression). Decoding against a literal
+reference, every kernel variant and numpy against the decoded vectors, damaged labels, the
+index that switches to residuals when its cells are fitted (compaction, reopening, format
+version, bad manifests), and fidelity against int4 on the same tokens."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import ragged
+from helpers import format_version, ragged
 
 from muvera import FDEConfig, Index, MuveraError, maxsim, native
 from muvera.cells import MIN_FIT_TOKENS
@@ -22,7 +22,22 @@ RUNNABLE = [v for v in native.VARIANTS if native.load_variant(v) is not None]
 CONFIG = FDEConfig(dimension=8, num_repetitions=2, num_simhash_projections=2, seed=5)
 
 
-def _residual_matrix(seed: int, d: int, n_rows: int, n_bases: int, first: int):
+KINDS = ["residual4", "residual2"]
+
+
+def _literal_values(row, kind: str, d: int) -> list[float]:
+    """One stored row decoded value by value, as token_codes.py's docstring says."""
+    scale = float(np.asarray(row[:4]).copy().view("<f4")[0])
+    packed = [int(b) for b in row[4:]]
+    if kind == "residual4":  # value i in byte i's low nibble, value h + i in its high one
+        nibbles = [b & 15 for b in packed] + [b >> 4 for b in packed]
+        return [scale * (c - 8) for c in nibbles[:d]]
+    quarter = len(packed)  # residual2: values i, q + i, 2q + i, 3q + i from the low bits up
+    codes = [(packed[i % quarter] >> (2 * (i // quarter))) & 3 for i in range(d)]
+    return [scale * (c - 1.5) for c in codes]
+
+
+def _residual_matrix(seed: int, d: int, n_rows: int, n_bases: int, first: int, kind: str):
     """Stored residual rows, their labels and bases, and the literal decoding of each row:
     scale * code (+ bases[label] from row ``first`` on) + centre."""
     rng = np.random.default_rng(seed)
@@ -30,24 +45,41 @@ def _residual_matrix(seed: int, d: int, n_rows: int, n_bases: int, first: int):
     bases = rng.standard_normal((n_bases, d)).astype(np.float32)
     labels = rng.integers(0, n_bases, n_rows).astype(np.uint16)
     centre = rng.standard_normal(d).astype(np.float32)
-    rows = encode_rows(x, "residual4")
+    rows = encode_rows(x, kind)
     literal = np.empty((n_rows, d), np.float32)
     for r in range(n_rows):
-        scale = float(rows[r, :4].copy().view("<f4")[0])
-        half = (d + 1) // 2
-        nibbles = [int(b) & 15 for b in rows[r, 4:]] + [int(b) >> 4 for b in rows[r, 4:]]
-        codes = [nibbles[i] for i in range(half)] + [nibbles[half + i] for i in range(d - half)]
-        literal[r] = [scale * (c - 8) for c in codes]
+        literal[r] = _literal_values(rows[r], kind, d)
         if r >= first:
             literal[r] += bases[labels[r]]
         literal[r] += centre
-    matrix = QuantizedTokens(rows, "residual4", d, centre, (bases, labels, first))
+    matrix = QuantizedTokens(rows, kind, d, centre, (bases, labels, first))
     return matrix, literal, x, labels, bases
 
 
+@pytest.mark.parametrize("d", [1, 3, 4, 5, 9, 128])
+def test_2bit_codes_are_the_least_squares_levels_of_gaussian_values(d):
+    """The step is 0.9957 x the row's RMS (Max's optimum for Gaussian values), each value
+    takes the level of its interval, and the relative squared error of Gaussian rows is
+    that of the optimum (0.1188) within sampling noise."""
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((400, d)).astype(np.float32)
+    rows = encode_rows(x, "residual2")
+    scale = rows[:, :4].copy().view("<f4").ravel()
+    np.testing.assert_allclose(scale, 0.9957 * np.sqrt((x * x).mean(axis=1)), rtol=1e-5)
+    decoded = QuantizedTokens(rows, "residual2", d)[0:400]
+    want = np.clip(np.floor(x / scale[:, None]) + 2, 0, 3) - 1.5
+    np.testing.assert_allclose(decoded, want * scale[:, None], rtol=1e-6, atol=1e-7)
+    if d == 128:
+        error = float(((decoded - x) ** 2).sum() / (x * x).sum())
+        assert 0.10 < error < 0.13, error
+    zeros = QuantizedTokens(encode_rows(np.zeros((2, d), np.float32), "residual2"), "residual2", d)
+    assert not zeros[0:2].any()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("d", [5, 128])
-def test_residual_rows_decode_as_written(d):
-    matrix, literal, _, _, _ = _residual_matrix(0, d, 50, 7, 23)
+def test_residual_rows_decode_as_written(d, kind):
+    matrix, literal, _, _, _ = _residual_matrix(0, d, 50, 7, 23, kind)
     np.testing.assert_allclose(matrix[0:50], literal, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(matrix[10:30], literal[10:30], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(matrix[30:40], literal[30:40], rtol=1e-6, atol=1e-6)
@@ -55,9 +87,10 @@ def test_residual_rows_decode_as_written(d):
         matrix[0:50:2]
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("d", [5, 128])
-def test_scoring_residual_rows_is_scoring_the_decoded_vectors(monkeypatch, d):
-    matrix, literal, _, _, _ = _residual_matrix(1, d, 300, 9, 111)  # first inside a span
+def test_scoring_residual_rows_is_scoring_the_decoded_vectors(monkeypatch, d, kind):
+    matrix, literal, _, _, _ = _residual_matrix(1, d, 300, 9, 111, kind)  # first in a span
     rng = np.random.default_rng(2)
     lengths = rng.integers(0, 25, 14).astype(np.int64)
     offsets = np.minimum(rng.integers(0, 300, 14), 300 - lengths).astype(np.int64)
@@ -76,12 +109,13 @@ def test_scoring_residual_rows_is_scoring_the_decoded_vectors(monkeypatch, d):
 
 
 @pytest.mark.skipif(not RUNNABLE, reason="no compiled variant runs here")
-def test_every_variant_scores_residual_rows_alike():
-    matrix, literal, _, _, _ = _residual_matrix(3, 96, 400, 33, 150)
+@pytest.mark.parametrize(("kind", "d"), [("residual4", 96), ("residual2", 96), ("residual2", 7)])
+def test_every_variant_scores_residual_rows_alike(kind, d):
+    matrix, literal, _, _, _ = _residual_matrix(3, d, 400, 33, 150, kind)
     lengths = np.full(16, 25, np.int64)
     offsets = np.arange(16, dtype=np.int64) * 25
     rng = np.random.default_rng(4)
-    q_all = rng.standard_normal((40, 96)).astype(np.float32)
+    q_all = rng.standard_normal((40, d)).astype(np.float32)
     q_offsets = np.array([0, 7, 40], np.int64)
     want = maxsim_spans(literal, offsets, lengths, q_all, q_offsets)
     for variant in RUNNABLE:
@@ -98,7 +132,7 @@ def test_every_variant_scores_residual_rows_alike():
 def test_damaged_labels_raise(monkeypatch, kernel):
     if kernel == "numpy":
         monkeypatch.setattr(native, "load", lambda: None)
-    matrix, _, _, labels, bases = _residual_matrix(5, 16, 60, 4, 20)
+    matrix, _, _, labels, bases = _residual_matrix(5, 16, 60, 4, 20, "residual4")
     q = np.ones((3, 16), np.float32)
     qo = np.array([0, 3], np.int64)
     bad = labels.copy()
@@ -136,12 +170,15 @@ def _manifest(path):
     return json.loads((path / "manifest.json").read_text())
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("store", ["exact", "hnswlib"])
-def test_an_index_switches_to_residuals_when_its_cells_are_fitted(tmp_path, store, maxsim_kernel):
+def test_an_index_switches_to_residuals_when_its_cells_are_fitted(
+    tmp_path, store, maxsim_kernel, kind
+):
     _, docs = _corpus()
     queries = [docs[i][:12] + 0.05 for i in range(0, 500, 25)]
     path = tmp_path / "ix"
-    with Index.create(path, CONFIG, store=store, token_dtype="residual4") as index:
+    with Index.create(path, CONFIG, store=store, token_dtype=kind) as index:
         index.add(list(range(100)), docs[:100])  # too few tokens: no cells, int4 rows
         assert "residual_from" not in _manifest(path)["tokens"]
         early = (path / "tokens.bin").read_bytes()
@@ -149,7 +186,8 @@ def test_an_index_switches_to_residuals_when_its_cells_are_fitted(tmp_path, stor
         tokens = _manifest(path)["tokens"]
         first = sum(map(len, docs[:100]))
         assert tokens["residual_from"] == first and tokens["cells"]
-        assert index.manifest["format_version"] == 6
+        want = 6 if kind == "residual4" else 8  # residual2: format version 8
+        assert index.manifest["format_version"] == format_version(index.manifest, want)
         assert f"token rows from {first:,} on are residuals" in describe(index)["token_cells"]
         assert (path / "tokens.bin").read_bytes()[: len(early)] == early  # append-only
         stored = [index.store.tokens(i) for i in range(500)]
@@ -171,19 +209,21 @@ def test_an_index_switches_to_residuals_when_its_cells_are_fitted(tmp_path, stor
         again = index.search_exact(queries, k=10)
         assert again.ids.tolist() == after.ids.tolist()
         np.testing.assert_array_equal(again.scores, after.scores)
-    # the same tokens as plain int4 (differences from the centre): larger errors
+    # int4 codes of the differences from the centre: larger errors than residuals of
+    # either width (residual2 has half of int4's bits)
     with Index.create(tmp_path / "int4", CONFIG, store=store, token_dtype="int4") as index:
         index.add(list(range(500)), docs)
         plain = np.mean([np.abs(index.store.tokens(i) - docs[i]).mean() for i in range(100, 500)])
-    assert err < 0.6 * plain, (err, plain)
+    assert err < (0.6 if kind == "residual4" else 0.9) * plain, (err, plain)
 
 
-def test_residual4_needs_token_cells_and_a_local_store(tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_residuals_need_token_cells_and_a_local_store(tmp_path, kind):
     with pytest.raises(MuveraError, match="token cells"):
-        Index.create(tmp_path / "a", CONFIG, "exact", token_dtype="residual4",
+        Index.create(tmp_path / "a", CONFIG, "exact", token_dtype=kind,
                      store_options={"token_cells": False})  # fmt: skip
-    with pytest.raises(MuveraError, match="residual4"):
-        Index.create(tmp_path / "b", CONFIG, "qdrant", token_dtype="residual4",
+    with pytest.raises(MuveraError, match=kind):
+        Index.create(tmp_path / "b", CONFIG, "qdrant", token_dtype=kind,
                      store_options={"location": ":memory:"})  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import ragged
+from helpers import format_version, ragged
 
 from muvera import FDEConfig, Index, MuveraError, native
 from muvera.stores import hnsw_parts
@@ -60,9 +60,19 @@ def _recall(got, want):
 @pytest.fixture
 def grown(tmp_path):
     """A main graph of 200 documents and three commits of 10 after it."""
+    return _grow(tmp_path)
+
+
+@pytest.fixture
+def grown_vectors(tmp_path):
+    """``grown`` with hnswlib's vectors in the graph files (quantization "none" reads them)."""
+    return _grow(tmp_path, graph_vectors=True)
+
+
+def _grow(tmp_path, **options):
     path = tmp_path / "ix"
     docs = _docs(0, 230)
-    with Index.create(path, CONFIG) as index:
+    with Index.create(path, CONFIG, store_options=options or None) as index:
         index.add(list(range(200)), docs[:200])
         for start in (200, 210, 220):
             index.add(list(range(start, start + 10)), docs[start : start + 10])
@@ -88,7 +98,8 @@ def test_a_commit_writes_only_the_rows_it_adds(grown):
     assert (main.stat().st_mtime_ns, main.read_bytes()) == before
     assert {name: (path / name).read_bytes() for name in codes} == codes  # never rewritten
     assert len(_codes_files(path)) == 5
-    assert _manifest(path)["format_version"] == 7 and _entry(path)["unmarked"] == 2
+    assert _manifest(path)["format_version"] == format_version(_manifest(path), 7)
+    assert _entry(path)["unmarked"] == 2
 
 
 def test_segments_fold_into_the_main_graph(grown):
@@ -293,8 +304,8 @@ def test_commit_plan_and_merge():
     assert hnsw_parts.parse_segments(None) == []
 
 
-def test_row_counts_are_checked_when_hnswlib_reads_the_files(grown):
-    path = grown[0]
+def test_row_counts_are_checked_when_hnswlib_reads_the_files(grown_vectors):
+    path = grown_vectors[0]
     manifest = _manifest(path)
     entry = manifest["store"]["entry"]
     entry["quantization"] = "none"
@@ -304,9 +315,9 @@ def test_row_counts_are_checked_when_hnswlib_reads_the_files(grown):
         Index.open(path, mode="r")
 
 
-def test_fold_reads_graph_files_it_cannot_parse_through_hnswlib(grown, monkeypatch):
+def test_fold_reads_graph_files_it_cannot_parse_through_hnswlib(grown_vectors, monkeypatch):
     """quantization "none": the parts live in hnswlib; a fold takes their rows from it."""
-    path, docs = grown
+    path, docs = grown_vectors
     manifest = _manifest(path)
     manifest["store"]["entry"]["quantization"] = "none"
     (path / "manifest.json").write_text(json.dumps(manifest))

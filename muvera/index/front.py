@@ -99,7 +99,8 @@ class Index(ReadMethods, TextMethods, BulkMethods):
         scale and 1 or 1/2 byte per value: about 1/2 or 1/4 of float16's token bytes, the
         re-rank scoring the decoded vectors), or "residual4" (int4's size, each token
         coded as its difference from its token cell's centroid: closer to float16 than
-        int4; needs the token cells); fidelity measured in
+        int4; needs the token cells) or "residual2" (the same differences in 2 bits a
+        value: half of residual4's bytes, less close); fidelity measured in
         ``benchmarks/bench_token_codes.py``; local stores only. Without the compiled
         kernel, numpy's float16 conversion makes float16 searches slower than float32 ones
         (measured in ``benchmarks/bench_retrieval.py``). ``checksums=True`` records a
@@ -277,8 +278,8 @@ class Index(ReadMethods, TextMethods, BulkMethods):
 
     @property
     def token_dtype(self) -> Any:
-        """numpy dtype of the stored token vectors (Qdrant: float16; int8 for "int4" and
-        "residual4", two codes a byte)."""
+        """numpy dtype of the stored token vectors (Qdrant: float16; int8 for "int4",
+        "residual4" and "residual2", two or four codes a byte)."""
         return TOKEN_DTYPES[(self.manifest.get("tokens") or {}).get("dtype", "float16")]
 
     def _check_writable(self) -> None:
@@ -463,13 +464,17 @@ def _format_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) -
         version = max(version, 2)
     if (manifest.get("calibration") or {}).get("kind") == "centre":
         version = max(version, CALIBRATED_FORMAT_VERSION)
-    if token_dtype in ("int8", "int4", "residual4"):
+    if token_dtype in ("int8", "int4", "residual4", "residual2"):
         version = max(version, mf.QUANTIZED_FORMAT_VERSION)
-    if token_dtype == "residual4":
+    if token_dtype in ("residual4", "residual2"):
         version = max(version, mf.RESIDUAL_FORMAT_VERSION)
+    if token_dtype == "residual2":
+        version = max(version, mf.LINKS_FORMAT_VERSION)
     if (manifest.get("tokens") or {}).get("cells"):
         version = max(version, mf.CELLS_FORMAT_VERSION)
     entry = manifest["store"].get("entry") or {}
     if entry.get("segments") or entry.get("unmarked"):
         version = max(version, mf.SEGMENTS_FORMAT_VERSION)
+    if entry.get("graph_vectors") is False:
+        version = max(version, mf.LINKS_FORMAT_VERSION)
     return version

@@ -40,6 +40,7 @@ __all__ = [
     "CELLS_FORMAT_VERSION",
     "FORMAT",
     "FORMAT_VERSION",
+    "LINKS_FORMAT_VERSION",
     "QUANTIZED_FORMAT_VERSION",
     "RESIDUAL_FORMAT_VERSION",
     "SEGMENTS_FORMAT_VERSION",
@@ -56,12 +57,14 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 7  # 2: records.jsonl may hold payload updates; 3: a calibration section
+FORMAT_VERSION = 8  # 2: records.jsonl may hold payload updates; 3: a calibration section
 # of kind "centre"; 4: quantized token codes (token dtype int8/int4); 5: fitted token cells
 # (cells.bin + centroids.bin); 6: token dtype residual4 (int4 rows of residuals from the
 # cells' centroids from the token section's "residual_from" row on); 7: hnswlib graph
 # segments (the store entry's "segments") or deleted rows its graph files do not mark
-# ("unmarked": the live labels say it; muvera.stores.hnsw_parts). Each is written only
+# ("unmarked": the live labels say it; muvera.stores.hnsw_parts); 8: hnswlib graph files
+# without their vectors (the entry's "graph_vectors": false; muvera.stores.hnsw_links,
+# versioned in their own header), or token dtype residual2. Each is written only
 # by indexes that use it: others keep version 1, readable by older versions. The hnswlib
 # store's persisted FDE codes need no version: an older reader ignores them and quantizes
 # at open; an older writer's entry drops them, and the next writer that knows them writes
@@ -73,6 +76,7 @@ QUANTIZED_FORMAT_VERSION = 4
 CELLS_FORMAT_VERSION = 5
 RESIDUAL_FORMAT_VERSION = 6
 SEGMENTS_FORMAT_VERSION = 7
+LINKS_FORMAT_VERSION = 8
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).

@@ -3,7 +3,6 @@ searched over int8 codes by the compiled graph walk (:mod:`muvera.stores.hnsw_gr
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,6 +14,7 @@ from ..errors import MuveraError
 from .base import Labels, pad_topk
 from .hnsw_codes import codes_name, is_codes_name, legacy_codes, read_codes, write_codes
 from .hnsw_graph import MAX_DIMENSION, QuantizedGraph
+from .hnsw_links import load_hnswlib, save_graph
 from .hnsw_parts import (
     Part,
     mark_deleted,
@@ -64,10 +64,14 @@ class HnswStore(LocalStore):
     quantized at open and gets it at the next commit), which
     reads a quarter of the bytes per visited node (``benchmarks/bench_retrieval.py``
     measures both). The candidates' scores are then inner products on the int8 codes; FDE-only
-    searches (``exact=True``) re-score the returned rows with the float32 FDEs. hnswlib
-    itself is loaded only to write a graph (and released after). ``quantization="none"``,
-    a build without the compiled kernel, FDEs wider than 65,536 dims, or an hnswlib file in
-    an unknown layout search with hnswlib.
+    searches (``exact=True``) re-score the returned rows with the FDEs of the graph file.
+    hnswlib itself is loaded only to write a graph (and released after). With
+    ``graph_vectors=False`` (the default with int8) the graph files hold no vectors
+    (:mod:`.hnsw_links`: a quarter of the bytes per row at 2,048 dims, 1/400 at 10,240):
+    the dequantized codes stand in for them (FDE-only scores, what hnswlib loads to insert
+    rows). ``quantization="none"`` (which keeps the vectors), a build without the compiled
+    kernel, FDEs wider than 65,536 dims, or an hnswlib file in an unknown layout search with
+    hnswlib.
     """
 
     kind: ClassVar[str] = "hnswlib"
@@ -87,6 +91,7 @@ class HnswStore(LocalStore):
         ef: int = 100,
         num_threads: int = -1,
         quantization: str = "int8",
+        graph_vectors: bool | None = None,
     ) -> None:
         super().__init__(directory, fde_dimension, token_dimension, tokens, arrays)
         try:
@@ -115,6 +120,13 @@ class HnswStore(LocalStore):
                 f"hnswlib quantization must be one of {list(self.QUANTIZATIONS)}, "
                 f"got {self.quantization!r}"
             )
+        # indexes committed before links files keep vectors in their graph files
+        default = self.quantization != "int8" if graph_vectors is None else graph_vectors
+        self.graph_vectors = entry.get("graph_vectors", True if entry else default)
+        if not isinstance(self.graph_vectors, bool):
+            raise MuveraError(f"hnswlib graph_vectors must be a bool, got {self.graph_vectors!r}")
+        if not self.graph_vectors and self.quantization != "int8":
+            raise MuveraError("hnswlib graph_vectors=False needs quantization='int8'")
         main_rows = _count(entry, "count")
         segments = parse_segments(entry.get("segments"))
         main_codes = entry.get("codes_file")
@@ -166,34 +178,27 @@ class HnswStore(LocalStore):
 
     def _read_graph(self, part: Part) -> QuantizedGraph | None:
         """``part``'s file with the int8 codes of its rows: its codes file's, else those of
-        the single-file layout covering its rows, else quantized from its float32 vectors."""
+        the single-file layout covering its rows, else quantized from its float32 vectors
+        (None: a file the walk does not read)."""
+        graph = QuantizedGraph.mapped(part.file, self.dimension)
+        if graph is None or self.dimension > MAX_DIMENSION:
+            return None
+        if len(graph) != part.count:
+            raise MuveraError(
+                f"{part.file.name}: the graph has {len(graph)} rows, the manifest says {part.count}"
+            )
         stored = None
         if part.codes is not None:
             stored = read_codes(part.file.parent / part.codes, part.count, self.dimension)
         elif part.first < self._legacy[0].shape[0]:
             rows = slice(part.first, part.first + part.count)
             stored = (self._legacy[0][rows], self._legacy[1][rows])
-        return QuantizedGraph.read(part.file, self.dimension, None, stored)
-
-    def _write_codes(self, part: Part, base: QuantizedGraph | None) -> QuantizedGraph | None:
-        """Write ``part``'s codes file (the codes of the rows of ``base``, the graph file it
-        was loaded from, copied when they kept their numbers, the others quantized from its
-        file) and return its graph searching them from the map (None: a file the walk does
-        not read)."""
-        if self.dimension > MAX_DIMENSION:
-            return None
-        graph = QuantizedGraph.mapped(part.file, self.dimension)
-        if graph is None:
-            return None
-        kept = None  # the loaded file's rows, if hnswlib kept their numbers (it does)
-        if (
-            base is not None
-            and len(base) <= len(graph)
-            and np.array_equal(graph.labels[: len(base)], base.labels)
-        ):
-            kept = (base.codes, base.meta)
-        self._save_codes(part, graph, kept)
-        graph.release_pages()
+        elif graph.links_file:
+            raise MuveraError(
+                f"{part.file.name}: a graph file without vectors, and no codes file named for it"
+            )
+        graph._quantize(None, stored)
+        graph.release_pages()  # the neighbour lists' pages too
         return graph
 
     def _save_codes(self, part: Part, graph: QuantizedGraph, kept: tuple[Any, Any] | None) -> None:
@@ -213,29 +218,21 @@ class HnswStore(LocalStore):
             if graph is not None and part.codes is None:
                 self._save_codes(part, graph, (graph.codes, graph.meta))
 
-    def _load_index(self, path: Path | None, capacity: int) -> Any:
-        """An ``hnswlib.Index`` read from ``path`` (checked first) with room for
+    def _load_index(self, part: Part | None, capacity: int, scratch: Path | None = None) -> Any:
+        """An ``hnswlib.Index`` of ``part``'s graph file (a links file written back with its
+        codes' vectors into ``scratch``, :func:`.hnsw_links.load_hnswlib`) with room for
         ``capacity`` rows, or a new empty one."""
-        import hnswlib
-
-        index = hnswlib.Index(space="ip", dim=self.dimension)
-        if path is not None:
-            QuantizedGraph.check(path, self.dimension)  # before hnswlib trusts it
-            try:
-                index.load_index(str(path), max_elements=max(capacity, 16))
-            except (RuntimeError, ValueError, MemoryError) as exc:
-                raise MuveraError(f"{path.name}: hnswlib cannot load it ({exc})") from None
-        else:
-            index.init_index(
-                max_elements=max(capacity, 16), ef_construction=self.ef_construction, M=self.M
-            )
-        index.set_ef(self.ef)
-        return index
+        codes = None if part is None or part.codes is None else part.file.parent / part.codes
+        return load_hnswlib(
+            None if part is None else part.file, self.dimension, capacity,
+            {"M": self.M, "ef_construction": self.ef_construction, "ef": self.ef},
+            codes, scratch,
+        )  # fmt: skip
 
     def _part_index(self, part: Part) -> Any:
         """``part``'s hnswlib index (loaded on first use, its dead rows marked)."""
         if part.index is None:
-            part.index = self._load_index(part.file, part.count)
+            part.index = self._load_index(part, part.count)
             if part.index.get_current_count() != part.count:
                 rows, part.index = part.index.get_current_count(), None
                 raise MuveraError(
@@ -323,6 +320,7 @@ class HnswStore(LocalStore):
             "ef_construction": self.ef_construction,
             "ef": self.ef,
             "quantization": self.quantization,
+            "graph_vectors": self.graph_vectors,
         }
 
     def _add_fdes(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
@@ -427,13 +425,6 @@ class HnswStore(LocalStore):
             entry["unmarked"] = self._unmarked
         return entry
 
-    def _write_file(self, index: Any, directory: Path, generation: int) -> Path:
-        path = directory / f"hnsw-{generation:06d}.bin"
-        index.save_index(str(path))
-        with path.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        return path
-
     def _merge(self, directory: Path, generation: int, keep: int) -> None:
         """Replace the graph files after the first ``keep`` by one graph of their rows and
         the rows added since the last commit: hnswlib loads the first of them and inserts
@@ -449,7 +440,7 @@ class HnswStore(LocalStore):
             index = base.index
             index.resize_index(max(total, index.get_max_elements()))
         else:
-            index = self._load_index(None if base is None else base.file, total)
+            index = self._load_index(base, total, directory)
         for part in parts[1:]:
             for labels, vectors in part.vectors(self.dimension):
                 index.add_items(vectors, labels, num_threads=self.num_threads)
@@ -460,12 +451,11 @@ class HnswStore(LocalStore):
         rows = np.asarray(index.get_ids_list(), np.int64)
         inside = (rows >= 0) & (rows < self._live.size)
         mark_deleted(index, rows[~inside | ~self._live[np.where(inside, rows, 0)]])
-        path = self._write_file(index, directory, generation)
-        part = Part(path, total, first, None, index if self._fallback else None)
+        path = directory / f"hnsw-{generation:06d}.bin"
+        walk, links = not self._fallback, not self.graph_vectors
+        codes, graph = save_graph(index, path, None if base is None else base.graph, links, walk)
+        part = Part(path, total, first, None, index if self._fallback else None, codes)
         del index  # hnswlib's float32 copy is freed before the new graph is read
-        graph = None
-        if not self._fallback:
-            graph = self._write_codes(part, None if base is None else base.graph)
         self._parts = self._parts[:keep]
         self._open_part(part, graph)
         self._parts.append(part)

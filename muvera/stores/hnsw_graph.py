@@ -12,6 +12,14 @@ then ``cur_element_count`` level-0 records of ``size_data_per_element`` bytes (n
 list, vector, label), then each element's upper-level lists. :func:`read_header` checks
 every field against what the layout implies; a file it does not recognise makes
 :meth:`QuantizedGraph.read` return None and the caller keeps using hnswlib.
+
+A **links file** is the same graph without the vectors (the walk reads the codes, never
+the vectors: at 10,240 dims they are 40 KiB of each row's 40.1): a 16-byte header
+(:data:`LINKS_HEADER`: magic ``b"MUVLINKS"``, version, dimension), hnswlib's 96-byte header
+as hnswlib wrote it (the full layout's sizes), each row's level-0 record without its vector
+(neighbour list, label), then the upper-level lists as hnswlib wrote them. Its rows' vectors
+are then the dequantized codes (:meth:`QuantizedGraph.vectors`);
+:mod:`muvera.stores.hnsw_links` writes one from an hnswlib file and back.
 """
 
 from __future__ import annotations
@@ -28,9 +36,21 @@ import numpy.typing as npt
 
 from ..errors import MuveraError
 
-__all__ = ["HEADER", "HnswHeader", "QuantizedGraph", "quantize_rows", "read_header"]
+__all__ = [
+    "HEADER",
+    "LINKS_HEADER",
+    "LINKS_MAGIC",
+    "LINKS_VERSION",
+    "HnswHeader",
+    "QuantizedGraph",
+    "quantize_rows",
+    "read_header",
+]
 
 HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex header, 96 bytes
+LINKS_HEADER = struct.Struct("<8sII")  # a links file's own header: magic, version, dimension
+LINKS_MAGIC = b"MUVLINKS"
+LINKS_VERSION = 1
 MAX_DIMENSION = 65536  # int32 inner products of int8 codes cannot overflow below this
 _CHUNK_BYTES = 1 << 24  # rows quantized per numpy pass: about 16 MiB of float32
 
@@ -50,15 +70,20 @@ class HnswHeader:
     dimension: int
 
 
-def read_header(buffer: Any, dimension: int, empty: bool = False) -> HnswHeader | None:
+def read_header(
+    buffer: Any, dimension: int, empty: bool = False, links: bool = False
+) -> HnswHeader | None:
     """Parse and check the header of an hnswlib "ip"/"l2" float32 index of ``dimension``;
     None when the bytes do not have the layout this module reads (``empty``: an index
-    with no rows, whose top level is -1, passes too)."""
-    if len(buffer) < HEADER.size:
+    with no rows, whose top level is -1, passes too; ``links``: a links file, whose hnswlib
+    header follows its own and whose records hold no vectors)."""
+    start = LINKS_HEADER.size if links else 0
+    if len(buffer) < start + HEADER.size:
         return None
-    fields = HEADER.unpack_from(buffer, 0)
+    fields = HEADER.unpack_from(buffer, start)
     offset0, _max_elements, count, record, label_off, data_off, max_level, entry = fields[:8]
     max_m, max_m0 = fields[8:10]
+    stored = data_off + 8 if links else record  # the bytes of a record in the file
     ok = (
         offset0 == 0
         and data_off == 4 * (max_m0 + 1)
@@ -67,7 +92,7 @@ def read_header(buffer: Any, dimension: int, empty: bool = False) -> HnswHeader 
         and 0 < max_m <= max_m0 < 65536
         and (max_level >= 0 or (empty and count == 0))
         and (count == 0 or entry < count)
-        and len(buffer) >= HEADER.size + count * record + 4 * count
+        and len(buffer) >= start + HEADER.size + count * stored + 4 * count
     )
     if not ok:
         return None
@@ -106,29 +131,35 @@ class QuantizedGraph:
     :meth:`search`; :meth:`read` again with ``previous=`` after the file was re-saved.
     """
 
-    def __init__(self, header: HnswHeader, buffer: mmap.mmap) -> None:
+    def __init__(self, header: HnswHeader, buffer: mmap.mmap, links_file: bool = False) -> None:
         self.header = header
         self._buffer = buffer
+        self.links_file = links_file  # a links file: no vectors in it (module docstring)
         n, d = header.count, header.dimension
+        self.start = (LINKS_HEADER.size if links_file else 0) + HEADER.size  # the records
+        stride = header.data_offset + 8 if links_file else header.record_bytes
+        self.label_at = header.data_offset if links_file else header.label_offset
         self.records = np.frombuffer(
-            buffer, dtype=np.uint8, count=n * header.record_bytes, offset=HEADER.size
-        ).reshape(n, header.record_bytes)
+            buffer, dtype=np.uint8, count=n * stride, offset=self.start
+        ).reshape(n, stride)
         # each record's neighbour list, flags and label, read in chunks whose file pages are
         # released after each (a page per record would otherwise map, with the kernel's
         # fault-around, all of the file into this process: its whole size in peak RSS)
         links = np.empty((n, header.data_offset), np.uint8)
-        labels = np.empty((n, header.record_bytes - header.label_offset), np.uint8)
-        step = max(1, _CHUNK_BYTES // max(header.record_bytes, 1))
+        labels = np.empty((n, 8), np.uint8)
+        step = max(1, _CHUNK_BYTES // max(stride, 1))
         for row in range(0, n, step):
             part = self.records[row : row + step]
             links[row : row + step] = part[:, : header.data_offset]
-            labels[row : row + step] = part[:, header.label_offset :]
+            labels[row : row + step] = part[:, self.label_at : self.label_at + 8]
             self.release_pages()
         self.links0 = links.view(np.uint32)
         self.deleted = np.ascontiguousarray(links[:, 2] & 1)  # hnswlib's DELETE_MARK
         self.has_deleted = bool(self.deleted.any())
         self.labels = labels.view(np.uint64).ravel().astype(np.int64)
-        self.upper, self.upper_start, n_lists = self._upper_lists(buffer, header)
+        self.upper, self.upper_start, n_lists = self._upper_lists(
+            buffer, header, self.start + n * stride
+        )
         # each row's top level, and the level (1, 2, ...) of each upper-level list
         self.levels = np.zeros(header.count, np.int64)
         self.list_levels = np.zeros(0, np.int64)
@@ -174,14 +205,15 @@ class QuantizedGraph:
 
     @staticmethod
     def _upper_lists(
-        buffer: mmap.mmap, header: HnswHeader
+        buffer: mmap.mmap, header: HnswHeader, pos: int
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64], int]:
-        """All upper-level lists, (lists, max_m + 1) uint32 (at least one row), the first
-        list of each row (-1 for rows on level 0 only), and the number of lists."""
+        """All upper-level lists (read from ``pos`` on), (lists, max_m + 1) uint32 (at
+        least one row), the first list of each row (-1 for rows on level 0 only), and the
+        number of lists."""
         n, width = header.count, 4 * (header.max_m + 1)
         start = np.full(n, -1, dtype=np.int64)
         spans: list[tuple[int, int]] = []
-        pos, lists = HEADER.size + n * header.record_bytes, 0
+        lists = 0
         unpack = struct.Struct("<I").unpack_from
         for i in range(n):
             if pos + 4 > len(buffer):
@@ -213,8 +245,22 @@ class QuantizedGraph:
                 buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             except ValueError:  # an empty file
                 return None
-        header = read_header(buffer, dimension)
-        return None if header is None else cls(header, buffer)
+        links = buffer[: len(LINKS_MAGIC)] == LINKS_MAGIC
+        if links:
+            if len(buffer) < LINKS_HEADER.size:
+                raise MuveraError(f"{path.name}: a links file cut short in its header")
+            _, version, d = LINKS_HEADER.unpack_from(buffer, 0)
+            if version != LINKS_VERSION:
+                raise MuveraError(
+                    f"{path.name}: links file version {version}; this muvera reads version "
+                    f"{LINKS_VERSION}: upgrade muvera"
+                )
+            if d != dimension:
+                raise MuveraError(f"{path.name}: a graph of dimension {d}, not {dimension}")
+        header = read_header(buffer, dimension, links=links)
+        if header is None and links:  # no hnswlib to fall back on: it holds no vectors
+            raise MuveraError(f"{path.name}: a links file in a layout this muvera does not read")
+        return None if header is None else cls(header, buffer, links)
 
     @classmethod
     def read(
@@ -242,6 +288,8 @@ class QuantizedGraph:
         as :meth:`read` checks them, and every neighbour id used below the row count;
         MuveraError otherwise."""
         graph = cls.mapped(path, dimension)
+        if graph is not None and graph.links_file:
+            raise MuveraError(f"{path.name}: a links file (no vectors): hnswlib cannot load it")
         if graph is not None:
             graph._check_ids()
             return
@@ -283,6 +331,8 @@ class QuantizedGraph:
                 return
             source = stored
         kept = min(source[0].shape[0], n) if source is not None else 0
+        if self.links_file and kept < n:
+            raise MuveraError("a links file's codes must be read from its codes file")
         if (
             previous is not None and source is not None and kept
             and previous._code_buffer.shape[0] >= n and previous._code_buffer.flags.writeable
@@ -317,8 +367,13 @@ class QuantizedGraph:
         return self.header.count
 
     def vectors(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """The float32 vectors of ``rows`` (row numbers, not labels), ``(len(rows), d)``."""
+        """The float32 vectors of ``rows`` (row numbers, not labels), ``(len(rows), d)``: of
+        a links file, the codes times their scales."""
         h = self.header
+        if self.links_file:
+            if self.codes.shape[0] != h.count:
+                raise MuveraError("a links file's vectors are its codes: none are read yet")
+            return self.codes[rows].astype(np.float32) * self.meta[rows, :1]
         return np.ascontiguousarray(self.records[rows, h.data_offset : h.label_offset]).view(
             np.float32
         )

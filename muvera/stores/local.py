@@ -23,7 +23,7 @@ from ..batch import TokenBatch
 from ..errors import MuveraError
 from ..files import AppendOnlyFile
 from ..scoring import maxsim_pairs, maxsim_spans
-from ..token_codes import CODE_KINDS, QuantizedTokens, encode_rows, row_bytes
+from ..token_codes import CODE_KINDS, RESIDUAL_KINDS, QuantizedTokens, encode_rows, row_bytes
 from . import cell_file
 from .base import Hits, Labels, Payload, StoreRecord
 from .cell_file import SCAN_TOKENS, WIDE, TokenCells
@@ -35,6 +35,7 @@ __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
 TOKEN_DTYPES = {
     "float16": np.float16, "float32": np.float32, "int8": np.int8, "int4": np.int8,
     "residual4": np.int8,  # int4 codes of each token's difference from its cell's centroid
+    "residual2": np.int8,  # 2-bit codes of the same differences, four a byte
 }  # fmt: skip
 COMPACT_AT = 0.5  # compact the token file once half of its vectors are dead
 EXHAUSTIVE_SIMS = 1 << 22  # scores per block of an exact search over every document
@@ -122,8 +123,10 @@ class LocalStore:
         if not isinstance(cells, bool):
             raise MuveraError(f"store option token_cells must be True or False, got {cells!r}")
         tokens: dict[str, Any] = {"file": "tokens.bin", "dtype": token_dtype, "bytes": 0}
-        if token_dtype == "residual4" and not cells:
-            raise MuveraError('token dtype "residual4" needs the token cells (token_cells=True)')
+        if token_dtype in RESIDUAL_KINDS and not cells:
+            raise MuveraError(
+                f'token dtype "{token_dtype}" needs the token cells (token_cells=True)'
+            )
         if cells:
             tokens["cells"] = {}
         return cls._build(directory, encoder.output_dimension, encoder.config.dimension,
@@ -225,7 +228,7 @@ class LocalStore:
         del ids, payloads  # kept by the index
         first = self._tokens.committed // self.row_bytes
         tokens = np.asarray(docs.tokens, np.float32)
-        residual = self.token_format == "residual4" and self.cells is not None
+        residual = self.token_format in RESIDUAL_KINDS and self.cells is not None
         if residual and self.cells is not None:  # cells first: a residual row's base is its cell
             self.cells.add(tokens, first, self._float_rows)
             if self.cells.fitted and self.residual_from is None:

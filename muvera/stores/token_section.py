@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from ..batch import TokenBatch
 from ..errors import MuveraError
-from ..token_codes import CODE_KINDS
+from ..token_codes import CODE_KINDS, RESIDUAL_KINDS
 from .cell_file import TokenCells
 
 __all__ = ["check_float16_range", "read_centre", "read_residual"]
@@ -66,18 +66,19 @@ def read_residual(
     rows: int,
     centre: npt.NDArray[np.float32] | None,
 ) -> int | None:
-    """The first token row stored as a residual (token dtype "residual4"): present exactly
+    """The first token row stored as a residual (token dtype "residual4" or "residual2"):
+    present exactly
     when the cells are fitted, a row number in ``0 .. rows``; None otherwise.
 
     >>> read_residual(None, "int4", None, 10, None) is None
     True
     """
-    if token_format != "residual4":
+    if token_format not in RESIDUAL_KINDS:
         if value is not None:
-            raise MuveraError("the token section's residual_from needs token dtype residual4")
+            raise MuveraError("the token section's residual_from needs a residual token dtype")
         return None
     if cells is None:
-        raise MuveraError("token dtype residual4 needs the token cells")
+        raise MuveraError(f"token dtype {token_format} needs the token cells")
     if not cells.fitted:
         if value is not None:
             raise MuveraError("the token section's residual_from needs fitted token cells")
@@ -85,5 +86,5 @@ def read_residual(
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= rows:
         raise MuveraError(f"the token section's residual_from must be a row in 0 .. {rows}")
     if centre is None:
-        raise MuveraError("residual4 token rows need the token section's centre")
+        raise MuveraError(f"{token_format} token rows need the token section's centre")
     return value
