@@ -355,6 +355,24 @@ class QuantizedGraph:
             )
             self.release_pages()
 
+    def move_to_links(self, path: Path) -> None:
+        """Read from now on the links file written from this graph (``path``): the same
+        lists, parsed already, mapped from the new file without its vectors."""
+        with path.open("rb") as fh:
+            buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if (
+            buffer[: len(LINKS_MAGIC)] != LINKS_MAGIC
+            or read_header(buffer, self.header.dimension, links=True) != self.header
+        ):
+            raise MuveraError(f"{path.name}: not the links file of this graph")
+        h = self.header
+        self._buffer, self.links_file, self.label_at = buffer, True, h.data_offset
+        self.start = LINKS_HEADER.size + HEADER.size
+        stride = h.data_offset + 8
+        self.records = np.frombuffer(
+            buffer, dtype=np.uint8, count=h.count * stride, offset=self.start
+        ).reshape(h.count, stride)
+
     def release_pages(self) -> None:
         """Unmap the file pages read so far from this process (they stay in the page cache):
         reading every record of a large index would otherwise count it all in its memory."""

@@ -218,9 +218,7 @@ def save_graph(
         write_codes(path.with_name(name), graph, kept)
         if full != path:
             strip_vectors(graph, path)
-            graph = QuantizedGraph.mapped(path, index.dim)
-            if graph is None:  # it was just written in the layout mapped() reads
-                raise MuveraError(f"{path.name}: the links file written cannot be read")
+            graph.move_to_links(path)  # its lists parsed once, from hnswlib's file
     finally:
         if full != path:
             full.unlink(missing_ok=True)
