@@ -33,4 +33,5 @@ LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:abort
   CI=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_native.py \
   tests/test_dispatch.py tests/test_hnsw_graph.py tests/test_hostile.py tests/test_maxsim.py \
   tests/test_formats.py tests/test_index.py tests/test_encoder.py tests/test_golden.py \
-  tests/test_cells.py tests/test_cell_postings.py tests/test_residual_tokens.py tests/test_links.py
+  tests/test_cells.py tests/test_cell_postings.py tests/test_residual_tokens.py tests/test_links.py \
+  tests/test_token_codes.py

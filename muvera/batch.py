@@ -146,7 +146,7 @@ class Batch:
 
                 tokens = torch.cat([p.reshape(-1, p.shape[-1]) for p in parts]).float()
             else:
-                tokens = np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+                tokens = np.concatenate(parts, axis=0, dtype=np.float32)  # one copy
         else:
             padded = self._padded[start:stop]
             mask = self._mask[start:stop]

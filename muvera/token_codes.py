@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import native
 from .errors import MuveraError
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "decode_rows",
     "encode_rows",
     "row_bytes",
+    "row_scales",
 ]
 
 # name -> (largest code, the kernel's kind number: 0 float32, 1 float16 are plain arrays)
@@ -72,6 +74,8 @@ RESIDUAL_KINDS = ("residual4", "residual2")  # rows of differences from the toke
 # in units of their standard deviation (Max, 1960): levels +-0.4979, +-1.4937
 _STEP2 = 0.9957
 _SCALE = np.dtype("<f4")
+_COMPILED_MAX_D = 4092  # the widest rows codes.c encodes (wider: numpy)
+_THREADED_VALUES = 1 << 20  # values from which the compiled encoder runs on every core
 
 
 def _check_kind(kind: str) -> int:
@@ -88,46 +92,66 @@ def row_bytes(kind: str, dimension: int) -> int:
     return 4 + (dimension if kind == "int8" else (dimension + 1) // 2)
 
 
-def _encode_2bit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    """2-bit rows: the scale is the least-squares step for Gaussian values of the row's
-    root mean square, a value ``v`` is stored as ``c = clip(floor(v / scale) + 2, 0, 3)``
-    and decodes to ``scale * (c - 1.5)``."""
-    n, d = x.shape
-    rms = np.sqrt(np.einsum("ij,ij->i", x, x) / max(d, 1)).astype(np.float32)
-    scale = (rms * np.float32(_STEP2)).astype(np.float32)
-    safe = np.where(scale > 0, scale, np.float32(1))
-    codes = np.floor(x / safe[:, None])
-    codes += 2
-    np.clip(codes, 0, 3, out=codes)
-    quarter = (d + 3) // 4
-    padded = np.full((n, 4 * quarter), 2, np.uint8)
-    padded[:, :d] = codes.astype(np.uint8)
-    out = np.empty((n, 4 + quarter), dtype=np.uint8)
-    out[:, :4] = scale.astype(_SCALE).view(np.uint8).reshape(n, 4)
-    parts = [padded[:, i * quarter : (i + 1) * quarter] for i in range(4)]
-    out[:, 4:] = parts[0] | (parts[1] << 2) | (parts[2] << 4) | (parts[3] << 6)
-    return out
-
-
-def encode_rows(x: npt.NDArray[Any], kind: str) -> npt.NDArray[np.uint8]:
-    """Quantize float rows ``(n, d)`` (finite) to stored rows, uint8 ``(n, row_bytes)``."""
+def row_scales(x: npt.NDArray[np.float32], kind: str) -> npt.NDArray[np.float32]:
+    """Each row's scale, float32 ``(n,)``: max|x| / the largest code, or for ``"residual2"``
+    the least-squares step for Gaussian values of the row's root mean square."""
     top = _check_kind(kind)
-    x = np.asarray(x, dtype=np.float32)
-    if kind == "residual2":
-        return _encode_2bit(x)
     n, d = x.shape
-    # |x| row maxima and codes with one float temporary (these run on every add)
+    if kind == "residual2":
+        rms = np.sqrt(np.einsum("ij,ij->i", x, x) / max(d, 1)).astype(np.float32)
+        step: npt.NDArray[np.float32] = (rms * np.float32(_STEP2)).astype(np.float32)
+        return step
     peak = np.maximum(x.max(axis=1), -x.min(axis=1)) if d else np.zeros(n, np.float32)
     peak += np.float32(0)  # -0.0 (rows of zeros) -> 0.0, as |x| gives
-    scale = (peak / np.float32(top)).astype(np.float32)
+    scale: npt.NDArray[np.float32] = (peak / np.float32(top)).astype(np.float32)
+    return scale
+
+
+def encode_rows(x: npt.NDArray[Any], kind: str, *, compiled: bool = True) -> npt.NDArray[np.uint8]:
+    """Quantize float rows ``(n, d)`` (finite) to stored rows, uint8 ``(n, row_bytes)``.
+
+    The codes come from the compiled kernel where it is loaded (``codes.c``, on every core
+    for large batches), else from numpy (``compiled=False``: always); both write the same
+    bytes, from the same scales (:func:`row_scales`)."""
+    _check_kind(kind)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    scale = row_scales(x, kind)
+    kernel = native.load() if compiled else None
+    n, d = x.shape
+    if kernel is not None and d <= _COMPILED_MAX_D:
+        out = np.empty((n, row_bytes(kind, d)), dtype=np.uint8)
+        threads = native.default_threads() if x.size >= _THREADED_VALUES else 1
+        kernel.token_codes(x, scale, CODE_KINDS[kind][1], out, threads)
+        return out
+    return _encode_numpy(x, kind, scale)
+
+
+def _encode_numpy(
+    x: npt.NDArray[np.float32], kind: str, scale: npt.NDArray[np.float32]
+) -> npt.NDArray[np.uint8]:
+    """The literal reference of the stored rows (``codes.c`` writes the same bytes): a
+    value ``v`` of a row of scale ``s`` (1 for ``s = 0``) is ``clip(rint(v / s), -top,
+    top)`` for int8/int4 and ``clip(floor(v / s) + 2, 0, 3)`` for 2 bits."""
+    top = CODE_KINDS[kind][0]
+    n, d = x.shape
     safe = np.where(scale > 0, scale, np.float32(1))
+    out = np.empty((n, row_bytes(kind, d)), dtype=np.uint8)
+    out[:, :4] = scale.astype(_SCALE).view(np.uint8).reshape(n, 4)
     scaled = np.divide(x, safe[:, None])
+    if kind == "residual2":
+        np.floor(scaled, out=scaled)
+        scaled += 2
+        np.clip(scaled, 0, 3, out=scaled)
+        quarter = (d + 3) // 4
+        padded = np.full((n, 4 * quarter), 2, np.uint8)
+        padded[:, :d] = scaled.astype(np.uint8)
+        parts = [padded[:, i * quarter : (i + 1) * quarter] for i in range(4)]
+        out[:, 4:] = parts[0] | (parts[1] << 2) | (parts[2] << 4) | (parts[3] << 6)
+        return out
     np.rint(scaled, out=scaled)
     np.clip(scaled, -top, top, out=scaled)
     codes = scaled.astype(np.int8)
     del scaled
-    out = np.empty((n, row_bytes(kind, d)), dtype=np.uint8)
-    out[:, :4] = scale.astype(_SCALE).view(np.uint8).reshape(n, 4)
     if kind == "int8":
         out[:, 4:] = codes.view(np.uint8)
     else:

@@ -15,7 +15,15 @@ from hypothesis.extra.numpy import arrays
 
 from muvera import FDEConfig, Index, MuveraError, maxsim, native
 from muvera.scoring import maxsim_pairs, maxsim_spans
-from muvera.token_codes import QuantizedTokens, decode_rows, encode_rows, row_bytes
+from muvera.token_codes import (
+    CODE_KINDS,
+    QuantizedTokens,
+    _encode_numpy,
+    decode_rows,
+    encode_rows,
+    row_bytes,
+    row_scales,
+)
 
 KINDS = ["int8", "int4"]
 RUNNABLE = [v for v in native.VARIANTS if native.load_variant(v) is not None]
@@ -55,6 +63,73 @@ def test_every_value_decodes_within_half_a_step(kind, x):
     step = np.abs(x).max(axis=1, keepdims=True) / top if x.size else 0
     assert np.all(np.abs(back.astype(np.float64) - x) <= 0.5 * step * (1 + 1e-5) + 1e-37)
     assert np.all((back == 0) | (np.sign(back) == np.sign(x)))  # no value changes sign
+
+
+def _compiled_codes(variant: str, x: np.ndarray, kind: str, threads: int) -> np.ndarray:
+    x = np.ascontiguousarray(x, np.float32)
+    out = np.empty((x.shape[0], row_bytes(kind, x.shape[1])), np.uint8)
+    kernel = native.load_variant(variant)
+    kernel.token_codes(x, row_scales(x, kind), CODE_KINDS[kind][1], out, threads)
+    return out
+
+
+ALL_KINDS = ["int8", "int4", "residual2"]
+
+
+@pytest.mark.skipif(not RUNNABLE, reason="no compiled kernel here")
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_the_compiled_encoder_writes_the_reference_bytes(kind):
+    """codes.c in every variant this CPU runs, on 1 and 3 threads = the numpy reference,
+    byte for byte: odd and wide dimensions, rows of zeros and of -0.0, ties (x / s = k +
+    0.5 rounds to even), huge and subnormal values, one huge value among small ones."""
+    rng = np.random.default_rng(7)
+    for d in (1, 2, 3, 4, 5, 7, 127, 128, 129, 131, 768):
+        x = rng.standard_normal((40, d)).astype(np.float32) * rng.uniform(0, 3, (40, 1))
+        x = x.astype(np.float32)
+        x[0], x[1] = 0.0, -0.0
+        x[2, 0], x[3] = 1e30, np.float32(1e-40)
+        x[4] = np.resize(np.arange(-127, 128, dtype=np.float32) + 0.5, d)  # halves
+        x[4, 0] = 127.0
+        x[5] = np.resize(np.array([1.0, -1.0, 0.5, -0.5, 0.0], np.float32), d)  # 2-bit edges
+        want = _encode_numpy(x, kind, row_scales(x, kind)).tobytes()
+        for variant in RUNNABLE:
+            for threads in (1, 3):
+                got = _compiled_codes(variant, x, kind, threads)
+                assert got.tobytes() == want, (variant, d, threads)
+    assert encode_rows(x, kind).tobytes() == want  # the default path picks the kernel
+    assert encode_rows(np.zeros((0, 5), np.float32), kind).shape == (0, row_bytes(kind, 5))
+
+
+@pytest.mark.skipif(not RUNNABLE, reason="no compiled kernel here")
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(ALL_KINDS),
+    x=arrays(
+        np.float32,
+        st.tuples(st.integers(0, 6), st.integers(1, 70)),
+        elements=st.floats(-(2.0**100), 2.0**100, width=32),
+    ),
+)
+def test_compiled_and_numpy_codes_agree_on_any_finite_rows(kind, x):
+    want = _encode_numpy(x, kind, row_scales(x, kind)).tobytes()
+    for variant in RUNNABLE:
+        assert _compiled_codes(variant, x, kind, 2).tobytes() == want, variant
+
+
+def test_the_compiled_encoder_refuses_what_it_does_not_take():
+    kernel = native.load()
+    if kernel is None:
+        pytest.skip("no compiled kernel here")
+    x = np.ones((2, 8), np.float32)
+    with pytest.raises(ValueError, match="muvera_token_codes"):
+        kernel.token_codes(x, np.ones(2, np.float32), 4, np.empty((2, 5), np.uint8))
+    with pytest.raises(ValueError, match="muvera_token_codes"):
+        kernel.token_codes(x, np.ones(2, np.float32), 9, np.empty((2, 12), np.uint8))
+    wide = np.ones((1, 5000), np.float32)  # wider than codes.c takes: numpy writes them
+    assert (
+        encode_rows(wide, "int8").tobytes()
+        == _encode_numpy(wide, "int8", row_scales(wide, "int8")).tobytes()
+    )
 
 
 def _corpus(d: int, seed: int):

@@ -51,6 +51,9 @@ class NativeLibrary:
         self._probe = lib.muvera_cell_probe
         self._probe.restype = i64
         self._probe.argtypes = [ptr, i64, ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr]
+        self._codes = lib.muvera_token_codes
+        self._codes.restype = i64
+        self._codes.argtypes = [ptr, ptr, i64, i64, i64, ptr, i64, i64]
         self._graph = lib.muvera_graph_search
         self._graph.restype = i64
         self._graph.argtypes = [
@@ -315,6 +318,21 @@ class NativeLibrary:
         )
         if status != 0:
             raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+
+    def token_codes(self, x: Any, scales: Any, kind: int, out: Any, n_threads: int = 1) -> None:
+        """Stored token rows of ``x`` (see ``muvera_token_codes`` in codes.c).
+
+        ``x`` float32 ``(n, d)`` (finite), ``scales`` float32 ``(n,)``, ``kind`` 2 (int8), 3
+        (int4) or 4 (2 bits), ``out`` uint8 ``(n, row_bytes)``; all C-contiguous (checked by
+        the caller). Rows are split between ``n_threads`` threads; the GIL is released.
+        """
+        n, d = x.shape
+        status = self._codes(
+            x.ctypes.data, scales.ctypes.data, n, d, kind, out.ctypes.data, out.shape[1],
+            n_threads,
+        )  # fmt: skip
+        if status != 0:
+            raise ValueError(f"muvera_token_codes: kind {kind}, d {d}, rows of {out.shape[1]}")
 
 
 def _check_maxsim(status: int) -> int:

@@ -42,6 +42,7 @@ EXHAUSTIVE_SIMS = 1 << 22  # scores per block of an exact search over every docu
 # A filter that lets at most this many times `candidates` documents through is answered by
 # exact MaxSim over them (no more work than re-ranking that many candidates, and exact).
 FILTER_EXACT_FACTOR = 4
+_ENCODE_BLOCK = 1 << 15  # token rows quantized at a time (16 MiB of float32 at d = 128)
 
 
 def _ms_since(start: float) -> float:
@@ -213,7 +214,7 @@ class LocalStore:
         elif (  # quantized: differences from the centre must stay finite
             self.token_format in CODE_KINDS
             and docs.tokens.size
-            and float(np.abs(docs.tokens).max()) > 1e37
+            and max(float(docs.tokens.max()), -float(docs.tokens.min())) > 1e37
         ):
             raise MuveraError("add: token values beyond +-1e37 cannot be quantized")
 
@@ -251,10 +252,21 @@ class LocalStore:
         if self.centre is None:  # the first batch's mean token (see token_codes)
             self.centre = tokens.mean(axis=0, dtype=np.float64).astype(np.float32)
         fitted = self.cells.cells if self.cells is not None else None
-        if self.residual_from is None or self.cells is None or fitted is None:
-            return encode_rows(tokens - self.centre, self.token_format)
-        diff = fitted.fine[self.cells.code_rows()[first : first + tokens.shape[0]]]
-        return encode_rows(np.subtract(tokens, diff, out=diff), self.token_format)
+        cells = None
+        if self.residual_from is not None and self.cells is not None and fitted is not None:
+            cells = self.cells.code_rows()[first : first + tokens.shape[0]]
+        n, d = tokens.shape
+        out = np.empty((n, row_bytes(self.token_format, d)), np.uint8)
+        # in blocks: the differences stay small enough to be reused, not mapped anew
+        for start in range(0, n, _ENCODE_BLOCK):
+            stop = min(n, start + _ENCODE_BLOCK)
+            if cells is not None and fitted is not None:
+                base = fitted.fine[cells[start:stop]]
+            else:
+                base = np.broadcast_to(self.centre, (stop - start, d))
+            diff = np.subtract(tokens[start:stop], base, dtype=np.float32)
+            out[start:stop] = encode_rows(diff, self.token_format)
+        return out
 
     def delete(self, labels: Labels) -> None:
         self._delete_fdes(labels)
