@@ -19,12 +19,13 @@ the index folder (inside ``--dir``) so that ``--reader`` can search it again alo
 
 Usage: ``python benchmarks/bench_scale_text.py [--steps 10000,30000,100000]
 [--token-dtype float16|int8|int4] [--final-projection N] [--bulk] [--queries 200]
-[--dir DIR] [--keep] [--out benchmarks/results/scale_text_int8.json]``; a kept index
+[--dir DIR] [--keep] [--sweep 200,400] [--out benchmarks/results/scale_text_int8.json]``
+(``--sweep``: the reader also searches with these numbers of candidates); a kept index
 searched again by a fresh reader, alone on the machine:
 ``python benchmarks/bench_scale_text.py --search-again INDEX [--queries 100] [--seed 0]
-[--out RESULTS.json]`` (the same query sample and cached ground truth; the index must be
-one this script built, documents 0 .. n-1 of the corpus; the row is added to the results
-file's ``search_again`` list and to its table).
+[--sweep 200,400] [--out RESULTS.json]`` (the same query sample and cached ground truth;
+the index must be one this script built, documents 0 .. n-1 of the corpus; the row is
+added to the results file's ``search_again`` list and to its table).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ from muvera.scoring import maxsim_spans  # noqa: E402
 
 CACHE = ROOT / "benchmarks" / ".cache"
 GT_BLOCK = 5000  # documents per block of the brute-force ground truth
+STORE_EXACT_QUERIES = 20  # queries the reader also ranks with the index's search_exact
+_READER_ONLY = ("times_ms", "ids", "sweep", "store_exact_ids")  # not copied into a row
 
 
 def ground_truth(corpus: TextLikeCorpus, n_docs: int, queries: list[np.ndarray]) -> np.ndarray:
@@ -84,10 +87,11 @@ def ground_truth(corpus: TextLikeCorpus, n_docs: int, queries: list[np.ndarray])
     return best
 
 
-def read_side(path: Path, queries_file: Path) -> dict[str, Any]:
+def read_side(path: Path, queries_file: Path, sweep: list[int] | None = None) -> dict[str, Any]:
     """Run in a fresh process: open read-only, search every query alone twice (the first
     pass warms up), report latencies of the second, the top-10 ids, RSS after opening and
-    peak RSS (the interpreter and numpy included)."""
+    peak RSS (the interpreter and numpy included); then the same two passes with each
+    number of ``candidates`` in ``sweep`` (their latencies and top-10 ids)."""
     with np.load(queries_file) as z:
         queries = [z[f"arr_{i}"] for i in range(len(z.files))]
     with Index.open(path, mode="r") as index:
@@ -105,9 +109,50 @@ def read_side(path: Path, queries_file: Path) -> dict[str, Any]:
             times.append(1000 * (time.perf_counter() - t0))
             ids.append([int(x) for x in result.ids[0]])
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_majflt - faults
+        swept = {}
+        for candidates in sweep or []:
+            for q in queries:
+                index.search([q], k=10, candidates=candidates)
+            c_times, c_ids = [], []
+            for q in queries:
+                t0 = time.perf_counter()
+                result = index.search([q], k=10, candidates=candidates)
+                c_times.append(1000 * (time.perf_counter() - t0))
+                c_ids.append([int(x) for x in result.ids[0]])
+            swept[candidates] = {"times_ms": c_times, "ids": c_ids}
+        t0 = time.perf_counter()  # the index's own brute force (same stored tokens)
+        exact = [[int(x) for x in index.search_exact([q], k=10).ids[0]]
+                 for q in queries[:STORE_EXACT_QUERIES]]  # fmt: skip
+        exact_s = (time.perf_counter() - t0) / max(1, len(exact))
     return {"times_ms": times, "ids": ids, "rss_open": rss_open, "rss_peak": memory("VmHWM"),
+            "sweep": swept, "store_exact_ids": exact, "store_exact_s": exact_s,
             "first_search_s": first_s, "major_faults_per_query": faults / len(queries),
             "page_cache": _meminfo("Cached"), "writer_rss": _rss(os.getppid())}  # fmt: skip
+
+
+def _found(ids: list[list[int]], truth: list[list[int]]) -> float:
+    """The share of each truth top-10 that ``ids`` holds, averaged (over ``truth``'s
+    queries: the first ones of ``ids``)."""
+    return float(
+        np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids[: len(truth)], truth, strict=True)])
+    )
+
+
+def _sweep_rows(reader: dict[str, Any], truth: np.ndarray) -> list[dict[str, Any]]:
+    """Per number of candidates of the reader's sweep: p50 / p95, the share found of the
+    float16 brute force and of the index's own (``search_exact``, the first queries)."""
+    rows = []
+    for candidates, got in reader["sweep"].items():
+        pairs = list(zip(got["ids"], truth.tolist(), strict=True))
+        rows.append({
+            "candidates": int(candidates),
+            "p50_ms": float(np.percentile(got["times_ms"], 50)),
+            "p95_ms": float(np.percentile(got["times_ms"], 95)),
+            "exact_top10_found": _found(got["ids"], truth.tolist()),
+            "exact_top1_first": float(np.mean([a[0] == b[0] for a, b in pairs])),
+            "store_exact_top10_found": _found(got["ids"], reader["store_exact_ids"]),
+        })  # fmt: skip
+    return rows
 
 
 def _meminfo(key: str) -> int:
@@ -135,6 +180,7 @@ def search_again(argv: list[str]) -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also add the row to this results file")
+    parser.add_argument("--sweep", default="", help="also search with these candidates")
     args = parser.parse_args(argv)
     corpus = TextLikeCorpus.from_cache(seed=args.seed)
     queries = corpus.queries(args.queries)
@@ -145,7 +191,7 @@ def search_again(argv: list[str]) -> None:
         qfile = Path(tmp) / "queries.npz"
         np.savez(qfile, *queries)
         reader = json.loads(subprocess.run(
-            [sys.executable, __file__, "--reader", str(args.index), str(qfile)],
+            [sys.executable, __file__, "--reader", str(args.index), str(qfile), args.sweep],
             capture_output=True, text=True, check=True,
         ).stdout)  # fmt: skip
     truth = ground_truth(corpus, n_docs, queries)
@@ -158,7 +204,9 @@ def search_again(argv: list[str]) -> None:
         "p95_ms": float(np.percentile(reader["times_ms"], 95)),
         "exact_top10_found": float(np.mean([len(set(a) & set(b)) / 10 for a, b in pairs])),
         "exact_top1_first": float(np.mean([a[0] == b[0] for a, b in pairs])),
-        **{k: v for k, v in reader.items() if k not in ("times_ms", "ids")},
+        "store_exact_top10_found": _found(reader["ids"], reader["store_exact_ids"]),
+        "sweep": _sweep_rows(reader, truth),
+        **{k: v for k, v in reader.items() if k not in _READER_ONLY},
     }
     print(json.dumps(row, indent=1))
     if args.out:  # a results file of this script: the row joins its "search_again" list
@@ -214,7 +262,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             writer_rss = memory("VmHWM")
             index.close()  # the writer's memory is freed while the reader runs
             reader = json.loads(subprocess.run(
-                [sys.executable, __file__, "--reader", str(path), str(qfile)],
+                [sys.executable, __file__, "--reader", str(path), str(qfile), args.sweep],
                 capture_output=True, text=True, check=True,
             ).stdout)  # fmt: skip
             if step != steps[-1]:
@@ -242,6 +290,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "p95_ms": float(np.percentile(reader["times_ms"], 95)),
                 "exact_top10_found": float(np.mean(found)),
                 "exact_top1_first": float(np.mean(top1)),
+                "store_exact_top10_found": _found(reader["ids"], reader["store_exact_ids"]),
+                "store_exact_s": reader["store_exact_s"],
+                "sweep": _sweep_rows(reader, truth),
             }
             print(row, file=sys.stderr, flush=True)
             rows.append(row)
@@ -293,6 +344,25 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['major_faults_per_query']:.0f} | {_share(r['exact_top10_found'])} "
             f"| {_share(r['exact_top1_first'])} |"
         )
+    swept = [r for r in [*result["rows"], *result.get("search_again", [])] if r.get("sweep")]
+    if swept:
+        lines += ["", "Candidates re-ranked (the same reader, the same queries; the last column: "
+                  f"the top-10 of the index's own search_exact on the same stored tokens, first "
+                  f"{STORE_EXACT_QUERIES} queries):", "",
+                  "| documents | candidates | p50 / p95 ms | exact top-10 found "
+                  "| exact top-1 first | search_exact top-10 found |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for r in swept:
+            default = {"candidates": "100 (default)", "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"],
+                       **{k: r.get(k) for k in ("exact_top10_found", "exact_top1_first",
+                                                "store_exact_top10_found")}}  # fmt: skip
+            for c in [default, *r["sweep"]]:
+                lines.append(
+                    f"| {r['documents']:,} | {c['candidates']} "
+                    f"| {c['p50_ms']:.1f} / {c['p95_ms']:.1f} "
+                    f"| {_share(c['exact_top10_found'])} | {_share(c['exact_top1_first'])} "
+                    f"| {_share(c.get('store_exact_top10_found'))} |"
+                )
     return "\n".join(lines)
 
 
@@ -311,11 +381,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bulk", action="store_true", help="one bulk commit per step")
     parser.add_argument("--dir", type=Path, help="where the index is built (default: /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the index folder")
+    parser.add_argument("--sweep", default="", help="the reader also tries these candidates")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--reader":
-        print(json.dumps(read_side(Path(sys.argv[2]), Path(sys.argv[3]))))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--reader":
+        counts = [int(c) for c in sys.argv[4].split(",") if c] if len(sys.argv) == 5 else []
+        print(json.dumps(read_side(Path(sys.argv[2]), Path(sys.argv[3]), counts)))
     elif len(sys.argv) > 1 and sys.argv[1] == "--search-again":
         search_again(sys.argv[2:])
     else:
