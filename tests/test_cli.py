@@ -106,6 +106,22 @@ def test_index_hnsw_quantization_option(capsys, tmp_path, beir, model_dir):
     assert "indexed 8 documents" in out
     store = Index.open(tmp_path / "ix", mode="r").store
     assert (store.quantization, store.ef, store.quantized) == ("none", 40, False)
+    assert store.graph_vectors  # hnswlib's float32 search needs them
+
+
+@pytest.mark.parametrize("flag", [[], ["--graph-vectors"]])
+def test_index_graph_vectors_option(capsys, tmp_path, beir, model_dir, flag):
+    """Graph files without hnswlib's vectors by default, with them on request: the same
+    search either way."""
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu", "--num-repetitions", "4", *flag)  # fmt: skip
+    assert code == 0, err
+    index = Index.open(tmp_path / "ix", mode="r")
+    assert index.store.graph_vectors is bool(flag)
+    assert index.manifest["store"]["entry"]["graph_vectors"] is bool(flag)
+    code, out, err = run(capsys, "search", tmp_path / "ix", "the cat", "--json", "--device",
+                         "cpu")  # fmt: skip
+    assert code == 0 and json.loads(out)["results"], err
 
 
 def test_index_token_dtype_int8_then_search(capsys, tmp_path, beir, model, model_dir):
@@ -277,6 +293,8 @@ def test_demo_default_corpus_ships_in_the_package():
           "exact", "--ef", "50"], "--ef needs --store hnswlib"),
         (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
           "exact", "--hnsw-quantization", "none"], "--hnsw-quantization needs --store hnswlib"),
+        (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
+          "exact", "--graph-vectors"], "--graph-vectors needs --store hnswlib"),
     ],
 )  # fmt: skip
 def test_bad_input_one_line_exit_2(capsys, tmp_path, model_dir, argv, message):

@@ -76,13 +76,16 @@ def _model_name(name: str) -> str:
 
 def _store_options(args: argparse.Namespace) -> dict[str, Any] | None:
     quantization = getattr(args, "hnsw_quantization", None)
-    for flag, value in (("--ef", args.ef), ("--hnsw-quantization", quantization)):
+    vectors = getattr(args, "graph_vectors", None)
+    for flag, value in (
+        ("--ef", args.ef), ("--hnsw-quantization", quantization), ("--graph-vectors", vectors)
+    ):  # fmt: skip
         if value is not None and args.store != "hnswlib":
             raise MuveraError(f"{flag} needs --store hnswlib")
     if args.store != "qdrant":
         if args.qdrant_url or args.qdrant_path:
             raise MuveraError("--qdrant-url/--qdrant-path need --store qdrant")
-        hnsw = {"ef": args.ef, "quantization": quantization}
+        hnsw = {"ef": args.ef, "quantization": quantization, "graph_vectors": vectors}
         return {k: v for k, v in hnsw.items() if v is not None} or None
     if bool(args.qdrant_url) == bool(args.qdrant_path):
         raise MuveraError("--store qdrant needs exactly one of --qdrant-url or --qdrant-path")

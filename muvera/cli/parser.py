@@ -76,6 +76,13 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
         help="vectors the hnswlib graph is searched over (default int8 codes of the FDEs; "
         "none: hnswlib's float32 search)",
     )
+    group.add_argument(
+        "--graph-vectors",
+        action="store_const",
+        const=True,
+        help="keep hnswlib's float32 copy of the FDEs in the graph files (default with int8 "
+        "codes: without it, a quarter of the bytes)",
+    )
 
 
 def _positive(text: str) -> int:
