@@ -90,8 +90,10 @@ def ground_truth(corpus: TextLikeCorpus, n_docs: int, queries: list[np.ndarray])
 def read_side(path: Path, queries_file: Path, sweep: list[int] | None = None) -> dict[str, Any]:
     """Run in a fresh process: open read-only, search every query alone twice (the first
     pass warms up), report latencies of the second, the top-10 ids, RSS after opening and
-    peak RSS (the interpreter and numpy included); then the same two passes with each
-    number of ``candidates`` in ``sweep`` (their latencies and top-10 ids)."""
+    peak RSS (the interpreter and numpy included; searches with every ``candidates`` of
+    ``sweep`` included, each with the same two passes: their latencies and top-10 ids),
+    then the top-10 of ``search_exact`` for the first :data:`STORE_EXACT_QUERIES` queries
+    (after the peak is taken: it reads every stored token)."""
     with np.load(queries_file) as z:
         queries = [z[f"arr_{i}"] for i in range(len(z.files))]
     with Index.open(path, mode="r") as index:
@@ -120,11 +122,12 @@ def read_side(path: Path, queries_file: Path, sweep: list[int] | None = None) ->
                 c_times.append(1000 * (time.perf_counter() - t0))
                 c_ids.append([int(x) for x in result.ids[0]])
             swept[candidates] = {"times_ms": c_times, "ids": c_ids}
+        rss_peak = memory("VmHWM")  # before the brute force maps every token in
         t0 = time.perf_counter()  # the index's own brute force (same stored tokens)
         exact = [[int(x) for x in index.search_exact([q], k=10).ids[0]]
                  for q in queries[:STORE_EXACT_QUERIES]]  # fmt: skip
         exact_s = (time.perf_counter() - t0) / max(1, len(exact))
-    return {"times_ms": times, "ids": ids, "rss_open": rss_open, "rss_peak": memory("VmHWM"),
+    return {"times_ms": times, "ids": ids, "rss_open": rss_open, "rss_peak": rss_peak,
             "sweep": swept, "store_exact_ids": exact, "store_exact_s": exact_s,
             "first_search_s": first_s, "major_faults_per_query": faults / len(queries),
             "page_cache": _meminfo("Cached"), "writer_rss": _rss(os.getppid())}  # fmt: skip
@@ -241,7 +244,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         np.savez(qfile, *queries)
         config = FDEConfig(dimension=corpus.dimension, num_repetitions=args.repetitions,
                            final_projection_dimension=args.final_projection)  # fmt: skip
-        index = Index.create(path, config, token_dtype=args.token_dtype)
+        options = {"ef_construction": args.ef_construction} if args.ef_construction else None
+        index = Index.create(path, config, token_dtype=args.token_dtype, store_options=options)
         built, total_s = 0, 0.0
         for step in steps:
             step_s, first = 0.0, built
@@ -300,6 +304,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(f"kept {path} (queries: {qfile})", file=sys.stderr, flush=True)
     return {"machine": machine(), "muvera": __version__, "token_dtype": args.token_dtype,
             "batch": args.batch, "bulk": args.bulk, "fde": config.to_dict(),
+            "ef_construction": args.ef_construction,
             "fde_dimension": index.encoder.output_dimension, "queries": len(queries),
             "rows": rows}  # fmt: skip
 
@@ -307,8 +312,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     gib = 2**30
     lines = [
-        f"{describe(result['machine'])}; muvera {result['muvera']}. hnswlib index (default "
-        f"options), FDE R={result['fde']['num_repetitions']} -> {result['fde_dimension']:,} "
+        f"{describe(result['machine'])}; muvera {result['muvera']}. hnswlib index ("
+        + (f"ef_construction {ef}" if (ef := result.get("ef_construction")) else "default options")
+        + f"), FDE R={result['fde']['num_repetitions']} -> {result['fde_dimension']:,} "
         f"dims, token_dtype {result['token_dtype']}, {result['batch']:,} documents per add"
         f"{', one bulk commit per step' if result['bulk'] else ' (a commit each)'}, "
         f"{result['queries']} real queries; exact top-10 by brute force on float16 tokens.",
@@ -382,6 +388,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", type=Path, help="where the index is built (default: /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the index folder")
     parser.add_argument("--sweep", default="", help="the reader also tries these candidates")
+    parser.add_argument("--ef-construction", type=int, help="hnswlib's (default: the store's)")
 
 
 if __name__ == "__main__":

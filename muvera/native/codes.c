@@ -23,7 +23,6 @@ typedef struct {
     int64_t d, kind, row_bytes;
     uint8_t *out; /* (n, row_bytes) */
     int64_t first, last; /* rows of this job */
-    int64_t status;
 } codes_job;
 
 #define CODES_PAD 4096 /* values of one row buffered on the stack */
@@ -93,7 +92,7 @@ MUVERA_EXPORT int64_t muvera_token_codes(const float *x, const float *scales, in
     for (int64_t t = 0; t < n_threads; ++t) {
         codes_job job = {.x = x, .scales = scales, .d = d, .kind = kind,
                          .row_bytes = row_bytes, .out = out, .first = n * t / n_threads,
-                         .last = n * (t + 1) / n_threads, .status = 0};
+                         .last = n * (t + 1) / n_threads};
         jobs[t] = job;
     }
     run_jobs(codes_worker, jobs, sizeof(codes_job), n_threads);
