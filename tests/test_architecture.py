@@ -20,7 +20,7 @@ ALLOWED = {
     "batch": {"errors"},
     "synthetic": set(),
     "fde": {"errors", "_version", "files", "batch", "native"},
-    "token_codes": {"errors"},
+    "token_codes": {"errors", "native"},
     "cells": {"errors", "native"},
     "scoring": {"errors", "batch", "native", "token_codes"},
     "stores": {"errors", "files", "batch", "native", "scoring", "token_codes", "cells"},
