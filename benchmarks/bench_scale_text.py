@@ -350,7 +350,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['major_faults_per_query']:.0f} | {_share(r['exact_top10_found'])} "
             f"| {_share(r['exact_top1_first'])} |"
         )
-    swept = [r for r in [*result["rows"], *result.get("search_again", [])] if r.get("sweep")]
+    again = [dict(r, documents=f"{r['documents']:,} (fresh reader)")
+             for r in result.get("search_again", [])]  # fmt: skip
+    swept = [r for r in [*result["rows"], *again] if r.get("sweep")]
     if swept:
         lines += ["", "Candidates re-ranked (the same reader, the same queries; the last column: "
                   f"the top-10 of the index's own search_exact on the same stored tokens, first "
@@ -364,12 +366,16 @@ def markdown(result: dict[str, Any]) -> str:
                                                 "store_exact_top10_found")}}  # fmt: skip
             for c in [default, *r["sweep"]]:
                 lines.append(
-                    f"| {r['documents']:,} | {c['candidates']} "
+                    f"| {_count(r['documents'])} | {c['candidates']} "
                     f"| {c['p50_ms']:.1f} / {c['p95_ms']:.1f} "
                     f"| {_share(c['exact_top10_found'])} | {_share(c['exact_top1_first'])} "
                     f"| {_share(c.get('store_exact_top10_found'))} |"
                 )
     return "\n".join(lines)
+
+
+def _count(documents: int | str) -> str:
+    return f"{documents:,}" if isinstance(documents, int) else documents
 
 
 def _share(value: float | None) -> str:
