@@ -13,7 +13,8 @@
  *
  * where s is the row's scale, or 1 for a scale of 0 (a row of zeros). The division is
  * float32 as numpy's, rint rounds half to even (the default rounding mode) as np.rint, and
- * the clip happens in float before the conversion, as there.
+ * the clip happens in float before the conversion, as there. Callers pass finite values;
+ * a NaN would get the lowest code (never an undefined float-to-int conversion).
  */
 #include "muvera.h"
 
@@ -34,7 +35,7 @@ static void encode_row(const float *x, float scale, int64_t d, int64_t kind, uin
     if (kind == 2) {
         for (int64_t j = 0; j < d; ++j) {
             float c = rintf(x[j] / safe);
-            c = c < -127.0f ? -127.0f : (c > 127.0f ? 127.0f : c);
+            c = !(c >= -127.0f) ? -127.0f : (c > 127.0f ? 127.0f : c); /* NaN: -127, no UB */
             codes[j] = (uint8_t)(int8_t)c;
         }
         return;
@@ -44,7 +45,7 @@ static void encode_row(const float *x, float scale, int64_t d, int64_t kind, uin
         const int64_t h = (d + 1) / 2;
         for (int64_t j = 0; j < d; ++j) {
             float c = rintf(x[j] / safe);
-            c = c < -7.0f ? -7.0f : (c > 7.0f ? 7.0f : c);
+            c = !(c >= -7.0f) ? -7.0f : (c > 7.0f ? 7.0f : c);
             buf[j] = (uint8_t)((int)c + 8);
         }
         if (d % 2) buf[d] = 8;
@@ -54,7 +55,7 @@ static void encode_row(const float *x, float scale, int64_t d, int64_t kind, uin
     const int64_t q = (d + 3) / 4;
     for (int64_t j = 0; j < d; ++j) {
         float c = floorf(x[j] / safe) + 2.0f;
-        c = c < 0.0f ? 0.0f : (c > 3.0f ? 3.0f : c);
+        c = !(c >= 0.0f) ? 0.0f : (c > 3.0f ? 3.0f : c);
         buf[j] = (uint8_t)c;
     }
     for (int64_t j = d; j < 4 * q; ++j) buf[j] = 2;
