@@ -205,7 +205,7 @@ def search_again(argv: list[str]) -> None:
         "bytes_per_doc": {k: v / n_docs for k, v in sizes.items()},
         "p50_ms": float(np.percentile(reader["times_ms"], 50)),
         "p95_ms": float(np.percentile(reader["times_ms"], 95)),
-        "exact_top10_found": float(np.mean([len(set(a) & set(b)) / 10 for a, b in pairs])),
+        "exact_top10_found": _found(reader["ids"], truth.tolist()),
         "exact_top1_first": float(np.mean([a[0] == b[0] for a, b in pairs])),
         "store_exact_top10_found": _found(reader["ids"], reader["store_exact_ids"]),
         "sweep": _sweep_rows(reader, truth),
@@ -273,7 +273,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 index = Index.open(path)
             truth = ground_truth(corpus, built, queries)
             pairs = list(zip(reader["ids"], truth.tolist(), strict=True))
-            found = [len(set(ids) & set(t)) / 10 for ids, t in pairs]
             top1 = [ids[0] == t[0] for ids, t in pairs]
             row = {
                 "documents": built,
@@ -292,7 +291,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "index_bytes": sum(sizes.values()),
                 "p50_ms": float(np.percentile(reader["times_ms"], 50)),
                 "p95_ms": float(np.percentile(reader["times_ms"], 95)),
-                "exact_top10_found": float(np.mean(found)),
+                "exact_top10_found": _found(reader["ids"], truth.tolist()),
                 "exact_top1_first": float(np.mean(top1)),
                 "store_exact_top10_found": _found(reader["ids"], reader["store_exact_ids"]),
                 "store_exact_s": reader["store_exact_s"],
