@@ -244,8 +244,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         np.savez(qfile, *queries)
         config = FDEConfig(dimension=corpus.dimension, num_repetitions=args.repetitions,
                            final_projection_dimension=args.final_projection)  # fmt: skip
-        options = {"ef_construction": args.ef_construction} if args.ef_construction else None
-        index = Index.create(path, config, token_dtype=args.token_dtype, store_options=options)
+        options: dict[str, Any] = {}
+        if args.ef_construction:
+            options["ef_construction"] = args.ef_construction
+        if args.token_cells:
+            options["token_cells"] = args.token_cells
+        index = Index.create(
+            path, config, token_dtype=args.token_dtype, store_options=options or None
+        )
         built, total_s = 0, 0.0
         for step in steps:
             step_s, first = 0.0, built
@@ -303,7 +309,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(f"kept {path} (queries: {qfile})", file=sys.stderr, flush=True)
     return {"machine": machine(), "muvera": __version__, "token_dtype": args.token_dtype,
             "batch": args.batch, "bulk": args.bulk, "fde": config.to_dict(),
-            "ef_construction": args.ef_construction,
+            "ef_construction": args.ef_construction, "token_cells": args.token_cells,
             "fde_dimension": index.encoder.output_dimension, "queries": len(queries),
             "rows": rows}  # fmt: skip
 
@@ -313,6 +319,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{describe(result['machine'])}; muvera {result['muvera']}. hnswlib index ("
         + (f"ef_construction {ef}" if (ef := result.get("ef_construction")) else "default options")
+        + (f", {cells:,} token cells" if (cells := result.get("token_cells")) else "")
         + f"), FDE R={result['fde']['num_repetitions']} -> {result['fde_dimension']:,} "
         f"dims, token_dtype {result['token_dtype']}, {result['batch']:,} documents per add"
         f"{', one bulk commit per step' if result['bulk'] else ' (a commit each)'}, "
@@ -394,6 +401,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the index folder")
     parser.add_argument("--sweep", default="", help="the reader also tries these candidates")
     parser.add_argument("--ef-construction", type=int, help="hnswlib's (default: the store's)")
+    parser.add_argument("--token-cells", type=int, help="cells to fit (default: the store's)")
 
 
 if __name__ == "__main__":

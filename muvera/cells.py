@@ -30,14 +30,15 @@ from . import native
 from .errors import MuveraError
 
 __all__ = [
-    "COARSE", "FINE", "FIT_SAMPLE", "MIN_FIT_TOKENS", "Cells", "Postings", "cell_scores",
-    "kmeans", "probe", "sample_rows",
+    "CELL_COUNTS", "COARSE", "FINE", "FIT_SAMPLE", "MIN_FIT_TOKENS", "Cells", "Postings",
+    "cell_scores", "fit_sample", "kmeans", "min_fit_tokens", "probe", "sample_rows", "split",
 ]  # fmt: skip
 
 COARSE = 128  # coarse centroids
 FINE = 64  # fine centroids inside each coarse cell
 FIT_SAMPLE = 65_536  # tokens a fit reads at most (sampled without replacement)
 MIN_FIT_TOKENS = 32_768  # fewer tokens than this: no cells yet (the index fits them later)
+CELL_COUNTS = tuple(1 << b for b in range(10, 17))  # counts a store may ask for: 1,024 .. 65,536
 ITERATIONS = 10  # Lloyd iterations per k-means
 SPLIT_TOKENS = 1 << 16  # a scan split between threads from this many tokens on
 _ASSIGN_BLOCK = 65_536  # tokens per block of an assignment
@@ -84,6 +85,42 @@ def sample_rows(tokens: npt.NDArray[Any], limit: int, rng: np.random.Generator) 
     return tokens if n <= limit else tokens[np.sort(rng.choice(n, limit, replace=False))]
 
 
+def split(n_cells: int) -> tuple[int, int]:
+    """(coarse, fine) of a tree of ``n_cells`` cells (a power of two): the coarse count is
+    the larger half of the bits, so 8,192 = 128 x 64 (the default) and 65,536 = 256 x 256.
+
+    >>> split(8192), split(65536), split(1024)
+    ((128, 64), (256, 256), (32, 32))
+    """
+    if n_cells not in CELL_COUNTS:
+        raise MuveraError(
+            f"token cells: the count must be one of {list(CELL_COUNTS)}, got {n_cells!r}"
+        )
+    bits = n_cells.bit_length() - 1
+    coarse = 1 << (bits - bits // 2)
+    return coarse, n_cells // coarse
+
+
+def fit_sample(n_cells: int) -> int:
+    """Tokens a fit of ``n_cells`` cells reads at most: :data:`FIT_SAMPLE`, or 8 a cell
+    when that is more (8 x 65,536 = 524,288 for the largest tree).
+
+    >>> fit_sample(8192), fit_sample(65536)
+    (65536, 524288)
+    """
+    return max(FIT_SAMPLE, 8 * n_cells)
+
+
+def min_fit_tokens(n_cells: int) -> int:
+    """Token rows a store holds before it fits ``n_cells`` cells: :data:`MIN_FIT_TOKENS`,
+    or 4 a cell when that is more.
+
+    >>> min_fit_tokens(8192), min_fit_tokens(65536)
+    (32768, 262144)
+    """
+    return max(MIN_FIT_TOKENS, 4 * n_cells)
+
+
 def _nearest(points: npt.NDArray[np.float32], centres: npt.NDArray[np.float32]) -> Any:
     """Index of each point's nearest centroid (squared Euclidean; ties: the first)."""
     half_norms = 0.5 * np.einsum("ij,ij->i", centres, centres)
@@ -119,7 +156,7 @@ class Cells:
     def fit(
         cls, tokens: npt.NDArray[Any], coarse: int = COARSE, fine: int = FINE, seed: int = 0
     ) -> Cells:
-        """Fit on (a sample of at most :data:`FIT_SAMPLE` rows of) ``tokens`` ``(n, d)``:
+        """Fit on (a sample of at most :func:`fit_sample` rows of) ``tokens`` ``(n, d)``:
         k-means of ``coarse`` centroids, then of ``fine`` centroids on each coarse cell's
         members (a cell with fewer members than ``fine`` repeats them). Deterministic for a
         given ``seed``. Rows must be finite.
@@ -132,7 +169,7 @@ class Cells:
         if coarse < 1 or fine < 1 or coarse * fine > 65_536:
             raise MuveraError("token cells: coarse * fine must be 1 .. 65,536")
         rng = np.random.default_rng(seed)
-        sample = np.asarray(sample_rows(tokens, FIT_SAMPLE, rng), dtype=np.float32)
+        sample = np.asarray(sample_rows(tokens, fit_sample(coarse * fine), rng), np.float32)
         if sample.shape[0] == 0 or not np.isfinite(sample).all():
             raise MuveraError("token cells: the fit needs finite tokens")
         top = kmeans(sample, coarse, rng)

@@ -100,3 +100,38 @@ def test_bulk_does_not_nest_and_needs_a_writer(tmp_path):
     with pytest.raises(MuveraError, match="read-only"), reader.bulk():
         pass
     reader.close()
+
+
+def test_a_bulk_keeps_its_fdes_in_a_scratch_file_past_the_spill_size(tmp_path, monkeypatch):
+    """Past SPILL_BYTES of uncommitted FDEs a writer keeps them in an unlinked scratch
+    file, read back in chunks: searched before the commit, inserted by it, nothing left in
+    the folder, the same results as when held in memory (one insert thread: the same
+    graph)."""
+    from muvera.stores import hnsw, hnsw_parts
+
+    docs = _docs(300)
+    queries = [docs[i][:2] for i in (3, 60, 170, 299)]
+    seen = {}
+    for spill in (False, True):
+        if spill:
+            monkeypatch.setattr(hnsw, "SPILL_BYTES", 0)  # every batch goes to the file
+            monkeypatch.setattr(hnsw_parts, "_CHUNK_BYTES", 7 * 4 * 1)  # read back 7 rows
+        path = tmp_path / f"ix-{spill}"
+        options = {"num_threads": 1}
+        with Index.create(path, CONFIG, "hnswlib", store_options=options) as index:
+            index.add(list(range(50)), docs[:50])
+            files = sorted(p.name for p in path.iterdir())
+            with index.bulk():
+                for i in range(50, 300, 25):
+                    index.add(list(range(i, i + 25)), docs[i : i + 25])
+                pending = [batch for _, batch in index.store._pending]
+                assert all(isinstance(b, hnsw_parts.Spilled) is spill for b in pending)
+                assert (index.store._scratch is not None) is spill
+                assert sorted(p.name for p in path.iterdir()) == files  # unlinked
+                before = index.search(queries, k=3, candidates=30, rerank=False)
+                assert (before.ids >= 50).sum() >= 6  # the uncommitted rows are searched
+            assert index.store._scratch is None and not index.store._pending
+        with Index.open(path, mode="r") as reader:
+            after = reader.search(queries, k=5, rerank=False)
+            seen[spill] = (before.ids.tolist(), after.ids.tolist(), after.scores.tolist())
+    assert seen[True] == seen[False]

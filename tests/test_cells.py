@@ -13,7 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from muvera import FDEConfig, Index, MuveraError, native
-from muvera.cells import MIN_FIT_TOKENS, Cells, cell_scores, kmeans
+from muvera.cells import (
+    CELL_COUNTS,
+    MIN_FIT_TOKENS,
+    Cells,
+    cell_scores,
+    kmeans,
+    min_fit_tokens,
+    split,
+)  # fmt: skip
+from muvera.index.info import describe
+from muvera.index.manifest import CELL_COUNT_FORMAT_VERSION
 from muvera.scoring import maxsim_spans
 from muvera.stores import cell_file
 
@@ -257,10 +267,66 @@ def test_a_failed_bulk_forgets_the_fit(tmp_path):
     assert len(Index.open(path, mode="r")) == len(docs)
 
 
-def test_token_cells_option(tmp_path):
+@pytest.mark.parametrize("value", [1, 1000, 2048.0, "8192", 131072, 512, None])
+def test_token_cells_option(tmp_path, value):
     with pytest.raises(MuveraError, match="token_cells"):
-        Index.create(tmp_path / "a", FDEConfig(dimension=D), store_options={"token_cells": 1})
+        Index.create(tmp_path / "a", FDEConfig(dimension=D), store_options={"token_cells": value})
     assert not (tmp_path / "a").exists()
+
+
+def test_split_and_sizes_of_a_cell_count():
+    assert [split(n) for n in CELL_COUNTS] == [
+        (32, 32), (64, 32), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256)
+    ]  # fmt: skip
+    assert min_fit_tokens(8192) == MIN_FIT_TOKENS and min_fit_tokens(65536) == 4 * 65536
+    for bad in (0, 3, 4096 + 1, 1 << 17):
+        with pytest.raises(MuveraError, match="count"):
+            split(bad)
+
+
+@pytest.mark.parametrize("store", ["hnswlib", "exact"])
+def test_a_cell_count_is_kept_until_the_fit(tmp_path, store):
+    """token_cells=16384: {"count": 16384} (format 9) until 65,536 tokens, across a reopen;
+    then a 128 x 128 tree, found as well as the default's."""
+    rng = np.random.default_rng(3)
+    docs = ragged(rng, rng.integers(45, 135, 800), D)
+    assert sum(map(len, docs[:-60])) > min_fit_tokens(16384) > sum(map(len, docs[:200]))
+    path = tmp_path / "ix"
+    options = {"token_cells": 16384}
+    with Index.create(path, FDEConfig(dimension=D), store, store_options=options) as index:
+        index.add(list(range(200)), docs[:200])
+        assert _manifest(path)["tokens"]["cells"] == {"count": 16384}
+        assert _manifest(path)["format_version"] == CELL_COUNT_FORMAT_VERSION
+        assert (
+            "16,384 cells, fitted once the index holds 65,536 tokens"
+            in describe(index)["token_cells"]
+        )
+    with Index.open(path) as index:  # the count survives a reopen of the writer
+        assert not index.store.uses_cells
+        index.add(list(range(200, len(docs))), docs[200:])
+        cells = _manifest(path)["tokens"]["cells"]
+        assert (cells["coarse"], cells["fine"]) == (128, 128)
+        assert describe(index)["token_cells"].startswith("128 x 128 cells")
+    queries = [docs[i][:6] + 0.05 * rng.standard_normal((6, D)).astype(np.float32)
+               for i in range(0, 800, 80)]  # fmt: skip
+    reader = Index.open(path, mode="r")
+    assert reader.store.cells.cells.n_cells == 16384
+    exact = reader.search_exact(queries, k=10)
+    hits = reader.search(queries, k=10, candidates=60)
+    assert _found(hits.ids, exact.ids) >= 0.8
+
+
+def test_a_bad_cell_count_on_disk_raises_muvera_error(tmp_path):
+    path = tmp_path / "ix"
+    options = {"token_cells": 1024}
+    with Index.create(path, FDEConfig(dimension=D), "exact", store_options=options) as index:
+        index.add([0], [np.ones((3, D), np.float32)])
+    for count in (1000, True, "1024", 1 << 17, None):
+        manifest = _manifest(path)
+        manifest["tokens"]["cells"] = {"count": count}
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(MuveraError, match="count"):
+            Index.open(path, mode="r")
 
 
 def _fitted(tmp_path):

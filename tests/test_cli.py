@@ -109,6 +109,15 @@ def test_index_hnsw_quantization_option(capsys, tmp_path, beir, model_dir):
     assert store.graph_vectors  # hnswlib's float32 search needs them
 
 
+@pytest.mark.parametrize(("flag", "section"), [("off", None), ("16384", {"count": 16384})])
+def test_index_token_cells_option(capsys, tmp_path, beir, model_dir, flag, section):
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu", "--num-repetitions", "4", "--store", "exact",
+                       "--token-cells", flag)  # fmt: skip
+    assert code == 0, err
+    assert Index.open(tmp_path / "ix", mode="r").manifest["tokens"].get("cells") == section
+
+
 @pytest.mark.parametrize("flag", [[], ["--graph-vectors"]])
 def test_index_graph_vectors_option(capsys, tmp_path, beir, model_dir, flag):
     """Graph files without hnswlib's vectors by default, with them on request: the same
@@ -295,6 +304,9 @@ def test_demo_default_corpus_ships_in_the_package():
           "exact", "--hnsw-quantization", "none"], "--hnsw-quantization needs --store hnswlib"),
         (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
           "exact", "--graph-vectors"], "--graph-vectors needs --store hnswlib"),
+        (["index", "{tmp}/ok.jsonl", "--model", "{model}", "--out", "{tmp}/o", "--store",
+          "qdrant", "--qdrant-path", "{tmp}/q", "--token-cells", "1024"],
+         "--token-cells needs a local store"),
     ],
 )  # fmt: skip
 def test_bad_input_one_line_exit_2(capsys, tmp_path, model_dir, argv, message):

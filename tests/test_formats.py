@@ -298,3 +298,29 @@ def test_v8_links_files_search_as_written_and_grow(tmp_path, monkeypatch):
         assert all(graph.links_file for graph in index.store.graphs)
         assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] in ("x", "y0", "y6")
         assert len(index) == expected["len"] + 61
+
+
+V9 = Path(__file__).parent / "data" / "index-v9"  # make_index_v9.py
+
+
+def test_v9_cell_count_searches_as_written_and_fits_that_count(tmp_path):
+    """Token cells asked for with a count and not fitted yet ({"count": 1024}): read as
+    written, then the add that brings 32,768 tokens fits a 32 x 32 tree."""
+    expected, queries = _saved(V9, "exact-cell-count", tmp_path)
+    path = tmp_path / "exact-cell-count"
+    with Index.open(path, mode="r") as index:
+        assert index.manifest["format_version"] == 9
+        assert index.manifest["tokens"]["cells"] == expected["cells"] == {"count": 1024}
+        assert len(index) == expected["len"] and not index.store.uses_cells
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+    rng = np.random.default_rng(2)
+    extra = [rng.standard_normal((64, 8)).astype(np.float32) for _ in range(520)]
+    with Index.open(path) as index:
+        index.add([f"x{i}" for i in range(len(extra))], extra)
+        cells = index.manifest["tokens"]["cells"]
+        assert (cells["coarse"], cells["fine"]) == (32, 32) and index.store.uses_cells
+    with Index.open(path, mode="r") as index:
+        assert index.store.uses_cells and index.store.cells.cells.n_cells == 1024
+        assert index.search([extra[7][:5]], k=1, candidates=30).ids[0, 0] == "x7"

@@ -82,11 +82,17 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any] | None:
     ):  # fmt: skip
         if value is not None and args.store != "hnswlib":
             raise MuveraError(f"{flag} needs --store hnswlib")
+    cells = getattr(args, "token_cells", None)
     if args.store != "qdrant":
         if args.qdrant_url or args.qdrant_path:
             raise MuveraError("--qdrant-url/--qdrant-path need --store qdrant")
-        hnsw = {"ef": args.ef, "quantization": quantization, "graph_vectors": vectors}
-        return {k: v for k, v in hnsw.items() if v is not None} or None
+        local = {
+            "ef": args.ef, "quantization": quantization, "graph_vectors": vectors,
+            "token_cells": None if cells is None else cells != "off" and int(cells),
+        }  # fmt: skip
+        return {k: v for k, v in local.items() if v is not None} or None
+    if cells is not None:
+        raise MuveraError("--token-cells needs a local store (--store hnswlib or exact)")
     if bool(args.qdrant_url) == bool(args.qdrant_path):
         raise MuveraError("--store qdrant needs exactly one of --qdrant-url or --qdrant-path")
     options: dict[str, Any] = {"collection": args.collection}

@@ -77,6 +77,12 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
         "none: hnswlib's float32 search)",
     )
     group.add_argument(
+        "--token-cells",
+        choices=("off", "1024", "2048", "4096", "8192", "16384", "32768", "65536"),
+        help="token cells fitted by local stores (default 8192; more cells rank candidates "
+        "and code residuals finer at a larger corpus; off: none, FDE candidates only)",
+    )
+    group.add_argument(
         "--graph-vectors",
         action="store_const",
         const=True,

@@ -470,8 +470,11 @@ def _format_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) -
         version = max(version, mf.RESIDUAL_FORMAT_VERSION)
     if token_dtype == "residual2":
         version = max(version, mf.LINKS_FORMAT_VERSION)
-    if (manifest.get("tokens") or {}).get("cells"):
+    cells = (manifest.get("tokens") or {}).get("cells")
+    if cells:
         version = max(version, mf.CELLS_FORMAT_VERSION)
+    if cells and "count" in cells:
+        version = max(version, mf.CELL_COUNT_FORMAT_VERSION)
     entry = manifest["store"].get("entry") or {}
     if entry.get("segments") or entry.get("unmarked"):
         version = max(version, mf.SEGMENTS_FORMAT_VERSION)

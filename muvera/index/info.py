@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..stores.cell_file import SCAN_TOKENS
+from ..stores.cell_file import DEFAULT_COUNT, SCAN_TOKENS, min_fit_tokens
 
 __all__ = ["describe"]
 
@@ -57,8 +57,12 @@ def _cells(manifest: dict[str, Any]) -> str:
     cells = (manifest.get("tokens") or {}).get("cells")
     if cells is None:
         return "off"
-    if not cells:
-        return "on, not fitted yet (fitted once the index holds 32,768 tokens)"
+    if not cells or set(cells) == {"count"}:
+        count = cells.get("count", DEFAULT_COUNT)
+        return (
+            f"on, not fitted yet ({count:,} cells, fitted once the index holds "
+            f"{min_fit_tokens(count):,} tokens)"
+        )
     rows = int(cells.get("bytes", 0)) // 2  # one uint16 code per token row
     mode = (
         f"every live document scored (<= {SCAN_TOKENS:,} token rows)" if rows <= SCAN_TOKENS

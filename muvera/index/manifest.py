@@ -38,6 +38,7 @@ from .checksums import check_checksums
 
 __all__ = [
     "CELLS_FORMAT_VERSION",
+    "CELL_COUNT_FORMAT_VERSION",
     "FORMAT",
     "FORMAT_VERSION",
     "LINKS_FORMAT_VERSION",
@@ -57,14 +58,15 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 8  # 2: records.jsonl may hold payload updates; 3: a calibration section
+FORMAT_VERSION = 9  # 2: records.jsonl may hold payload updates; 3: a calibration section
 # of kind "centre"; 4: quantized token codes (token dtype int8/int4); 5: fitted token cells
 # (cells.bin + centroids.bin); 6: token dtype residual4 (int4 rows of residuals from the
 # cells' centroids from the token section's "residual_from" row on); 7: hnswlib graph
 # segments (the store entry's "segments") or deleted rows its graph files do not mark
 # ("unmarked": the live labels say it; muvera.stores.hnsw_parts); 8: hnswlib graph files
 # without their vectors (the entry's "graph_vectors": false; muvera.stores.hnsw_links,
-# versioned in their own header), or token dtype residual2. Each is written only
+# versioned in their own header), or token dtype residual2; 9: token cells not fitted yet
+# with a count asked for (the cells section {"count": n}). Each is written only
 # by indexes that use it: others keep version 1, readable by older versions. The hnswlib
 # store's persisted FDE codes need no version: an older reader ignores them and quantizes
 # at open; an older writer's entry drops them, and the next writer that knows them writes
@@ -77,6 +79,7 @@ CELLS_FORMAT_VERSION = 5
 RESIDUAL_FORMAT_VERSION = 6
 SEGMENTS_FORMAT_VERSION = 7
 LINKS_FORMAT_VERSION = 8
+CELL_COUNT_FORMAT_VERSION = 9
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).
@@ -197,7 +200,7 @@ def check_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     cells = tokens.get("cells")
     if cells is not None and not isinstance(cells, dict):
         raise MuveraError(f"{where}: the token cells section is malformed")
-    if cells:
+    if cells and set(cells) != {"count"}:  # {"count": n}: not fitted yet (cell_file checks n)
         file_name(directory, cells.get("file"), "the token cells' code file")
         file_name(directory, cells.get("centroids"), "the token cells' centroid file")
     if manifest.get("state") is not None:

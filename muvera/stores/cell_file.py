@@ -7,11 +7,13 @@ Files, named in the manifest's token section (``"cells"``)::
     cells.bin       uint16: the cell of every token row, in the token file's order
                     (append-only like it; compaction writes ``cells-<generation>.bin``)
 
-An index created with cells has ``"cells": {}`` until it holds :data:`MIN_FIT_TOKENS`
-tokens; the add that reaches them fits the centroids on a sample of every token so far and
-assigns them all (before that the index is small enough for the FDE candidates to cover
-it). Everything read back is checked: the centroids' size and finiteness, one code per
-token row; codes themselves are checked by the kernel that reads them.
+An index created with cells has ``"cells": {}`` (8,192 cells) or ``{"count": n}`` (``n``
+cells, asked for by the store option ``token_cells=n``) until it holds
+:func:`~muvera.cells.min_fit_tokens` tokens; the add that reaches them fits the centroids
+on a sample of every token so far and assigns them all (before that the index is small
+enough for the FDE candidates to cover it). Everything read back is checked: the
+centroids' size and finiteness, one code per token row; codes themselves are checked by
+the kernel that reads them.
 
 At search time (:meth:`TokenCells.candidates`) the FDE's top half of the candidates is
 kept and the rest is filled with the documents that the approximate MaxSim by cells ranks
@@ -32,12 +34,28 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import native
-from ..cells import FIT_SAMPLE, MIN_FIT_TOKENS, Cells, Postings, cell_scores, probe, sample_rows
+from ..cells import (
+    CELL_COUNTS,
+    COARSE,
+    FINE,
+    Cells,
+    Postings,
+    cell_scores,
+    fit_sample,
+    min_fit_tokens,
+    probe,
+    sample_rows,
+    split,
+)
 from ..errors import MuveraError
 from ..files import AppendOnlyFile, atomic_write_bytes
 
-__all__ = ["N_PROBE", "PROBE_DOCS", "SCAN_TOKENS", "WIDE", "TokenCells"]
+__all__ = [
+    "DEFAULT_COUNT", "N_PROBE", "PROBE_DOCS", "SCAN_TOKENS", "WIDE", "TokenCells",
+    "min_fit_tokens",
+]  # fmt: skip
 
+DEFAULT_COUNT = COARSE * FINE  # cells fitted unless the store option token_cells says
 SCAN_TOKENS = 1 << 22  # token rows up to which every live document is scored by cells
 # beyond (chosen by benchmarks/check_scale_text_cells.py --sweep, see its protocol): the
 # cells rank the FDE's top WIDE x candidates and the best PROBE_DOCS x candidates, by the
@@ -71,8 +89,17 @@ class TokenCells:
         self.centroids_file = CENTROIDS
         # postings (built on demand, in memory): labels [0, a) and [a, b)
         self._postings: tuple[int, Postings, int, Postings | None] | None = None
+        self.count = DEFAULT_COUNT  # cells of the fit to come
         if not isinstance(section, dict):
             raise MuveraError("the token section's cells must be a dict")
+        if set(section) == {"count"}:  # not fitted yet, with a count asked for
+            count = section["count"]
+            if count not in CELL_COUNTS or isinstance(count, bool):
+                raise MuveraError(
+                    f"the token cells' count must be one of {list(CELL_COUNTS)}, got {count!r}"
+                )
+            self.count = int(count)
+            return
         if not section:
             return
         coarse = _count(section, "coarse", 1, 65_536)
@@ -113,15 +140,19 @@ class TokenCells:
         earlier: Callable[[int, int], npt.NDArray[np.float32]],
     ) -> None:
         """Codes of the token rows ``first_row ..`` (``tokens`` float32 ``(n, d)``), appended;
-        fits the cells first when the store reaches :data:`MIN_FIT_TOKENS` rows, then
-        assigns the earlier rows too (``earlier(start, stop)`` returns them as float32)."""
+        fits :attr:`count` cells first when the store reaches
+        :func:`~muvera.cells.min_fit_tokens` rows, then assigns the earlier rows too
+        (``earlier(start, stop)`` returns them as float32)."""
         if self.cells is None:
-            if first_row + tokens.shape[0] < MIN_FIT_TOKENS:
+            if first_row + tokens.shape[0] < min_fit_tokens(self.count):
                 return
-            before = earlier(0, first_row)  # fewer than MIN_FIT_TOKENS rows
-            # at most FIT_SAMPLE rows of a large add: no copy of all of it
-            sample = sample_rows(tokens, FIT_SAMPLE, np.random.default_rng(0))
-            self.cells = Cells.fit(np.concatenate([before, sample]) if first_row else sample)
+            before = earlier(0, first_row)  # fewer than min_fit_tokens rows
+            # at most fit_sample rows of a large add: no copy of all of it
+            sample = sample_rows(tokens, fit_sample(self.count), np.random.default_rng(0))
+            coarse, fine = split(self.count)
+            self.cells = Cells.fit(
+                np.concatenate([before, sample]) if first_row else sample, coarse, fine
+            )
             centroids = np.concatenate([self.cells.coarse, self.cells.fine]).astype("<f4")
             atomic_write_bytes(self.directory / self.centroids_file, centroids.tobytes())
             self.codes = AppendOnlyFile(self.directory / CODES, 0)
@@ -138,9 +169,10 @@ class TokenCells:
         return self.codes.view("<u2")
 
     def section(self) -> dict[str, Any]:
-        """The manifest's record of the cells (``{}`` before they are fitted)."""
+        """The manifest's record of the cells (before they are fitted: ``{}``, or the count
+        asked for when it is not the default)."""
         if self.cells is None:
-            return {}
+            return {} if self.count == DEFAULT_COUNT else {"count": self.count}
         return {
             "file": self.codes.path.name,
             "bytes": self.codes.committed,

@@ -17,6 +17,9 @@ from .hnsw_graph import MAX_DIMENSION, QuantizedGraph
 from .hnsw_links import load_hnswlib, save_graph
 from .hnsw_parts import (
     Part,
+    Scratch,
+    Spilled,
+    batch_chunks,
     mark_deleted,
     merge_top,
     parse_segments,
@@ -28,6 +31,10 @@ from .hnsw_parts import (
 from .local import LocalStore
 
 __all__ = ["HnswStore"]
+
+# FDEs added since the last commit that a writer holds in memory; the ones added past it
+# go to its scratch file (hnsw_parts.Spilled), so a bulk's memory does not grow with it
+SPILL_BYTES = 1 << 26
 
 
 def _count(entry: dict[str, Any], key: str, default: int = 0) -> int:
@@ -151,7 +158,8 @@ class HnswStore(LocalStore):
             self._parts.append(Part(directory / entry["file"], main_rows, 0, codes=main_codes))
             for name, rows, codes in segments:
                 self._parts.append(Part(directory / name, rows, self.count_in_parts(), codes=codes))
-        self._pending: list[tuple[Labels, npt.NDArray[np.float32]]] = []  # added, not saved
+        self._pending: list[tuple[Labels, Any]] = []  # added, not saved: arrays or Spilled
+        self._scratch: Scratch | None = None  # of spilled FDEs (while some are pending)
         self._fallback = self.quantization != "int8" or native.load() is None
         for part in self._parts:
             self._open_part(part)
@@ -324,11 +332,18 @@ class HnswStore(LocalStore):
         }
 
     def _add_fdes(self, labels: Labels, fdes: npt.NDArray[np.float32]) -> None:
-        """Held until the commit, which writes them as a segment (or folds them in)."""
-        self._pending.append(
-            (np.array(labels, np.int64), np.ascontiguousarray(fdes, dtype=np.float32).copy())
-        )
+        """Held until the commit, which writes them as a segment (or folds them in): in
+        memory up to :data:`SPILL_BYTES` of them, the rest in the writer's scratch file."""
+        fdes = np.ascontiguousarray(fdes, dtype=np.float32)
+        held = sum(f.nbytes for _, f in self._pending if isinstance(f, np.ndarray))
+        kept: Any = fdes.copy() if held + fdes.nbytes <= SPILL_BYTES else self._spill(fdes)
+        self._pending.append((np.array(labels, np.int64), kept))
         self.count += labels.size
+
+    def _spill(self, fdes: npt.NDArray[np.float32]) -> Spilled:
+        if self._scratch is None:  # open across adds, closed by the commit that inserts
+            self._scratch = Scratch(self.directory)
+        return self._scratch.append(fdes)
 
     def _delete_fdes(self, labels: Labels) -> None:
         """Masked in the graphs read (no graph file changes: the live labels say it)."""
@@ -445,9 +460,14 @@ class HnswStore(LocalStore):
             for labels, vectors in part.vectors(self.dimension):
                 index.add_items(vectors, labels, num_threads=self.num_threads)
         while self._pending:  # each batch freed once inserted (a failed commit reloads)
-            labels, fdes = self._pending.pop(0)
-            index.add_items(fdes, labels, num_threads=self.num_threads)
-            del labels, fdes
+            labels, batch = self._pending.pop(0)
+            for start, fdes in batch_chunks(batch):
+                part_labels = labels[start : start + fdes.shape[0]]
+                index.add_items(fdes, part_labels, num_threads=self.num_threads)
+            del labels, batch
+        if self._scratch is not None:  # every spilled row is in the graph now
+            self._scratch.close()
+            self._scratch = None
         rows = np.asarray(index.get_ids_list(), np.int64)
         inside = (rows >= 0) & (rows < self._live.size)
         mark_deleted(index, rows[~inside | ~self._live[np.where(inside, rows, 0)]])

@@ -21,7 +21,9 @@ from the new file).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,8 @@ __all__ = [
     "FOLD_RATIO",
     "MAX_SEGMENTS",
     "Part",
+    "Scratch",
+    "Spilled",
     "mark_deleted",
     "merge_top",
     "parse_segments",
@@ -104,6 +108,64 @@ class Part:
             rows = np.arange(start, min(start + step, graph.header.count))
             yield graph.labels[rows], graph.vectors(rows)
             graph.release_pages()
+
+
+@dataclasses.dataclass(frozen=True)
+class Spilled:
+    """``rows`` FDEs added since the last commit that the writer keeps in its scratch file
+    (an unlinked temporary file: nothing is left behind by a crash), float32 ``(rows,
+    dimension)`` from byte ``offset``; read back a chunk at a time, so that a bulk of
+    millions of documents holds its FDEs on disk, not in memory."""
+
+    file: Any  # the open binary scratch file
+    offset: int
+    rows: int
+    dimension: int
+
+    def chunks(self) -> Any:
+        """``(first row, float32 (n, dimension))`` of every chunk of about
+        :data:`_CHUNK_BYTES`, in order (each a fresh array, not a view of the file)."""
+        step = max(1, _CHUNK_BYTES // max(4 * self.dimension, 1))
+        for start in range(0, self.rows, step):
+            out = np.empty((min(step, self.rows - start), self.dimension), np.float32)
+            at = self.offset + 4 * start * self.dimension
+            if os.preadv(self.file.fileno(), [out.data.cast("B")], at) != out.nbytes:
+                raise MuveraError("hnswlib store: the scratch file of uncommitted FDEs is short")
+            yield start, out
+
+
+class Scratch:
+    """A writer's scratch file of uncommitted FDEs: created unlinked in the index folder
+    (its disk, not /tmp's; nothing to clean up after a crash), appended to, read back
+    through :class:`Spilled` handles, freed by :meth:`close`."""
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close)
+        except OSError as exc:
+            raise MuveraError(f"cannot create a scratch file in {directory}: {exc}") from None
+
+    def append(self, fdes: npt.NDArray[np.float32]) -> Spilled:
+        """``fdes`` (C-contiguous float32 ``(n, dimension)``) at the end of the file."""
+        try:
+            offset = self.file.seek(0, 2)
+            self.file.write(fdes.data.cast("B"))
+            self.file.flush()
+        except OSError as exc:
+            raise MuveraError(f"cannot write the scratch file of uncommitted FDEs: {exc}") from None
+        return Spilled(self.file, offset, fdes.shape[0], fdes.shape[1])
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def batch_chunks(fdes: Any) -> Any:
+    """``(first row, float32 rows)`` of a pending batch: an array in one piece, a
+    :class:`Spilled` one chunk at a time."""
+    if isinstance(fdes, Spilled):
+        yield from fdes.chunks()
+    else:
+        yield 0, fdes
 
 
 def mark_deleted(index: Any, labels: npt.NDArray[np.int64]) -> None:
@@ -259,15 +321,31 @@ def scan_rows(
     queries = np.asarray(queries, np.float32)
     n_q = queries.shape[0]
     best = (np.full((n_q, take), -1, np.int64), np.full((n_q, take), -np.inf, np.float32))
-    for labels, fdes in batches:
-        scores = queries @ fdes.T
-        inside = labels < live.size
-        ok = inside & live[np.where(inside, labels, 0)]
-        if allowed is not None:
-            inside = labels < allowed.size
-            ok &= inside & allowed[np.where(inside, labels, 0)]
-        scores[:, ~ok] = -np.inf
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :take]
-        found = np.take_along_axis(scores, top, axis=1)
-        best = merge_top([best, (np.where(np.isfinite(found), labels[top], -1), found)], take)
+    for all_labels, batch in batches:
+        for start, fdes in batch_chunks(batch):
+            labels = all_labels[start : start + fdes.shape[0]]
+            best = _scan_chunk(best, labels, fdes, queries, take, live, allowed)
+    return best
+
+
+def _scan_chunk(
+    best: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]],
+    labels: npt.NDArray[np.int64],
+    fdes: npt.NDArray[np.float32],
+    queries: npt.NDArray[np.float32],
+    take: int,
+    live: npt.NDArray[np.bool_],
+    allowed: npt.NDArray[np.bool_] | None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """``best`` merged with the best ``take`` of one chunk of pending rows."""
+    scores = queries @ fdes.T
+    inside = labels < live.size
+    ok = inside & live[np.where(inside, labels, 0)]
+    if allowed is not None:
+        inside = labels < allowed.size
+        ok &= inside & allowed[np.where(inside, labels, 0)]
+    scores[:, ~ok] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :take]
+    found = np.take_along_axis(scores, top, axis=1)
+    best = merge_top([best, (np.where(np.isfinite(found), labels[top], -1), found)], take)
     return best

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..batch import TokenBatch
+from ..cells import CELL_COUNTS
 from ..errors import MuveraError
 from ..files import AppendOnlyFile
 from ..scoring import maxsim_pairs, maxsim_spans
@@ -121,15 +122,21 @@ class LocalStore:
     ) -> LocalStore:
         options = dict(options)
         cells = options.pop("token_cells", True)
-        if not isinstance(cells, bool):
-            raise MuveraError(f"store option token_cells must be True or False, got {cells!r}")
+        if not isinstance(cells, bool) and (
+            not isinstance(cells, int | np.integer) or cells not in CELL_COUNTS
+        ):
+            raise MuveraError(
+                "store option token_cells must be True, False or a cell count "
+                f"({', '.join(map(str, CELL_COUNTS))}), got {cells!r}"
+            )
         tokens: dict[str, Any] = {"file": "tokens.bin", "dtype": token_dtype, "bytes": 0}
         if token_dtype in RESIDUAL_KINDS and not cells:
             raise MuveraError(
                 f'token dtype "{token_dtype}" needs the token cells (token_cells=True)'
             )
         if cells:
-            tokens["cells"] = {}
+            default = cells is True or cells == cell_file.DEFAULT_COUNT
+            tokens["cells"] = {} if default else {"count": int(cells)}
         return cls._build(directory, encoder.output_dimension, encoder.config.dimension,
                           tokens, {}, None, options)  # fmt: skip
 
@@ -260,11 +267,12 @@ class LocalStore:
         # in blocks: the differences stay small enough to be reused, not mapped anew
         for start in range(0, n, _ENCODE_BLOCK):
             stop = min(n, start + _ENCODE_BLOCK)
-            if cells is not None and fitted is not None:
+            if cells is not None and fitted is not None:  # the gathered centroids' block
+                # becomes the differences: one temporary a block, not two
                 base = fitted.fine[cells[start:stop]]
+                diff = np.subtract(tokens[start:stop], base, out=base)
             else:
-                base = np.broadcast_to(self.centre, (stop - start, d))
-            diff = np.subtract(tokens[start:stop], base, dtype=np.float32)
+                diff = np.subtract(tokens[start:stop], self.centre, dtype=np.float32)
             out[start:stop] = encode_rows(diff, self.token_format)
         return out
 
