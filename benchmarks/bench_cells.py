@@ -47,14 +47,20 @@ CASES = (
 MODES = {"cells": {}, "fde": {"token_cells": False}}
 
 
-def measure_case(case: str, counts: list[int]) -> dict[str, Any]:
+def _modes(cell_counts: list[int]) -> dict[str, dict[str, Any]]:
+    """The indexes compared: the default, one per extra cell count, the FDE alone."""
+    extra = {f"cells-{n}": {"token_cells": n} for n in cell_counts}
+    return {"cells": {}, **extra, "fde": {"token_cells": False}}
+
+
+def measure_case(case: str, counts: list[int], modes: dict[str, Any] = MODES) -> dict[str, Any]:
     t = prepare(case)
     queries, ndcg, exact_ndcg = t["queries"], t["ndcg"], t["exact_ndcg"]
     row: dict[str, Any] = {"case": case, "held_out": not case.startswith(TUNED_ON)}
     config = FDEConfig(dimension=t["dimension"])
     with tempfile.TemporaryDirectory() as tmp:
         indexes = {}
-        for mode, options in MODES.items():
+        for mode, options in modes.items():
             t0 = time.perf_counter()
             index = Index.create(Path(tmp) / mode, config, store_options=options)
             with index.bulk():
@@ -62,7 +68,7 @@ def measure_case(case: str, counts: list[int]) -> dict[str, Any]:
             row[f"{mode}_build_s"] = time.perf_counter() - t0
             indexes[mode] = index
         for n in counts:
-            times: dict[str, list[float]] = {mode: [] for mode in MODES}
+            times: dict[str, list[float]] = {mode: [] for mode in modes}
             for q in queries:  # alternate: both modes see the same machine state
                 for mode, index in indexes.items():
                     t0 = time.perf_counter()
@@ -84,12 +90,15 @@ def measure_case(case: str, counts: list[int]) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     counts = [int(x) for x in args.sweep.split(",")]
+    cell_counts = [int(x) for x in args.cell_counts.split(",") if x]
+    modes = _modes(cell_counts)
     if args.probe:
         local.SCAN_TOKENS = 0
     return {
         "machine": machine(),
         "muvera": __version__,
         "sweep": counts,
+        "cell_counts": cell_counts,
         "protocol": (
             f"candidate split and default count ({CELLS_CANDIDATES}) chosen on {TUNED_ON} queries; "
             "every other case held out"
@@ -100,7 +109,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 else ""
             )
         ),
-        "rows": [measure_case(case, counts) for case in args.cases.split(",")],
+        "rows": [measure_case(case, counts, modes) for case in args.cases.split(",")],
     }
 
 
@@ -109,8 +118,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{describe(result['machine'])}; muvera {result['muvera']}. Protocol: "
         f"{result['protocol']}. hnswlib index, defaults; per candidate count: x exact "
-        "MaxSim nDCG@10 / exact top-10 found / p50 ms / p95 ms, with token cells (default) "
-        "and with the FDE alone; build time of each.",
+        "MaxSim nDCG@10 / exact top-10 found / p50 ms / p95 ms, with token cells (default"
+        + "".join(f"; {n:,} cells" for n in result.get("cell_counts", []))
+        + ") and with the FDE alone; build time of each.",
         "",
         "| case | held out | first stage | build s | "
         + " | ".join(f"{n} candidates" for n in counts)
@@ -118,7 +128,9 @@ def markdown(result: dict[str, Any]) -> str:
         "| --- | :-: | --- | ---: |" + " ---: |" * len(counts) + " ---: |",
     ]
     for r in result["rows"]:
-        for mode, label in (("cells", "FDE + cells"), ("fde", "FDE")):
+        labels = [("cells", "FDE + cells")]
+        labels += [(f"cells-{n}", f"FDE + {n:,} cells") for n in result.get("cell_counts", [])]
+        for mode, label in [*labels, ("fde", "FDE")]:
             cells = [
                 f"{r[f'{mode}_{n}']['ndcg_ratio']:.4f} / {r[f'{mode}_{n}']['found']:.1%} / "
                 f"{r[f'{mode}_{n}']['p50_ms']:.2f} / {r[f'{mode}_{n}']['p95_ms']:.2f}"
@@ -139,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default=CASES, help="dataset:split:variant,...")
     parser.add_argument("--sweep", default="100,200", help="comma-separated candidate counts")
     parser.add_argument("--probe", action="store_true", help="search as a large index")
+    parser.add_argument("--cell-counts", default="", help="also indexes of these cell counts")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,11 @@ def _big_doc(i: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _writer(path: str, bulk: bool = False) -> None:
+def _writer(path: str, bulk: bool = False, sealed: bool = False) -> None:
+    if sealed:  # graph files of 16 rows: commits write several, keep the full ones
+        from muvera.stores import hnsw_parts
+
+        hnsw_parts.SEAL_BYTES = 16 * 4 * CONFIG.output_dimension
     with Index.open(path) as index:
         i = max(index.records.label_ids, default=-1) + 1  # ids never used yet
         i += i % 2
@@ -60,7 +64,7 @@ def _close_qdrant_clients() -> None:
     qdrant._LOCAL_CLIENTS.clear()
 
 
-STORES = ["exact", "exact-int8", "hnswlib", "hnswlib-calibrated", "hnswlib-bulk",
+STORES = ["exact", "exact-int8", "hnswlib", "hnswlib-calibrated", "hnswlib-bulk", "hnswlib-sealed",
           "hnswlib-cells", "exact-residual4", "hnswlib-residual2", "qdrant",
           "qdrant-edge"]  # fmt: skip
 
@@ -71,10 +75,11 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
     (Qdrant Edge: its WAL and segments); "hnswlib-calibrated" is a calibrated index
     (format version 3), which must stay calibrated; "exact-int8" keeps int8 token codes
     (format version 4); "hnswlib-bulk" writes inside ``Index.bulk(commit_every=6)``;
-    "hnswlib-cells" starts with fitted token cells (format version 5), whose code file
-    grows and is compacted with the tokens; "exact-residual4" too, its later rows stored as
-    residuals of those cells (format version 6); "hnswlib-residual2" in 2 bits a value
-    (format version 8)."""
+    "hnswlib-sealed" writes graph files of at most 16 rows (several a commit, full ones
+    kept by later commits); "hnswlib-cells" starts with fitted token cells (format
+    version 5), whose code file grows and is compacted with the tokens; "exact-residual4"
+    too, its later rows stored as residuals of those cells (format version 6);
+    "hnswlib-residual2" in 2 bits a value (format version 8)."""
     pytest.importorskip("qdrant_client" if store.startswith("qdrant") else "hnswlib")
     if store == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
@@ -105,7 +110,8 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
     rng = np.random.default_rng(0)
     seen = 0
     for _ in range(8):
-        proc = ctx.Process(target=_writer, args=(str(path), store.endswith("-bulk")))
+        writer_args = (str(path), store.endswith("-bulk"), store.endswith("-sealed"))
+        proc = ctx.Process(target=_writer, args=writer_args)
         proc.start()
         _wait_for_a_commit(path, proc)  # start-up (imports, connections) done
         time.sleep(float(rng.uniform(0, 0.6)))  # then some more commits, killed anywhere
@@ -127,6 +133,10 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
                 assert hit.ids[0, 0] == doc_id
             _close_qdrant_clients()
     assert seen > 0
+    if store.endswith("-sealed"):  # the crashes happened among sealed graph files
+        with Index.open(path, mode="r") as index:
+            entry = index.manifest["store"]["entry"]
+        assert entry["count"] == 16 and 16 in [s["count"] for s in entry["segments"]]
     with Index.open(path) as index:  # a writer after the crashes: tidy, and it works
         index.add([10**6], [_doc(7)])
         assert not list(path.glob(".*.tmp"))

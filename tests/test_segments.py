@@ -335,3 +335,44 @@ def test_info_counts_the_segments(grown):
 
     params = describe(Index.open(grown[0], mode="r"))["store_parameters"]
     assert params["segments"] == {"files": 3, "rows": 30} and params["count"] == 200
+
+
+@pytest.mark.parametrize("graph_vectors", [False, True])
+def test_a_commit_writes_graphs_of_at_most_the_sealed_size_and_keeps_sealed_ones(
+    tmp_path, monkeypatch, graph_vectors
+):
+    """With a graph size of 64 rows (SEAL_BYTES small): one bulk of 150 documents is
+    written as graphs of 64, 64 and 22 rows, one commit after the other; full graphs are
+    never rewritten by later commits; searches find what one graph would; a reader and a
+    fresh writer read them back."""
+    fde_dims = Index.create(tmp_path / "probe", CONFIG).encoder.output_dimension
+    monkeypatch.setattr(hnsw_parts, "SEAL_BYTES", 64 * 4 * fde_dims)
+    assert hnsw_parts.seal_rows(fde_dims) == 64
+    docs = _docs(4, 260)
+    path = tmp_path / "ix"
+    options = {"graph_vectors": graph_vectors}
+    with Index.create(path, CONFIG, store_options=options) as index:
+        with index.bulk():
+            index.add(list(range(150)), docs[:150])
+        entry = _entry(path)
+        assert [entry["count"]] + [s["count"] for s in entry["segments"]] == [64, 64, 22]
+        sealed = _graph_files(path)[:2]
+        assert len(set(_graph_files(path))) == 3 and all(os.path.isfile(path / f)
+                                                           for f in _graph_files(path))  # fmt: skip
+        for start in range(150, 260, 10):  # commits of 10: the 22-row graph grows, folds
+            index.add(list(range(start, start + 10)), docs[start : start + 10])
+            assert _graph_files(path)[:2] == sealed
+        counts = [_entry(path)["count"]] + [s["count"] for s in _entry(path)["segments"]]
+        assert sum(counts) == 260 and counts[:2] == [64, 64]
+        assert max(counts[2:]) <= 64 + 10  # a fold of the unsealed rows: 64 + one commit
+        queries = [docs[i][:3] for i in range(0, 260, 13)]
+        got = index.search(queries, k=5, rerank=False).ids
+        assert _recall(got, _fde_top(index, queries, 5)) >= 0.9
+    with Index.open(path, mode="r") as reader:
+        assert len(reader) == 260
+        np.testing.assert_array_equal(reader.search(queries, k=5, rerank=False).ids, got)
+    with Index.open(path) as writer:  # a fold of everything unsealed keeps the sealed ones
+        writer.delete([3, 70])
+        writer.add([999], [docs[0]])
+        assert _graph_files(path)[:2] == sealed
+        assert 3 not in writer.search([docs[3]], k=5, rerank=False).ids[0]

@@ -23,9 +23,10 @@ from .hnsw_parts import (
     mark_deleted,
     merge_top,
     parse_segments,
-    plan_commit,
+    plan_keep,
     rescore,
     scan_rows,
+    seal_rows,
     search_hnswlib,
 )
 from .local import LocalStore
@@ -60,9 +61,11 @@ class HnswStore(LocalStore):
     are held (and scanned exactly by the writer's searches) until the commit writes them as
     a graph **segment** of their own, or folds the segments and them into a new main graph
     when the segments would hold :data:`~.hnsw_parts.FOLD_RATIO` of its rows or number more
-    than :data:`~.hnsw_parts.MAX_SEGMENTS`; a search walks the main graph and each segment
-    and keeps the best. Deletes change no graph file: the index's live labels mask them in
-    every graph read (a fold marks them with hnswlib's ``mark_deleted``).
+    than :data:`~.hnsw_parts.MAX_SEGMENTS`; graph files of
+    :func:`~.hnsw_parts.seal_rows` rows are sealed (kept by every commit, so a writer's
+    memory is bounded); a search walks the main graph and each segment and keeps the best.
+    Deletes change no graph file: the index's live labels mask them in every graph read
+    (a fold marks them with hnswlib's ``mark_deleted``).
 
     ``quantization="int8"`` (the default): hnswlib builds and saves the graph, and searches
     walk that same graph in the compiled kernel over an int8 copy of the FDEs (one scale per
@@ -419,9 +422,8 @@ class HnswStore(LocalStore):
         new = sum(p[0].size for p in self._pending)
         moved = any(part.file.parent != directory for part in self._parts)
         if new or moved:
-            main = self._parts[0].count if self._parts else 0
-            plan = plan_commit(main, [part.count for part in self._parts[1:]], new)
-            keep = {"fold": 0, "merge": 1, "segment": len(self._parts)}[plan]
+            rows = [part.count for part in self._parts]
+            keep = plan_keep(rows, new, seal_rows(self.dimension))
             self._merge(directory, generation, 0 if moved else keep)
         self._persist_codes()
         entry = {**self.params(), "count": self._parts[0].count if self._parts else 0,
@@ -441,43 +443,73 @@ class HnswStore(LocalStore):
         return entry
 
     def _merge(self, directory: Path, generation: int, keep: int) -> None:
-        """Replace the graph files after the first ``keep`` by one graph of their rows and
-        the rows added since the last commit: hnswlib loads the first of them and inserts
-        the others' rows and the new ones after its own, on ``num_threads`` threads (in the
-        order its threads reach them); dead rows are marked in the new file, and its codes
-        file is written (the loaded file's rows keep their numbers and codes, the others
-        are quantized from the new file). ``keep=0``: a new main graph."""
+        """Replace the graph files after the first ``keep`` by graphs of their rows and the
+        rows added since the last commit, in order, each of at most
+        :func:`~.hnsw_parts.seal_rows` rows (or its loaded file's): hnswlib loads the
+        first of them and inserts the others' rows and the new ones after its own, on
+        ``num_threads`` threads (in the order its threads reach them), and a full graph is
+        written and freed before the next starts empty, so a commit holds one graph's
+        float32 copy at a time. Dead rows are marked in each new file, and its codes file
+        is written (the loaded file's rows keep their numbers and codes, the others are
+        quantized from the new file). ``keep=0``: every graph rewritten."""
         parts = self._parts[keep:]
         first = parts[0].first if parts else self.count_in_parts()
-        total = self.count - first
+        left = self.count - first  # rows still to place in a graph, loaded ones included
+        limit = seal_rows(self.dimension)
         base = parts[0] if parts else None
+        built: list[Part] = []
         if base is not None and base.index is not None:  # marks made since it was loaded
             index = base.index
-            index.resize_index(max(total, index.get_max_elements()))
+            capacity = max(base.count, min(left, limit))
+            index.resize_index(max(capacity, index.get_max_elements()))
         else:
-            index = self._load_index(base, total, directory)
+            capacity = max(0 if base is None else base.count, min(left, limit))
+            index = self._load_index(base, capacity, directory)
+        held = 0 if base is None else base.count  # rows in the graph being built
+
+        def finish() -> None:
+            nonlocal index, held, first, left
+            rows = np.asarray(index.get_ids_list(), np.int64)
+            inside = (rows >= 0) & (rows < self._live.size)
+            mark_deleted(index, rows[~inside | ~self._live[np.where(inside, rows, 0)]])
+            name = f"hnsw-{generation:06d}" + (f"{len(built):02d}" if built else "")
+            path = directory / f"{name}.bin"
+            walk, links = not self._fallback, not self.graph_vectors
+            loaded = base.graph if base is not None and not built else None
+            codes, graph = save_graph(index, path, loaded, links, walk)
+            part = Part(path, held, first, None, index if self._fallback else None, codes)
+            index = None  # hnswlib's float32 copy is freed before the new graph is read
+            self._open_part(part, graph)
+            built.append(part)
+            first, left = first + held, left - held
+
+        def insert(labels: Labels, vectors: npt.NDArray[np.float32]) -> None:
+            nonlocal index, held, capacity
+            done = 0
+            while done < labels.size:
+                if held == capacity:  # full: written, and the next graph starts empty
+                    finish()
+                    capacity, held = min(left, limit), 0
+                    index = self._load_index(None, capacity, directory)
+                take = min(labels.size - done, capacity - held)
+                index.add_items(
+                    vectors[done : done + take], labels[done : done + take],
+                    num_threads=self.num_threads,
+                )  # fmt: skip
+                done, held = done + take, held + take
+
         for part in parts[1:]:
             for labels, vectors in part.vectors(self.dimension):
-                index.add_items(vectors, labels, num_threads=self.num_threads)
+                insert(labels, vectors)
         while self._pending:  # each batch freed once inserted (a failed commit reloads)
             labels, batch = self._pending.pop(0)
             for start, fdes in batch_chunks(batch):
-                part_labels = labels[start : start + fdes.shape[0]]
-                index.add_items(fdes, part_labels, num_threads=self.num_threads)
+                insert(labels[start : start + fdes.shape[0]], fdes)
             del labels, batch
-        if self._scratch is not None:  # every spilled row is in the graph now
+        if self._scratch is not None:  # every spilled row is in a graph now
             self._scratch.close()
             self._scratch = None
-        rows = np.asarray(index.get_ids_list(), np.int64)
-        inside = (rows >= 0) & (rows < self._live.size)
-        mark_deleted(index, rows[~inside | ~self._live[np.where(inside, rows, 0)]])
-        path = directory / f"hnsw-{generation:06d}.bin"
-        walk, links = not self._fallback, not self.graph_vectors
-        codes, graph = save_graph(index, path, None if base is None else base.graph, links, walk)
-        part = Part(path, total, first, None, index if self._fallback else None, codes)
-        del index  # hnswlib's float32 copy is freed before the new graph is read
-        self._parts = self._parts[:keep]
-        self._open_part(part, graph)
-        self._parts.append(part)
+        finish()
+        self._parts = self._parts[:keep] + built
         if keep == 0:
             self._unmarked = 0

@@ -11,6 +11,15 @@ same way. The main graph grows by at least that ratio at each fold, so each row 
 rewritten in it a bounded number of times (about ``(1 + FOLD_RATIO) / FOLD_RATIO``)
 however the index grows.
 
+A graph file of :func:`seal_rows` rows or more (:data:`SEAL_BYTES` of float32 FDEs, 4 GiB:
+524,288 rows at 2,048 dims) is **sealed**: the leading sealed files are kept by every
+commit, and the rules above apply to the files after them (:func:`plan_keep`). A merge
+or a fold writes graphs of at most that many rows, one after the other (a bulk of a
+million rows becomes several files in one commit), so a writer never holds more than one
+such graph's float32 copy in hnswlib, however large the index; a search walks one more
+graph per sealed file. The FDEs a writer adds before its commit are held in memory up to
+64 MiB and in an unlinked scratch file past that (:class:`Scratch`).
+
 Each graph file has its int8 codes in a file of its own, written with it
 (:mod:`.hnsw_codes`): a merge or a fold inserts the rows on every thread, in whatever order
 hnswlib numbers them, and writes the new graph's codes in that order (the rows of the graph
@@ -44,13 +53,16 @@ __all__ = [
     "merge_top",
     "parse_segments",
     "plan_commit",
+    "plan_keep",
     "rescore",
     "scan_rows",
+    "seal_rows",
     "search_hnswlib",
 ]
 
 MAX_SEGMENTS = 8  # a search walks the main graph and at most this many segments
 FOLD_RATIO = 0.25  # segments holding this share of the main graph's rows are folded into it
+SEAL_BYTES = 1 << 32  # float32 FDE bytes of a graph file that commits no longer rewrite
 _NAME = re.compile(r"hnsw-[0-9]{6,}\.bin")
 _CHUNK_BYTES = 1 << 26  # float32 rows copied per hnswlib insert call in a fold
 
@@ -216,6 +228,37 @@ def plan_commit(main_rows: int, segment_rows: list[int], new_rows: int) -> str:
     if main_rows == 0 or sum(segment_rows) + new_rows >= FOLD_RATIO * main_rows:
         return "fold"
     return "merge" if len(segment_rows) + 1 > MAX_SEGMENTS else "segment"
+
+
+def seal_rows(dimension: int) -> int:
+    """Rows of a **sealed** graph file: one of this many rows or more is never rewritten
+    by a commit, and a commit's merge writes graphs of at most this many, so a writer
+    holds at most :data:`SEAL_BYTES` of hnswlib's float32 copy however large the index.
+
+    >>> seal_rows(2048), seal_rows(10240)
+    (524288, 104857)
+    """
+    return max(1, SEAL_BYTES // (4 * max(dimension, 1)))
+
+
+def plan_keep(rows: list[int], new_rows: int, sealed: int) -> int:
+    """How many of the graph files of ``rows`` rows (main graph first, then segments) a
+    commit adding ``new_rows`` keeps; it rewrites the others and the new rows
+    (``HnswStore._merge``). The leading files of ``sealed`` rows or more are kept; the
+    others are planned by :func:`plan_commit` as a main graph and its segments (a fold
+    keeps none of them, a merge their main graph, a segment all).
+
+    >>> plan_keep([1000], 10, 10**6), plan_keep([1000, 100, 100], 60, 10**6)
+    (1, 0)
+    >>> plan_keep([], 5, 10), plan_keep([600, 600, 50], 100, 500), plan_keep([600, 300], 5, 500)
+    (0, 2, 2)
+    """
+    done = 0
+    while done < len(rows) and rows[done] >= sealed:
+        done += 1
+    rest = rows[done:]
+    plan = plan_commit(rest[0] if rest else 0, rest[1:], new_rows)
+    return done + {"fold": 0, "merge": 1, "segment": len(rest)}[plan]
 
 
 def merge_top(
