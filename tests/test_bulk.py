@@ -135,3 +135,26 @@ def test_a_bulk_keeps_its_fdes_in_a_scratch_file_past_the_spill_size(tmp_path, m
             after = reader.search(queries, k=5, rerank=False)
             seen[spill] = (before.ids.tolist(), after.ids.tolist(), after.scores.tolist())
     assert seen[True] == seen[False]
+
+
+def test_the_spill_size_counts_what_is_held_and_resets_at_each_commit(tmp_path, monkeypatch):
+    """The first batches up to SPILL_BYTES stay in memory, the later ones go to the file;
+    after the commit the next bulk starts in memory again."""
+    from muvera.stores import hnsw, hnsw_parts
+
+    docs = _docs(120)
+    with Index.create(tmp_path / "ix", CONFIG, "hnswlib") as index:
+        width = index.encoder.output_dimension
+        monkeypatch.setattr(hnsw, "SPILL_BYTES", 2 * 10 * 4 * width)  # two batches of 10
+        for _ in range(2):
+            start = len(index)
+            with index.bulk():
+                for i in range(start, start + 50, 10):
+                    index.add(list(range(i, i + 10)), docs[i : i + 10])
+                kinds = [isinstance(b, hnsw_parts.Spilled) for _, b in index.store._pending]
+                assert kinds == [False, False, True, True, True]
+                assert index.store._held == 2 * 10 * 4 * width
+            assert index.store._held == 0 and index.store._scratch is None
+        assert len(index) == 100
+        hit = index.search([docs[75]], k=1, candidates=100).ids[0, 0]
+        assert hit == 75

@@ -163,6 +163,7 @@ class HnswStore(LocalStore):
                 self._parts.append(Part(directory / name, rows, self.count_in_parts(), codes=codes))
         self._pending: list[tuple[Labels, Any]] = []  # added, not saved: arrays or Spilled
         self._scratch: Scratch | None = None  # of spilled FDEs (while some are pending)
+        self._held = 0  # bytes of the pending FDEs held in memory
         self._fallback = self.quantization != "int8" or native.load() is None
         for part in self._parts:
             self._open_part(part)
@@ -338,8 +339,11 @@ class HnswStore(LocalStore):
         """Held until the commit, which writes them as a segment (or folds them in): in
         memory up to :data:`SPILL_BYTES` of them, the rest in the writer's scratch file."""
         fdes = np.ascontiguousarray(fdes, dtype=np.float32)
-        held = sum(f.nbytes for _, f in self._pending if isinstance(f, np.ndarray))
-        kept: Any = fdes.copy() if held + fdes.nbytes <= SPILL_BYTES else self._spill(fdes)
+        if self._held + fdes.nbytes <= SPILL_BYTES:
+            kept: Any = fdes.copy()
+            self._held += fdes.nbytes
+        else:
+            kept = self._spill(fdes)
         self._pending.append((np.array(labels, np.int64), kept))
         self.count += labels.size
 
@@ -506,6 +510,7 @@ class HnswStore(LocalStore):
             for start, fdes in batch_chunks(batch):
                 insert(labels[start : start + fdes.shape[0]], fdes)
             del labels, batch
+        self._held = 0
         if self._scratch is not None:  # every spilled row is in a graph now
             self._scratch.close()
             self._scratch = None
