@@ -321,7 +321,7 @@ def test_a_bad_cell_count_on_disk_raises_muvera_error(tmp_path):
     options = {"token_cells": 1024}
     with Index.create(path, FDEConfig(dimension=D), "exact", store_options=options) as index:
         index.add([0], [np.ones((3, D), np.float32)])
-    for count in (1000, True, "1024", 1 << 17, None):
+    for count in (1000, True, "1024", 1024.0, 1 << 17, None):
         manifest = _manifest(path)
         manifest["tokens"]["cells"] = {"count": count}
         (path / "manifest.json").write_text(json.dumps(manifest))

@@ -94,7 +94,7 @@ class TokenCells:
             raise MuveraError("the token section's cells must be a dict")
         if set(section) == {"count"}:  # not fitted yet, with a count asked for
             count = section["count"]
-            if count not in CELL_COUNTS or isinstance(count, bool):
+            if not isinstance(count, int) or isinstance(count, bool) or count not in CELL_COUNTS:
                 raise MuveraError(
                     f"the token cells' count must be one of {list(CELL_COUNTS)}, got {count!r}"
                 )
