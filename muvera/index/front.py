@@ -470,11 +470,8 @@ def _format_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) -
         version = max(version, mf.RESIDUAL_FORMAT_VERSION)
     if token_dtype == "residual2":
         version = max(version, mf.LINKS_FORMAT_VERSION)
-    cells = (manifest.get("tokens") or {}).get("cells")
-    if cells:
-        version = max(version, mf.CELLS_FORMAT_VERSION)
-    if cells and "count" in cells:
-        version = max(version, mf.CELL_COUNT_FORMAT_VERSION)
+    if cells := (manifest.get("tokens") or {}).get("cells"):  # a count: not fitted yet
+        version = max(version, mf.CELL_COUNT_VERSION if "count" in cells else mf.CELLS_VERSION)
     entry = manifest["store"].get("entry") or {}
     if entry.get("segments") or entry.get("unmarked"):
         version = max(version, mf.SEGMENTS_FORMAT_VERSION)

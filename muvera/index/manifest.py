@@ -80,6 +80,7 @@ RESIDUAL_FORMAT_VERSION = 6
 SEGMENTS_FORMAT_VERSION = 7
 LINKS_FORMAT_VERSION = 8
 CELL_COUNT_FORMAT_VERSION = 9
+CELLS_VERSION, CELL_COUNT_VERSION = CELLS_FORMAT_VERSION, CELL_COUNT_FORMAT_VERSION  # short
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).

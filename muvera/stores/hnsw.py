@@ -14,12 +14,12 @@ from ..errors import MuveraError
 from .base import Labels, pad_topk
 from .hnsw_codes import codes_name, is_codes_name, legacy_codes, read_codes, write_codes
 from .hnsw_graph import MAX_DIMENSION, QuantizedGraph
-from .hnsw_links import load_hnswlib, save_graph
+from .hnsw_links import load_hnswlib
+from .hnsw_merge import merge_graphs
 from .hnsw_parts import (
     Part,
     Scratch,
     Spilled,
-    batch_chunks,
     mark_deleted,
     merge_top,
     parse_segments,
@@ -447,74 +447,5 @@ class HnswStore(LocalStore):
         return entry
 
     def _merge(self, directory: Path, generation: int, keep: int) -> None:
-        """Replace the graph files after the first ``keep`` by graphs of their rows and the
-        rows added since the last commit, in order, each of at most
-        :func:`~.hnsw_parts.seal_rows` rows (or its loaded file's): hnswlib loads the
-        first of them and inserts the others' rows and the new ones after its own, on
-        ``num_threads`` threads (in the order its threads reach them), and a full graph is
-        written and freed before the next starts empty, so a commit holds one graph's
-        float32 copy at a time. Dead rows are marked in each new file, and its codes file
-        is written (the loaded file's rows keep their numbers and codes, the others are
-        quantized from the new file). ``keep=0``: every graph rewritten."""
-        parts = self._parts[keep:]
-        first = parts[0].first if parts else self.count_in_parts()
-        left = self.count - first  # rows still to place in a graph, loaded ones included
-        limit = seal_rows(self.dimension)
-        base = parts[0] if parts else None
-        built: list[Part] = []
-        if base is not None and base.index is not None:  # marks made since it was loaded
-            index = base.index
-            capacity = max(base.count, min(left, limit))
-            index.resize_index(max(capacity, index.get_max_elements()))
-        else:
-            capacity = max(0 if base is None else base.count, min(left, limit))
-            index = self._load_index(base, capacity, directory)
-        held = 0 if base is None else base.count  # rows in the graph being built
-
-        def finish() -> None:
-            nonlocal index, held, first, left
-            rows = np.asarray(index.get_ids_list(), np.int64)
-            inside = (rows >= 0) & (rows < self._live.size)
-            mark_deleted(index, rows[~inside | ~self._live[np.where(inside, rows, 0)]])
-            name = f"hnsw-{generation:06d}" + (f"{len(built):02d}" if built else "")
-            path = directory / f"{name}.bin"
-            walk, links = not self._fallback, not self.graph_vectors
-            loaded = base.graph if base is not None and not built else None
-            codes, graph = save_graph(index, path, loaded, links, walk)
-            part = Part(path, held, first, None, index if self._fallback else None, codes)
-            index = None  # hnswlib's float32 copy is freed before the new graph is read
-            self._open_part(part, graph)
-            built.append(part)
-            first, left = first + held, left - held
-
-        def insert(labels: Labels, vectors: npt.NDArray[np.float32]) -> None:
-            nonlocal index, held, capacity
-            done = 0
-            while done < labels.size:
-                if held == capacity:  # full: written, and the next graph starts empty
-                    finish()
-                    capacity, held = min(left, limit), 0
-                    index = self._load_index(None, capacity, directory)
-                take = min(labels.size - done, capacity - held)
-                index.add_items(
-                    vectors[done : done + take], labels[done : done + take],
-                    num_threads=self.num_threads,
-                )  # fmt: skip
-                done, held = done + take, held + take
-
-        for part in parts[1:]:
-            for labels, vectors in part.vectors(self.dimension):
-                insert(labels, vectors)
-        while self._pending:  # each batch freed once inserted (a failed commit reloads)
-            labels, batch = self._pending.pop(0)
-            for start, fdes in batch_chunks(batch):
-                insert(labels[start : start + fdes.shape[0]], fdes)
-            del labels, batch
-        self._held = 0
-        if self._scratch is not None:  # every spilled row is in a graph now
-            self._scratch.close()
-            self._scratch = None
-        finish()
-        self._parts = self._parts[:keep] + built
-        if keep == 0:
-            self._unmarked = 0
+        """:func:`.hnsw_merge.merge_graphs` of this store."""
+        merge_graphs(self, directory, generation, keep)
