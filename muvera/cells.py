@@ -365,6 +365,32 @@ class Postings:
         return int(self.bounds.shape[0]) - 1
 
 
+def _probed_cells(
+    table: npt.NDArray[np.float32], n_tokens: int, n_probe: int, kernel: Any
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The ``n_probe`` best cells of each of the first ``n_tokens`` columns of ``table``
+    (ties to the lower cell) and their values: int64 / float32 ``(n_tokens, n_probe)``."""
+    n_probe = max(1, min(n_probe, table.shape[0]))
+    cells = np.empty((n_tokens, n_probe), dtype=np.int64)
+    vals = np.empty((n_tokens, n_probe), dtype=np.float32)
+    if (
+        kernel is not None
+        and table.dtype == np.float32
+        and table.flags.c_contiguous
+        and kernel.cell_top(table, n_tokens, cells, vals) == 0
+        and (cells >= 0).all()  # else a column without a finite value: numpy decides
+    ):  # one pass in row order, no transposed copy
+        return cells, vals
+    values = np.array(table[:, :n_tokens].T, dtype=np.float32, order="C")  # (tokens, cells)
+    rows = np.arange(n_tokens)
+    for j in range(n_probe):  # n_probe is small: argmax passes, cheaper than a partition
+        best = np.argmax(values, axis=1)
+        cells[:, j] = best
+        vals[:, j] = values[rows, best]
+        values[rows, best] = -np.inf
+    return cells, vals
+
+
 def probe(
     table: npt.NDArray[np.float32],
     n_tokens: int,
@@ -387,18 +413,10 @@ def probe(
     >>> labels.tolist(), scores.tolist()
     ([0, 1], [1.7000000476837158, 0.800000011920929])
     """
-    values = np.array(table[:, :n_tokens].T, dtype=np.float32, order="C")  # (tokens, cells)
-    n_probe = max(1, min(n_probe, values.shape[1]))
-    rows = np.arange(n_tokens)
-    cells = np.empty((n_tokens, n_probe), dtype=np.int64)
-    vals = np.empty((n_tokens, n_probe), dtype=np.float32)
-    for j in range(n_probe):  # n_probe is small: argmax passes, cheaper than a partition
-        best = np.argmax(values, axis=1)
-        cells[:, j] = best
-        vals[:, j] = values[rows, best]
-        values[rows, best] = -np.inf
-    score = np.zeros(n_docs, dtype=np.float32)
     kernel = native.load() if use_native else None
+    cells, vals = _probed_cells(table, n_tokens, n_probe, kernel)
+    n_probe = cells.shape[1]
+    score = np.zeros(n_docs, dtype=np.float32)
     if kernel is not None:
         stamp = np.zeros(n_docs, dtype=np.int32)
         touched = np.empty(n_docs, dtype=np.int64)

@@ -154,6 +154,7 @@ def _large(monkeypatch):
 def test_probe_finds_what_the_fde_pool_misses(tmp_path, monkeypatch):
     rng, docs = _corpus(11)
     _large(monkeypatch)
+    monkeypatch.setattr("muvera.stores.local.WIDE", 1)  # the FDE's top 40 alone as pool
     with Index.create(tmp_path / "ix", FDEConfig(dimension=D)) as index:
         index.add(list(range(len(docs))), docs)
         queries = _queries(rng, docs, range(0, 420, 21))

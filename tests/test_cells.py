@@ -17,6 +17,7 @@ from muvera.cells import (
     CELL_COUNTS,
     MIN_FIT_TOKENS,
     Cells,
+    _probed_cells,
     cell_scores,
     kmeans,
     min_fit_tokens,
@@ -390,7 +391,30 @@ def test_wide_mode_ranks_the_fde_pool(tmp_path, monkeypatch):
     monkeypatch.setattr("muvera.stores.local.SCAN_TOKENS", 10)
     wide = reader.search(q, k=10, candidates=40)
     assert (wide.ids[:, 0] == full.ids[:, 0]).mean() >= 0.9
-    assert cell_file.WIDE == 1
+
+
+def test_the_fde_keeps_half_the_candidates_in_a_scan_and_a_part_beyond(tmp_path, monkeypatch):
+    """The re-ranked candidates start with the FDE's top half (scan) or top 1 / FDE_PART
+    (beyond SCAN_TOKENS), the rest ranked by cells."""
+    path, docs = _fitted(tmp_path)
+    reader = Index.open(path, mode="r")
+    q = [docs[i][:5] for i in range(0, 200, 25)]
+    seen = []
+    original = cell_file.TokenCells.candidates
+
+    def spy(self, queries, fde_labels, keep, *args):
+        out = original(self, queries, fde_labels, keep, *args)
+        seen.append((keep, fde_labels[:, :keep].copy(), out))
+        return out
+
+    monkeypatch.setattr(cell_file.TokenCells, "candidates", spy)
+    for scan_tokens, keep in ((1 << 40, 20), (10, -(-40 // cell_file.FDE_PART))):
+        monkeypatch.setattr("muvera.stores.local.SCAN_TOKENS", scan_tokens)
+        reader.search(q, k=10, candidates=40)
+        got, fde_top, out = seen.pop()
+        assert got == keep and keep < 40
+        np.testing.assert_array_equal(out[:, :keep], fde_top)
+        assert (out[:, keep:] >= 0).all()  # the rest filled by cells
 
 
 def test_a_batch_scans_its_queries_side_by_side_with_the_same_results(tmp_path, monkeypatch):
@@ -444,3 +468,46 @@ def test_table_kernel_equals_the_product(variant, n_q):
     np.testing.assert_allclose(cells.table(query)[:, :n_q], centroids @ query.T, 1e-5, 1e-5)
     strided = Cells(centroids[:4], np.asfortranarray(centroids))  # not rows in place: numpy
     np.testing.assert_allclose(strided.table(query)[:, :n_q], centroids @ query.T, 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+@given(
+    n_cells=st.integers(1, 300), n_q=st.integers(0, 40), k=st.integers(1, 9),
+    levels=st.integers(2, 1000), seed=st.integers(0, 2**16),
+)  # fmt: skip
+@settings(max_examples=40, deadline=None)
+def test_top_cells_kernel_equals_argmax_passes(variant, n_cells, n_q, k, levels, seed):
+    """muvera_cell_top = repeated argmax passes over the transposed table (ties, common
+    with few distinct values, to the lower cell); a bad size is refused."""
+    rng = np.random.default_rng(seed)
+    width = max(32, -(-n_q // 32) * 32)
+    table = rng.integers(0, levels, (n_cells, width)).astype(np.float32) / levels
+    k = min(k, n_cells)
+    values = table[:, :n_q].T.copy()
+    want_cells = np.empty((n_q, k), np.int64)
+    for j in range(k):
+        want_cells[:, j] = np.argmax(values, axis=1)
+        values[np.arange(n_q), want_cells[:, j]] = -np.inf
+    kernel = native.load_variant(variant)
+    cells, vals = np.empty((n_q, k), np.int64), np.empty((n_q, k), np.float32)
+    assert kernel.cell_top(table, n_q, cells, vals) == 0
+    np.testing.assert_array_equal(cells, want_cells)
+    np.testing.assert_array_equal(vals, np.take_along_axis(table[:, :n_q].T, want_cells, 1))
+    numpy_cells, numpy_vals = _probed_cells(table, n_q, k, None)
+    np.testing.assert_array_equal(numpy_cells, cells)
+    np.testing.assert_array_equal(numpy_vals, vals)
+    assert kernel.cell_top(table, width + 1, np.empty((width + 1, k), np.int64),
+                           np.empty((width + 1, k), np.float32)) == -3  # fmt: skip
+    too_many = np.empty((n_q, n_cells + 1), np.int64)
+    assert kernel.cell_top(table, n_q, too_many, np.empty(too_many.shape, np.float32)) == -3
+
+
+def test_a_column_without_a_finite_value_is_probed_by_numpy():
+    """A query token whose table column is all -inf (cannot come from finite centroids and
+    queries, but a table is data): the kernel leaves -1, numpy picks cells as argmax."""
+    table = np.zeros((5, 32), np.float32)
+    table[:, 1] = -np.inf
+    table[3, 0] = 2.0
+    cells, vals = _probed_cells(table, 2, 2, native.load())
+    assert cells.tolist() == [[3, 0], [0, 0]]  # numpy's argmax of an all -inf row: 0
+    assert vals[0].tolist() == [2.0, 0.0]

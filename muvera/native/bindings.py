@@ -51,6 +51,9 @@ class NativeLibrary:
         self._probe = lib.muvera_cell_probe
         self._probe.restype = i64
         self._probe.argtypes = [ptr, i64, ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr]
+        self._top = lib.muvera_cell_top
+        self._top.restype = i64
+        self._top.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
         self._codes = lib.muvera_token_codes
         self._codes.restype = i64
         self._codes.argtypes = [ptr, ptr, i64, i64, i64, ptr, i64, i64]
@@ -263,6 +266,20 @@ class NativeLibrary:
                 touched.ctypes.data,
             )
         )  # fmt: skip
+
+    def cell_top(self, table: Any, n_lanes: int, cells: Any, values: Any) -> int:
+        """The ``k`` best cells of each of the first ``n_lanes`` columns of ``table``
+        float32 ``(n_cells, width)`` (``muvera_cell_top`` in cells.c): ``cells`` int64 /
+        ``values`` float32 ``(n_lanes, k)``, best first. Returns 0, or -3 for bad sizes."""
+        status = int(
+            self._top(
+                table.ctypes.data, table.shape[0], table.shape[1], n_lanes, cells.shape[1],
+                cells.ctypes.data, values.ctypes.data,
+            )
+        )  # fmt: skip
+        if status == -1:
+            raise MemoryError("muvera native kernel: could not allocate its scratch memory")
+        return status
 
     def graph_search(
         self,

@@ -416,3 +416,43 @@ MUVERA_EXPORT int64_t muvera_cell_probe(const int64_t *bounds, int64_t n_cells,
     }
     return reached;
 }
+
+/* The k best cells of each of a query's first n_lanes tokens: lanes of the table
+ * (n_cells, width) of muvera_cell_table. One pass over the table in row order (no
+ * transposed copy): each lane keeps its best k values sorted, best first, ties to the lower
+ * cell (as repeated argmax passes would pick them); a value enters only when it beats the
+ * lane's k-th, so after the first rows the branch is rarely taken.
+ *
+ * cells   (n_lanes * k,) int64: lane l's cells at l * k .. l * k + k, best first.
+ * values  (n_lanes * k,) float32: their table values.
+ * Returns 0, -1 when memory cannot be allocated, or -3 for sizes out of range (n_lanes >
+ * width, k < 1 or k > n_cells); a lane whose values are all NaN or -inf keeps cell -1
+ * there (the caller checks).
+ */
+MUVERA_EXPORT int64_t muvera_cell_top(const float *table, int64_t n_cells, int64_t width,
+                                      int64_t n_lanes, int64_t k, int64_t *cells,
+                                      float *values) {
+    if (n_lanes < 0 || n_lanes > width || k < 1 || k > n_cells) return -3;
+    for (int64_t i = 0; i < n_lanes * k; ++i) cells[i] = -1, values[i] = -INFINITY;
+    float *floor = (float *)malloc((size_t)(n_lanes > 0 ? n_lanes : 1) * sizeof(float));
+    if (floor == NULL) return -1;
+    for (int64_t l = 0; l < n_lanes; ++l) floor[l] = -INFINITY; /* each lane's k-th value */
+    for (int64_t c = 0; c < n_cells; ++c) {
+        const float *restrict row = table + c * width;
+        int any = 0; /* a whole row compared at once (vectorised): most rows enter nowhere */
+        for (int64_t l = 0; l < n_lanes; ++l) any |= row[l] > floor[l];
+        if (!any) continue;
+        for (int64_t l = 0; l < n_lanes; ++l) {
+            const float v = row[l];
+            if (!(v > floor[l])) continue;
+            float *restrict best = values + l * k;
+            int64_t *restrict ids = cells + l * k;
+            int64_t j = k - 1;
+            for (; j > 0 && v > best[j - 1]; --j) best[j] = best[j - 1], ids[j] = ids[j - 1];
+            best[j] = v, ids[j] = c;
+            floor[l] = best[k - 1];
+        }
+    }
+    free(floor);
+    return 0;
+}

@@ -33,7 +33,7 @@
 #define MUVERA_INTERNAL __attribute__((visibility("hidden")))
 #endif
 
-#define MUVERA_ABI_VERSION 13
+#define MUVERA_ABI_VERSION 14
 #define MAX_THREADS 64
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -17,8 +17,10 @@ the kernel that reads them.
 
 At search time (:meth:`TokenCells.candidates`) the FDE's top half of the candidates is
 kept and the rest is filled with the documents that the approximate MaxSim by cells ranks
-highest, among every live document when the token file holds at most :data:`SCAN_TOKENS`
-tokens, else among the FDE's top ``WIDE x candidates``. FDE and cells miss different
+highest among every live document, when the token file holds at most :data:`SCAN_TOKENS`
+tokens; beyond, the FDE's top ``1 / FDE_PART`` is kept and the rest ranked by cells among
+the FDE's top ``WIDE x candidates`` and the documents the query's probed cells reach
+(:data:`N_PROBE`, :data:`PROBE_DOCS`). FDE and cells miss different
 documents, so the union finds more of the exact top-10 than either alone at the same
 re-rank cost (``benchmarks/bench_cells.py``).
 """
@@ -51,18 +53,20 @@ from ..errors import MuveraError
 from ..files import AppendOnlyFile, atomic_write_bytes
 
 __all__ = [
-    "DEFAULT_COUNT", "N_PROBE", "PROBE_DOCS", "SCAN_TOKENS", "WIDE", "TokenCells",
+    "DEFAULT_COUNT", "FDE_PART", "N_PROBE", "PROBE_DOCS", "SCAN_TOKENS", "WIDE", "TokenCells",
     "min_fit_tokens",
 ]  # fmt: skip
 
 DEFAULT_COUNT = COARSE * FINE  # cells fitted unless the store option token_cells says
 SCAN_TOKENS = 1 << 22  # token rows up to which every live document is scored by cells
 # beyond (chosen by benchmarks/check_scale_text_cells.py --sweep, see its protocol): the
-# cells rank the FDE's top WIDE x candidates and the best PROBE_DOCS x candidates, by the
-# probed cells alone, of the documents in each query token's N_PROBE best cells
-WIDE = 1
+# candidates are the FDE's top 1 / FDE_PART of them, then the documents that cells rank
+# highest among the FDE's top WIDE x candidates and the best PROBE_DOCS x candidates, by
+# the probed cells alone, of the documents in each query token's N_PROBE best cells
+FDE_PART = 10
+WIDE = 4
 N_PROBE = 2
-PROBE_DOCS = 4
+PROBE_DOCS = 16
 TAIL_SHARE = 4  # postings of documents added since the last full build: rebuilt alone
 # while they are fewer than 1 / TAIL_SHARE of the documents the full build covers
 CODES = "cells.bin"

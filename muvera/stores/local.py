@@ -27,7 +27,7 @@ from ..scoring import maxsim_pairs, maxsim_spans
 from ..token_codes import CODE_KINDS, RESIDUAL_KINDS, QuantizedTokens, encode_rows, row_bytes
 from . import cell_file
 from .base import Hits, Labels, Payload, StoreRecord
-from .cell_file import SCAN_TOKENS, WIDE, TokenCells
+from .cell_file import FDE_PART, SCAN_TOKENS, WIDE, TokenCells
 from .token_section import check_float16_range, read_centre, read_residual
 
 __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
@@ -352,7 +352,8 @@ class LocalStore:
             )  # fmt: skip
             merged = self.cells.candidates(
                 [np.asarray(queries.item(i), np.float32) for i in range(len(queries))],
-                hits.labels, -(-candidates // 2), pools, self.offsets, self.lengths, candidates,
+                hits.labels, -(-candidates // (FDE_PART if wide else 2)), pools, self.offsets,
+                self.lengths, candidates,
                 None if lists is None else (lists, alive),
             )  # fmt: skip
             hits = Hits(merged, np.zeros(merged.shape, np.float32))
