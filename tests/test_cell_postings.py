@@ -97,11 +97,16 @@ def test_probe_equals_the_literal_reference(seed, n_probe, n_tokens, split):
     want = literal_probe(table, n_tokens, whole, n_probe)
     results = [probe(table, n_tokens, lists, n_probe, n_docs, use_native=False)]
     results.append(probe(table, n_tokens, lists, n_probe, n_docs))
+    scratch = (np.zeros(n_docs, np.float32), np.zeros(n_docs, np.int32), np.empty(n_docs, np.int64))
+    for _ in range(2):  # reused: left zero by the first call
+        results.append(probe(table, n_tokens, lists, n_probe, n_docs, scratch=scratch))
+        assert not scratch[0].any() and not scratch[1].any()
     for labels, scores in results:
         assert sorted(labels.tolist()) == sorted(want)
         np.testing.assert_allclose(scores, [want[d] for d in labels.tolist()], rtol=1e-6)
-    np.testing.assert_array_equal(results[0][0], results[1][0])  # same order of first reach
-    np.testing.assert_array_equal(results[0][1], results[1][1])
+    for labels, scores in results[1:]:  # same order of first reach
+        np.testing.assert_array_equal(results[0][0], labels)
+        np.testing.assert_array_equal(results[0][1], scores)
 
 
 @pytest.mark.parametrize("use_native", [True, False])
@@ -124,6 +129,12 @@ def test_bad_codes_spans_and_postings_raise(use_native):
         bad_bounds = Postings(np.array([0, 9, 9, 9]), np.array([0], np.int32))
         with pytest.raises(MuveraError, match="out of range"):
             probe(table, 2, [bad_bounds], 1, 5)
+        # a scratch the failed call wrote into (the good list before the bad one) is zero
+        scratch = (np.zeros(5, np.float32), np.zeros(5, np.int32), np.empty(5, np.int64))
+        good = Postings(np.array([0, 2, 2, 2]), np.array([1, 3], np.int32))
+        with pytest.raises(MuveraError, match="out of range"):
+            probe(table, 2, [good, bad_label], 1, 5, scratch=scratch)
+        assert not scratch[0].any() and not scratch[1].any()
     with pytest.raises(MuveraError, match="cell count"):
         probe(table, 2, [Postings(np.array([0, 1]), np.array([0], np.int32))], 1, 5)
 

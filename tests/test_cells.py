@@ -511,3 +511,28 @@ def test_a_column_without_a_finite_value_is_probed_by_numpy():
     cells, vals = _probed_cells(table, 2, 2, native.load())
     assert cells.tolist() == [[3, 0], [0, 0]]  # numpy's argmax of an all -inf row: 0
     assert vals[0].tolist() == [2.0, 0.0]
+
+
+def test_tables_computed_beside_the_graph_walk_give_the_same_results(tmp_path, monkeypatch):
+    """A search starts its queries' cell tables on a worker thread before walking the FDE
+    graph and uses them: the same results as tables computed in place, in both modes."""
+    path, docs = _fitted(tmp_path)
+    reader = Index.open(path, mode="r")
+    q = [docs[i][:5] for i in range(0, 200, 25)]
+    started = []
+    original = cell_file.TokenCells.start_tables
+
+    def spy(self, queries):
+        future = original(self, queries)
+        started.append(future)
+        return future
+
+    for scan_tokens in (1 << 40, 10):
+        monkeypatch.setattr("muvera.stores.local.SCAN_TOKENS", scan_tokens)
+        monkeypatch.setattr(cell_file.TokenCells, "start_tables", spy)
+        beside = reader.search(q, k=10, candidates=40)
+        assert len(started) == 1 and len(started.pop().result()) == len(q)
+        monkeypatch.setattr(cell_file.TokenCells, "start_tables", lambda self, queries: None)
+        in_place = reader.search(q, k=10, candidates=40)
+        np.testing.assert_array_equal(beside.ids, in_place.ids)
+        np.testing.assert_array_equal(beside.scores, in_place.scores)

@@ -27,8 +27,9 @@ re-rank cost (``benchmarks/bench_cells.py``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ N_PROBE = 2
 PROBE_DOCS = 16
 TAIL_SHARE = 4  # postings of documents added since the last full build: rebuilt alone
 # while they are fewer than 1 / TAIL_SHARE of the documents the full build covers
+TABLE_THREADS = 4  # worker threads computing searches' cell tables (shared, made on use)
+_TABLE_WORKERS: ThreadPoolExecutor | None = None
+_TABLE_LOCK = threading.Lock()
 CODES = "cells.bin"
 CENTROIDS = "centroids.bin"
 
@@ -93,6 +97,7 @@ class TokenCells:
         self.centroids_file = CENTROIDS
         # postings (built on demand, in memory): labels [0, a) and [a, b)
         self._postings: tuple[int, Postings, int, Postings | None] | None = None
+        self._spare: list[tuple[npt.NDArray[Any], ...]] = []  # probe scratch, left zero
         self.count = DEFAULT_COUNT  # cells of the fit to come
         if not isinstance(section, dict):
             raise MuveraError("the token section's cells must be a dict")
@@ -236,6 +241,31 @@ class TokenCells:
             self.code_rows(), self.cells.n_cells, labels, offsets[labels], lengths[labels]
         )
 
+    def _scratch(self, n_docs: int) -> tuple[npt.NDArray[Any], ...]:
+        """Zeroed probe arrays of ``n_docs`` (:func:`muvera.cells.probe`), a spare one
+        when there is one of that size (searches on several threads take one each)."""
+        with _TABLE_LOCK:
+            while self._spare:
+                spare = self._spare.pop()
+                if spare[0].size == n_docs:
+                    return spare
+        return np.zeros(n_docs, np.float32), np.zeros(n_docs, np.int32), np.empty(n_docs, np.int64)
+
+    def start_tables(
+        self, queries: list[npt.NDArray[np.float32]]
+    ) -> Future[list[npt.NDArray[np.float32]]] | None:
+        """The queries' cell tables (:meth:`muvera.cells.Cells.table`) computed on a worker
+        thread (the kernel releases the GIL), so that a search walks the FDE graph
+        meanwhile; None when the cells are not fitted."""
+        global _TABLE_WORKERS
+        if self.cells is None:
+            return None
+        with _TABLE_LOCK:
+            if _TABLE_WORKERS is None:
+                _TABLE_WORKERS = ThreadPoolExecutor(TABLE_THREADS, "muvera-cell-tables")
+        cells = self.cells
+        return _TABLE_WORKERS.submit(lambda: [cells.table(q) for q in queries])
+
     def candidates(
         self,
         queries: list[npt.NDArray[np.float32]],
@@ -246,15 +276,19 @@ class TokenCells:
         lengths: npt.NDArray[np.int64],
         total: int,
         probed: tuple[list[Postings], npt.NDArray[np.bool_]] | None = None,
+        tables: Future[list[npt.NDArray[np.float32]]] | None = None,
     ) -> npt.NDArray[np.int64]:
         """Per query: its first ``keep`` FDE candidates (``fde_labels`` row, -1 = none), then
         the documents of its ``pools`` entry (labels; one array shared by all queries
         when ``pools`` has one) that cells rank highest, until ``total`` distinct
         labels. With ``probed`` (postings, live mask), each pool also gets the best
         ``PROBE_DOCS x total`` live documents reached by the query's probed cells
-        (:func:`muvera.cells.probe`). Returns int64 ``(n_q, total)`` padded with -1."""
+        (:func:`muvera.cells.probe`). ``tables``: the queries' cell tables from
+        :meth:`start_tables`, else computed here. Returns int64 ``(n_q, total)`` padded
+        with -1."""
         if self.cells is None:
             raise MuveraError("the token cells are not fitted")
+        ready = None if tables is None else tables.result()
         out = np.full((len(queries), total), -1, dtype=np.int64)
         codes = self.code_rows()
         cells = self.cells
@@ -268,9 +302,16 @@ class TokenCells:
             pool = pools[0] if len(pools) == 1 else pools[i]
             first = fde_labels[i, :keep]
             first = first[first >= 0]
-            table = cells.table(queries[i])
+            table = cells.table(queries[i]) if ready is None else ready[i]
             if probed is not None:
-                reached, rough = probe(table, queries[i].shape[0], probed[0], N_PROBE, offsets.size)
+                scratch = self._scratch(offsets.size)
+                try:
+                    reached, rough = probe(
+                        table, queries[i].shape[0], probed[0], N_PROBE, offsets.size,
+                        scratch=scratch,
+                    )  # fmt: skip
+                finally:
+                    self._spare.append(scratch)  # left zero by probe, even when it raised
                 live = probed[1][reached]
                 reached, rough = reached[live], rough[live]
                 want = min(PROBE_DOCS * total, reached.size)

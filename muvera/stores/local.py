@@ -339,6 +339,8 @@ class LocalStore:
         # the token file's rows (dead ones too, < half of them): O(1), and what a scan costs
         wide = self._tokens.committed // self.row_bytes > SCAN_TOKENS
         n_fde = (WIDE * candidates if wide else -(-candidates // 2)) if cells else candidates
+        vectors = [np.asarray(queries.item(i), np.float32) for i in range(len(queries))]
+        tables = self.cells.start_tables(vectors) if cells and self.cells is not None else None
         labels, scores = self._candidates(q_fdes, n_fde if rerank else k, not rerank, allowed)
         # labels come from files (graph rows, store state): only live ones of this index
         hits = Hits(labels, scores).live(alive)
@@ -351,10 +353,9 @@ class LocalStore:
                 if wide and cell_file.PROBE_DOCS else None
             )  # fmt: skip
             merged = self.cells.candidates(
-                [np.asarray(queries.item(i), np.float32) for i in range(len(queries))],
-                hits.labels, -(-candidates // (FDE_PART if wide else 2)), pools, self.offsets,
-                self.lengths, candidates,
-                None if lists is None else (lists, alive),
+                vectors, hits.labels, -(-candidates // (FDE_PART if wide else 2)), pools,
+                self.offsets, self.lengths, candidates,
+                None if lists is None else (lists, alive), tables,
             )  # fmt: skip
             hits = Hits(merged, np.zeros(merged.shape, np.float32))
         t1 = time.perf_counter()
