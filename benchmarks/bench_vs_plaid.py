@@ -6,8 +6,11 @@ where the corpus has relevance judgements.
 Corpora: ``text-like:N`` (``scale_corpus.py``: N documents resampled from the shared
 model's real token vectors, 200 real queries) or ``scifact`` (the shared model's SciFact
 encodings, test queries and qrels). Engines: ``muvera`` (the default index), ``muvera-int8``
-(int8 token codes, FDE R=40 projected to 4,096 dims: the large-corpus recipe of
-docs/performance.md), ``plaid`` (``pylate.indexes.PLAID`` defaults: nbits=4,
+(int8 token codes, FDE R=40 projected to 4,096 dims: the first large-corpus recipe of
+docs/performance.md), ``muvera-residual4`` / ``muvera-residual2`` (4- or 2-bit residual
+token codes against the token cells, FDE projected to 2,048 dims: the 10^6 recipes),
+``muvera-int8-2048`` (int8 token codes, the same FDE: about PLAID's bytes per document),
+``plaid`` (``pylate.indexes.PLAID`` defaults: nbits=4,
 n_ivf_probe=8, n_full_scores=8192). muvera builds with ``Index.bulk()`` (one commit), in
 batches of 10,000 documents; PLAID from all documents in one ``add_documents`` call.
 
@@ -44,13 +47,18 @@ from muvera import FDEConfig, Index, __version__  # noqa: E402
 from muvera.eval import load_qrels, ndcg_at_k  # noqa: E402
 from muvera.scoring import maxsim_spans  # noqa: E402
 
-ENGINES = {
+ENGINES: dict[str, dict[str, Any]] = {
     "muvera": {},
     "muvera-int8": {
         "token_dtype": "int8",
         "num_repetitions": 40,
         "final_projection_dimension": 4096,
     },
+    # the 10^6 recipes of docs/performance.md: 2,048-dim FDE, 2- or 4-bit residual tokens
+    "muvera-residual4": {"token_dtype": "residual4", "final_projection_dimension": 2048},
+    "muvera-residual2": {"token_dtype": "residual2", "final_projection_dimension": 2048},
+    # int8 tokens beside the same 2,048-dim FDE: about PLAID's bytes (4-bit residuals)
+    "muvera-int8-2048": {"token_dtype": "int8", "final_projection_dimension": 2048},
 }
 BATCH = 10_000
 PLAID_FULL_SCORES = (8192, 256)  # PyLate's default; Stanford PLAID's setting for k=10
@@ -98,12 +106,14 @@ def load_corpus(spec: str, tmp: Path, n_queries: int) -> dict[str, Any]:
 def run_muvera(name: str, c: dict[str, Any], folder: Path) -> dict[str, Any]:
     opts = dict(ENGINES[name])
     token_dtype = opts.pop("token_dtype", "float16")
+    store_options = opts.pop("store_options", None)
     lengths = np.load(c["lengths"])
     tokens = np.memmap(c["tokens"], dtype=np.float16, mode="r").reshape(int(lengths.sum()), -1)
     offsets = np.cumsum(lengths) - lengths
     t0 = time.perf_counter()
     with Index.create(folder, FDEConfig(dimension=tokens.shape[1], **opts),
-                      token_dtype=token_dtype) as index, index.bulk():  # fmt: skip
+                      token_dtype=token_dtype, store_options=store_options,
+                      ) as index, index.bulk():  # fmt: skip
         for start in range(0, len(lengths), BATCH):
             stop = min(len(lengths), start + BATCH)
             block = np.asarray(tokens[offsets[start] : offsets[stop - 1] + lengths[stop - 1]])
@@ -202,7 +212,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", default="text-like:100000")
-    parser.add_argument("--engines", default="muvera,muvera-int8,plaid")
+    parser.add_argument(
+        "--engines", default="muvera,muvera-int8-2048,muvera-residual4,muvera-residual2,plaid"
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--plaid-python", default=sys.executable,
                         help="a Python with pylate and fast-plaid")  # fmt: skip

@@ -29,9 +29,8 @@ from ..fde.calibration import (
     calibration_problem,
 )
 
-__all__ = ["CALIBRATED_FORMAT_VERSION", "decide", "encoder_for", "initial_section"]
+__all__ = ["decide", "encoder_for", "initial_section"]
 
-CALIBRATED_FORMAT_VERSION = 3
 _MODES = ("auto", "off", "centre")
 _log = logging.getLogger("muvera")
 

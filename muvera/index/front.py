@@ -27,7 +27,7 @@ from ..fde.calibration import Calibration
 from ..stores import TOKEN_DTYPES, store_class
 from . import manifest as mf
 from .bulk import BulkMethods
-from .calibrating import CALIBRATED_FORMAT_VERSION, decide, encoder_for, initial_section
+from .calibrating import decide, encoder_for, initial_section
 from .checksums import compute_checksums, verify_checksums
 from .loading import load_generation
 from .reading import ReadMethods
@@ -139,7 +139,7 @@ class Index(ReadMethods, TextMethods, BulkMethods):
             created = kind.create(path, encoder, options, token_dtype)
             manifest = mf.new_manifest(encoder, store, created.options, metadata)
             manifest["calibration"] = section
-            manifest["format_version"] = _format_version(manifest, token_dtype, False)
+            manifest["format_version"] = mf.reader_version(manifest, token_dtype, False)
             record = created.save(path, 0)
             state = mf.write_state(path, 0, {"alive": np.zeros(0, bool), **record.arrays})
             manifest.update(state=state, tokens=record.tokens)
@@ -313,7 +313,7 @@ class Index(ReadMethods, TextMethods, BulkMethods):
             id_type=self.records.id_type,
         )
         manifest["store"] = dict(manifest["store"], entry=record.entry)
-        manifest["format_version"] = _format_version(
+        manifest["format_version"] = mf.reader_version(
             manifest, record.tokens.get("dtype"), self.records.updated
         )
         if "checksums" in manifest:
@@ -454,27 +454,3 @@ class Index(ReadMethods, TextMethods, BulkMethods):
             part_ids, part_payloads = doc_ids[start:stop], payloads[start:stop]
             self.store.add(labels, fdes, part, part_ids, part_payloads)
             self.records.append(labels, part_ids, part_payloads)
-
-
-def _format_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) -> int:
-    """The oldest format version that can read the index: each feature raises it only where
-    it is used (see :data:`muvera.index.manifest.FORMAT_VERSION`)."""
-    version = int(manifest["format_version"])
-    if updated:
-        version = max(version, 2)
-    if (manifest.get("calibration") or {}).get("kind") == "centre":
-        version = max(version, CALIBRATED_FORMAT_VERSION)
-    if token_dtype in ("int8", "int4", "residual4", "residual2"):
-        version = max(version, mf.QUANTIZED_FORMAT_VERSION)
-    if token_dtype in ("residual4", "residual2"):
-        version = max(version, mf.RESIDUAL_FORMAT_VERSION)
-    if token_dtype == "residual2":
-        version = max(version, mf.LINKS_FORMAT_VERSION)
-    if cells := (manifest.get("tokens") or {}).get("cells"):  # a count: not fitted yet
-        version = max(version, mf.CELL_COUNT_VERSION if "count" in cells else mf.CELLS_VERSION)
-    entry = manifest["store"].get("entry") or {}
-    if entry.get("segments") or entry.get("unmarked"):
-        version = max(version, mf.SEGMENTS_FORMAT_VERSION)
-    if entry.get("graph_vectors") is False:
-        version = max(version, mf.LINKS_FORMAT_VERSION)
-    return version

@@ -37,6 +37,7 @@ from ..files import atomic_write_bytes, atomic_write_json, check_format
 from .checksums import check_checksums
 
 __all__ = [
+    "CALIBRATED_FORMAT_VERSION",
     "CELLS_FORMAT_VERSION",
     "CELL_COUNT_FORMAT_VERSION",
     "FORMAT",
@@ -52,6 +53,7 @@ __all__ = [
     "new_manifest",
     "read_manifest",
     "read_state",
+    "reader_version",
     "remove_created",
     "remove_stale",
     "write_state",
@@ -74,13 +76,13 @@ FORMAT_VERSION = 9  # 2: records.jsonl may hold payload updates; 3: a calibratio
 # segment's "codes_file"; muvera.stores.hnsw_codes, versioned in its header); indexes
 # written before hold them in fde-codes.bin + fde-scales.bin (the entry's "codes"), read
 # until their next commit replaces them.
+CALIBRATED_FORMAT_VERSION = 3
 QUANTIZED_FORMAT_VERSION = 4
 CELLS_FORMAT_VERSION = 5
 RESIDUAL_FORMAT_VERSION = 6
 SEGMENTS_FORMAT_VERSION = 7
 LINKS_FORMAT_VERSION = 8
 CELL_COUNT_FORMAT_VERSION = 9
-CELLS_VERSION, CELL_COUNT_VERSION = CELLS_FORMAT_VERSION, CELL_COUNT_FORMAT_VERSION  # short
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).
@@ -316,3 +318,29 @@ def generation_files(manifest: dict[str, Any]) -> set[str]:
             if isinstance(segment, dict) and isinstance(segment.get(key), str):
                 files.add(segment[key])
     return files
+
+
+def reader_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) -> int:
+    """The oldest format version that can read the index: each feature raises it only where
+    it is used (see :data:`FORMAT_VERSION`). ``updated``: records.jsonl holds payload
+    updates."""
+    version = int(manifest["format_version"])
+    if updated:
+        version = max(version, 2)
+    if (manifest.get("calibration") or {}).get("kind") == "centre":
+        version = max(version, CALIBRATED_FORMAT_VERSION)
+    if token_dtype in ("int8", "int4", "residual4", "residual2"):
+        version = max(version, QUANTIZED_FORMAT_VERSION)
+    if token_dtype in ("residual4", "residual2"):
+        version = max(version, RESIDUAL_FORMAT_VERSION)
+    if token_dtype == "residual2":
+        version = max(version, LINKS_FORMAT_VERSION)
+    if cells := (manifest.get("tokens") or {}).get("cells"):  # a count: not fitted yet
+        counted = "count" in cells
+        version = max(version, CELL_COUNT_FORMAT_VERSION if counted else CELLS_FORMAT_VERSION)
+    entry = manifest["store"].get("entry") or {}
+    if entry.get("segments") or entry.get("unmarked"):
+        version = max(version, SEGMENTS_FORMAT_VERSION)
+    if entry.get("graph_vectors") is False:
+        version = max(version, LINKS_FORMAT_VERSION)
+    return version

@@ -72,7 +72,7 @@ TAIL_SHARE = 4  # postings of documents added since the last full build: rebuilt
 # while they are fewer than 1 / TAIL_SHARE of the documents the full build covers
 TABLE_THREADS = 4  # worker threads computing searches' cell tables (shared, made on use)
 _TABLE_WORKERS: ThreadPoolExecutor | None = None
-_TABLE_LOCK = threading.Lock()
+_SHARED_LOCK = threading.Lock()  # guards _TABLE_WORKERS and every TokenCells._spare
 CODES = "cells.bin"
 CENTROIDS = "centroids.bin"
 
@@ -244,7 +244,7 @@ class TokenCells:
     def _scratch(self, n_docs: int) -> tuple[npt.NDArray[Any], ...]:
         """Zeroed probe arrays of ``n_docs`` (:func:`muvera.cells.probe`), a spare one
         when there is one of that size (searches on several threads take one each)."""
-        with _TABLE_LOCK:
+        with _SHARED_LOCK:
             while self._spare:
                 spare = self._spare.pop()
                 if spare[0].size == n_docs:
@@ -260,7 +260,7 @@ class TokenCells:
         global _TABLE_WORKERS
         if self.cells is None:
             return None
-        with _TABLE_LOCK:
+        with _SHARED_LOCK:
             if _TABLE_WORKERS is None:
                 _TABLE_WORKERS = ThreadPoolExecutor(TABLE_THREADS, "muvera-cell-tables")
         cells = self.cells
@@ -311,7 +311,8 @@ class TokenCells:
                         scratch=scratch,
                     )  # fmt: skip
                 finally:
-                    self._spare.append(scratch)  # left zero by probe, even when it raised
+                    with _SHARED_LOCK:  # left zero by probe, even when it raised
+                        self._spare.append(scratch)
                 live = probed[1][reached]
                 reached, rough = reached[live], rough[live]
                 want = min(PROBE_DOCS * total, reached.size)
