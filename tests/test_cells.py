@@ -192,13 +192,14 @@ def test_index_fits_cells_once_it_holds_enough_tokens(tmp_path, store, token_dty
     np.testing.assert_array_equal(again.ids, hits.ids)
 
 
-def test_candidates_keep_the_fde_half_then_fill_from_cells(tmp_path):
+def test_candidates_keep_the_fde_part_then_fill_from_cells(tmp_path):
     _rng, docs = _corpus(1)
     with Index.create(tmp_path / "ix", FDEConfig(dimension=D), "exact") as index:
         index.add(list(range(len(docs))), docs)
         q = [docs[7][:5]]
         store = index.store
-        fde = index.search(q, k=20, rerank=False).ids[0]
+        keep = -(-40 // cell_file.SCAN_PART)
+        fde = index.search(q, k=keep, rerank=False).ids[0]
         seen = []
         real = store._rerank
 
@@ -210,7 +211,7 @@ def test_candidates_keep_the_fde_half_then_fill_from_cells(tmp_path):
         index.search(q, k=10, candidates=40)
         labels = seen[0][0]
         assert labels.shape == (40,) and len(set(labels.tolist())) == 40
-        np.testing.assert_array_equal(labels[:20], [int(i) for i in fde])  # ids are labels here
+        np.testing.assert_array_equal(labels[:keep], [int(i) for i in fde])  # ids = labels here
 
 
 def test_filters_and_deletes_with_cells(tmp_path):
@@ -393,9 +394,9 @@ def test_wide_mode_ranks_the_fde_pool(tmp_path, monkeypatch):
     assert (wide.ids[:, 0] == full.ids[:, 0]).mean() >= 0.9
 
 
-def test_the_fde_keeps_half_the_candidates_in_a_scan_and_a_part_beyond(tmp_path, monkeypatch):
-    """The re-ranked candidates start with the FDE's top half (scan) or top 1 / FDE_PART
-    (beyond SCAN_TOKENS), the rest ranked by cells."""
+def test_the_fde_keeps_a_part_of_the_candidates_in_a_scan_and_beyond(tmp_path, monkeypatch):
+    """The re-ranked candidates start with the FDE's top 1 / SCAN_PART (scan) or top
+    1 / FDE_PART (beyond SCAN_TOKENS), the rest ranked by cells."""
     path, docs = _fitted(tmp_path)
     reader = Index.open(path, mode="r")
     q = [docs[i][:5] for i in range(0, 200, 25)]
@@ -408,7 +409,8 @@ def test_the_fde_keeps_half_the_candidates_in_a_scan_and_a_part_beyond(tmp_path,
         return out
 
     monkeypatch.setattr(cell_file.TokenCells, "candidates", spy)
-    for scan_tokens, keep in ((1 << 40, 20), (10, -(-40 // cell_file.FDE_PART))):
+    for scan_tokens, keep in ((1 << 40, -(-40 // cell_file.SCAN_PART)),
+                              (10, -(-40 // cell_file.FDE_PART))):  # fmt: skip
         monkeypatch.setattr("muvera.stores.local.SCAN_TOKENS", scan_tokens)
         reader.search(q, k=10, candidates=40)
         got, fde_top, out = seen.pop()

@@ -93,7 +93,7 @@ class ReadMethods:
         exact MaxSim on their stored token vectors, keeping the top ``k``.
 
         The first stage is the FDE top-``candidates``; with token cells (local stores, the
-        default) the FDE's top half, filled up with the documents that approximate MaxSim
+        default) the FDE's top quarter, filled up with the documents that approximate MaxSim
         by token cells ranks highest (:mod:`muvera.stores.cell_file`). ``candidates=None``
         takes :attr:`default_candidates`.
 

@@ -15,7 +15,7 @@ __all__ = ["CELLS_CANDIDATES", "DEFAULT_CANDIDATES", "SearchResult", "make_resul
 
 # Candidates re-ranked by default (`candidates=None`), chosen on SciFact train queries (the
 # original tokens, an anisotropic and a raw variant) and checked on held-out data
-# (docs/parameters.md): with token cells (half FDE, half cells; benchmarks/bench_cells.py),
+# (docs/parameters.md): with token cells (FDE + cells; benchmarks/bench_cells.py),
 # and with the FDE alone (benchmarks/bench_quality.py --sweep).
 CELLS_CANDIDATES = 100
 DEFAULT_CANDIDATES = 200

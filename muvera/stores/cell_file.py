@@ -15,13 +15,13 @@ enough for the FDE candidates to cover it). Everything read back is checked: the
 centroids' size and finiteness, one code per token row; codes themselves are checked by
 the kernel that reads them.
 
-At search time (:meth:`TokenCells.candidates`) the FDE's top half of the candidates is
-kept and the rest is filled with the documents that the approximate MaxSim by cells ranks
-highest among every live document, when the token file holds at most :data:`SCAN_TOKENS`
-tokens; beyond, the FDE's top ``1 / FDE_PART`` is kept and the rest ranked by cells among
-the FDE's top ``WIDE x candidates`` and the documents the query's probed cells reach
-(:data:`N_PROBE`, :data:`PROBE_DOCS`). FDE and cells miss different
-documents, so the union finds more of the exact top-10 than either alone at the same
+At search time (:meth:`TokenCells.candidates`) the FDE's top ``1 / SCAN_PART`` of the
+candidates (a quarter) is kept and the rest is filled with the documents that the
+approximate MaxSim by cells ranks highest among every live document, when the token file
+holds at most :data:`SCAN_TOKENS` tokens; beyond, the FDE's top ``1 / FDE_PART`` is kept
+and the rest ranked by cells among the FDE's top ``WIDE x candidates`` and the documents
+the query's probed cells reach (:data:`N_PROBE`, :data:`PROBE_DOCS`). FDE and cells miss
+different documents, so the union finds more of the exact top-10 than either alone at the same
 re-rank cost (``benchmarks/bench_cells.py``).
 """
 
@@ -54,7 +54,8 @@ from ..errors import MuveraError
 from ..files import AppendOnlyFile, atomic_write_bytes
 
 __all__ = [
-    "DEFAULT_COUNT", "FDE_PART", "N_PROBE", "PROBE_DOCS", "SCAN_TOKENS", "WIDE", "TokenCells",
+    "DEFAULT_COUNT", "FDE_PART", "N_PROBE", "PROBE_DOCS", "SCAN_PART", "SCAN_TOKENS", "WIDE",
+    "TokenCells",
     "min_fit_tokens",
 ]  # fmt: skip
 
@@ -65,6 +66,7 @@ SCAN_TOKENS = 1 << 22  # token rows up to which every live document is scored by
 # highest among the FDE's top WIDE x candidates and the best PROBE_DOCS x candidates, by
 # the probed cells alone, of the documents in each query token's N_PROBE best cells
 FDE_PART = 10
+SCAN_PART = 4  # at most SCAN_TOKENS rows: the FDE's top quarter kept (check_scan_part.py)
 WIDE = 4
 N_PROBE = 2
 PROBE_DOCS = 16

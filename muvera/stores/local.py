@@ -27,7 +27,7 @@ from ..scoring import maxsim_pairs, maxsim_spans
 from ..token_codes import CODE_KINDS, RESIDUAL_KINDS, QuantizedTokens, encode_rows, row_bytes
 from . import cell_file
 from .base import Hits, Labels, Payload, StoreRecord
-from .cell_file import FDE_PART, SCAN_TOKENS, WIDE, TokenCells
+from .cell_file import FDE_PART, SCAN_PART, SCAN_TOKENS, WIDE, TokenCells
 from .token_section import check_float16_range, read_centre, read_residual
 
 __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
@@ -338,7 +338,8 @@ class LocalStore:
         cells = rerank and self.uses_cells
         # the token file's rows (dead ones too, < half of them): O(1), and what a scan costs
         wide = self._tokens.committed // self.row_bytes > SCAN_TOKENS
-        n_fde = (WIDE * candidates if wide else -(-candidates // 2)) if cells else candidates
+        part = -(-candidates // SCAN_PART)
+        n_fde = (WIDE * candidates if wide else part) if cells else candidates
         vectors = [np.asarray(queries.item(i), np.float32) for i in range(len(queries))]
         tables = self.cells.start_tables(vectors) if cells and self.cells is not None else None
         labels, scores = self._candidates(q_fdes, n_fde if rerank else k, not rerank, allowed)
@@ -353,7 +354,7 @@ class LocalStore:
                 if wide and cell_file.PROBE_DOCS else None
             )  # fmt: skip
             merged = self.cells.candidates(
-                vectors, hits.labels, -(-candidates // (FDE_PART if wide else 2)), pools,
+                vectors, hits.labels, -(-candidates // (FDE_PART if wide else SCAN_PART)), pools,
                 self.offsets, self.lengths, candidates,
                 None if lists is None else (lists, alive), tables,
             )  # fmt: skip
