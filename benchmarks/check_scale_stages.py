@@ -24,7 +24,8 @@ Results go to ``--out`` as JSON and a table is printed.
 Usage: ``python benchmarks/check_scale_stages.py INDEX [--queries 100] [--candidates
 100,200,400] [--probes 2,4] [--ceiling 20] [--truth-file own.npy] [--out stages.json]``
 (``--probes`` / ``--probe-docs``: the stage shares again with these ``N_PROBE`` /
-``PROBE_DOCS``; the search row keeps the defaults).
+``PROBE_DOCS``; the search row keeps the defaults; ``--markdown FILE`` prints the table
+of a results file).
 """
 
 from __future__ import annotations
@@ -100,9 +101,41 @@ def ceiling(index: Index, q: np.ndarray, n: int, truth: np.ndarray) -> dict:
     return {f"ceiling top {t}n": _share(top[: t * n], truth) for t in TOPS}
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The stage table of a results file."""
+    names = {
+        "fde pool": "FDE pool",
+        "reached": "reached",
+        "probe kept": "probe kept",
+        "pool": "pool",
+        **{f"cells top {t}n": f"cells top {t}n" for t in TOPS},
+        "search": "search",
+        **{f"ceiling top {t}n": f"every doc top {t}n" for t in TOPS},
+    }
+    s = result["settings"]
+    lines = [
+        f"{describe(result['machine'])}; {result['documents']:,} documents, "
+        f"{result['queries']} queries; WIDE {s['WIDE']}, FDE_PART {s['FDE_PART']}. Share of "
+        "the exact top-10 held by each stage; ms: medians of the stages timed alone (cell "
+        "table / FDE graph / probe / cell scores), and search's p50 (its first pass over "
+        "the index: the token file may be read from disk).",
+        "",
+        "| candidates | N_PROBE | PROBE_DOCS | " + " | ".join(names.values())
+        + " | pool size | stage ms | search p50 ms |",
+        "| ---: " * (len(names) + 6) + "|",
+    ]  # fmt: skip
+    for r in result["rows"]:
+        cols = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in names)
+        ms = " / ".join(f"{v:.1f}" for v in r["ms"].values())
+        p50 = f"{r['search p50 ms']:.1f}" if "search p50 ms" in r else "-"
+        lines.append(f"| {r['candidates']} | {r['n_probe']} | {r['probe_docs']} | {cols} "
+                     f"| {r['pool size']:.0f} | {ms} | {p50} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("index", type=Path)
+    parser.add_argument("index", type=Path, nargs="?")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--candidates", default="100,200,400")
     parser.add_argument("--probes", default="", help="N_PROBE values to try besides default")
@@ -110,7 +143,13 @@ def main() -> None:
     parser.add_argument("--ceiling", type=int, default=0, help="queries ranked in full")
     parser.add_argument("--truth-file", type=Path, help="top-10 ids per query (.npy)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--markdown", type=Path, help="print the table of a results file")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    if args.index is None:
+        parser.error("the index folder is required")
     corpus = TextLikeCorpus.from_cache()
     queries = corpus.queries(args.queries)
     index = Index.open(args.index, mode="r")
@@ -160,15 +199,7 @@ def main() -> None:
                     row[key] = float(np.mean([c[key] for c in ceil]))
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{describe(result['machine'])}; {n_docs:,} documents, {len(queries)} queries")
-    skip = ("candidates", "n_probe", "probe_docs", "ms")
-    keys = [k for k in result["rows"][0] if k not in skip]
-    print("| n | probe | docs | " + " | ".join(keys) + " | ms (table / fde / probe / cells) |")
-    print("| ---: " * (len(keys) + 4) + "|")
-    for r in result["rows"]:
-        ms = " / ".join(f"{v:.1f}" for v in r["ms"].values())
-        cols = " | ".join(f"{r.get(k, float('nan')):.3f}" if k in r else "-" for k in keys)
-        print(f"| {r['candidates']} | {r['n_probe']} | {r['probe_docs']} | {cols} | {ms} |")
+    print(markdown(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 

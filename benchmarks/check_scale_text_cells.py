@@ -116,6 +116,7 @@ def main() -> None:
     modes = {  # (SCAN_TOKENS, PROBE_DOCS, N_PROBE, WIDE, FDE_PART); None: FDE alone
         "fde": None,
         "cells (FDE pool + probe, the first default)": (0, 4, 2, 1, 2),
+        "cells (FDE pool + probe, tuned at 100k alone)": (0, 16, 2, 4, 10),
         "cells (FDE pool + probe)": (0, *default[1:]),
         "cells (every document)": (EVERYTHING, *default[1:]),
     }

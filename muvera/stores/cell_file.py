@@ -65,11 +65,11 @@ SCAN_TOKENS = 1 << 22  # token rows up to which every live document is scored by
 # candidates are the FDE's top 1 / FDE_PART of them, then the documents that cells rank
 # highest among the FDE's top WIDE x candidates and the best PROBE_DOCS x candidates, by
 # the probed cells alone, of the documents in each query token's N_PROBE best cells
-FDE_PART = 10
+FDE_PART = 4
 SCAN_PART = 4  # at most SCAN_TOKENS rows: the FDE's top quarter kept (check_scan_part.py)
 WIDE = 4
-N_PROBE = 2
-PROBE_DOCS = 16
+N_PROBE = 4
+PROBE_DOCS = 32
 TAIL_SHARE = 4  # postings of documents added since the last full build: rebuilt alone
 # while they are fewer than 1 / TAIL_SHARE of the documents the full build covers
 TABLE_THREADS = 4  # worker threads computing searches' cell tables (shared, made on use)
