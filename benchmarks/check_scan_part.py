@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_cells import CASES as BEIR_CASES  # noqa: E402
 from bench_quality import TUNED_ON, found, prepare  # noqa: E402
 from bench_scale_text import ground_truth  # noqa: E402
 from machine import describe, machine  # noqa: E402
@@ -41,11 +42,7 @@ from scale_corpus import TextLikeCorpus  # noqa: E402
 from muvera import FDEConfig, Index, __version__  # noqa: E402
 from muvera.stores import local  # noqa: E402
 
-CASES = (
-    "scifact:train:orig,scifact:train:aniso3,scifact:train:raw,scifact:test:orig,"
-    "scifact:test:aniso3,scifact:test:raw,msmarco-mini:test:orig,msmarco-mini:test:aniso3,"
-    "msmarco-mini:test:raw,text-like:20000"
-)
+CASES = BEIR_CASES + ",text-like:20000"
 RECIPES = {  # name: (final projection, token dtype)
     "default": (None, "float16"),
     "int8 + 2,048-dim FDE": (2048, "int8"),
