@@ -338,8 +338,8 @@ class LocalStore:
         cells = rerank and self.uses_cells
         # the token file's rows (dead ones too, < half of them): O(1), and what a scan costs
         wide = self._tokens.committed // self.row_bytes > SCAN_TOKENS
-        part = -(-candidates // SCAN_PART)
-        n_fde = (WIDE * candidates if wide else part) if cells else candidates
+        keep = -(-candidates // (FDE_PART if wide else SCAN_PART))  # the FDE's own share
+        n_fde = (WIDE * candidates if wide else keep) if cells else candidates
         vectors = [np.asarray(queries.item(i), np.float32) for i in range(len(queries))]
         tables = self.cells.start_tables(vectors) if cells and self.cells is not None else None
         labels, scores = self._candidates(q_fdes, n_fde if rerank else k, not rerank, allowed)
@@ -354,7 +354,7 @@ class LocalStore:
                 if wide and cell_file.PROBE_DOCS else None
             )  # fmt: skip
             merged = self.cells.candidates(
-                vectors, hits.labels, -(-candidates // (FDE_PART if wide else SCAN_PART)), pools,
+                vectors, hits.labels, keep, pools,
                 self.offsets, self.lengths, candidates,
                 None if lists is None else (lists, alive), tables,
             )  # fmt: skip
