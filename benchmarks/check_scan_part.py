@@ -147,6 +147,10 @@ def markdown(result: dict[str, Any]) -> str:
         ]
         held = "yes" if by_part[parts[0]]["held_out"] else "tuning"
         lines.append(f"| {case} | {held} | {recipe} | " + " | ".join(cells) + " |")
+    for held, label in ((False, "tuning rows"), (True, "held-out rows")):
+        means = [np.mean([r["found"] for r in result["rows"] if r["part"] == p
+                          and r["held_out"] == held] or [np.nan]) for p in parts]  # fmt: skip
+        lines.append(f"| mean of the {label} | | | " + " | ".join(f"{m:.2%}" for m in means) + " |")
     return "\n".join(lines)
 
 
