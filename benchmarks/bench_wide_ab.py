@@ -46,7 +46,7 @@ from machine import describe, machine  # noqa: E402
 from runner import bench_main  # noqa: E402
 from scale_corpus import TextLikeCorpus  # noqa: E402
 
-from muvera import FDEConfig, Index, __version__, cells  # noqa: E402
+from muvera import FDEConfig, Index, __version__, postings  # noqa: E402
 from muvera.stores import cell_file, local  # noqa: E402
 
 BATCH = 10_000
@@ -65,18 +65,18 @@ def _numpy_top(orig: Callable[..., Any]) -> Callable[..., Any]:
 def setting(name: str) -> Iterator[None]:
     """This checkout's code with one helper replaced while the block runs."""
     saved = (cell_file.TokenCells.start_tables, cell_file.TokenCells._scratch,
-             cells._probed_cells)  # fmt: skip
+             postings._probed_cells)  # fmt: skip
     if name == "tables in place":
         cell_file.TokenCells.start_tables = lambda self, queries: None
     elif name == "fresh probe arrays":
         cell_file.TokenCells._scratch = _fresh_scratch
     elif name == "numpy cell top":
-        cells._probed_cells = _numpy_top(saved[2])
+        postings._probed_cells = _numpy_top(saved[2])
     try:
         yield
     finally:
         (cell_file.TokenCells.start_tables, cell_file.TokenCells._scratch,
-         cells._probed_cells) = saved  # fmt: skip
+         postings._probed_cells) = saved  # fmt: skip
 
 
 SETTINGS = ("default", "tables in place", "fresh probe arrays", "numpy cell top")

@@ -47,7 +47,8 @@ from machine import describe, machine  # noqa: E402
 from scale_corpus import TextLikeCorpus  # noqa: E402
 
 from muvera import Index  # noqa: E402
-from muvera.cells import cell_scores, probe  # noqa: E402
+from muvera.cells import cell_scores  # noqa: E402
+from muvera.postings import probe  # noqa: E402
 from muvera.stores import cell_file, local  # noqa: E402
 
 TOPS = (1, 2, 4, 8)  # cells top m = n x these

@@ -22,8 +22,11 @@ ALLOWED = {
     "fde": {"errors", "_version", "files", "batch", "native"},
     "token_codes": {"errors", "native"},
     "cells": {"errors", "native"},
+    "postings": {"errors", "native"},
     "scoring": {"errors", "batch", "native", "token_codes"},
-    "stores": {"errors", "files", "batch", "native", "scoring", "token_codes", "cells"},
+    "stores": {
+        *("errors", "files", "batch", "native", "scoring", "token_codes", "cells", "postings"),
+    },
     "index": {"errors", "_version", "files", "batch", "fde", "stores"},
     "models": {"errors"},
     "eval": {"errors"},

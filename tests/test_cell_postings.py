@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from muvera import FDEConfig, Index, MuveraError, native
-from muvera.cells import MIN_FIT_TOKENS, Postings, probe
+from muvera.cells import MIN_FIT_TOKENS
+from muvera.postings import Postings, probe, probe_best
 from muvera.stores import cell_file
 
 RUNNABLE = [v for v in native.VARIANTS if native.load_variant(v) is not None]
@@ -107,6 +108,76 @@ def test_probe_equals_the_literal_reference(seed, n_probe, n_tokens, split):
     for labels, scores in results[1:]:  # same order of first reach
         np.testing.assert_array_equal(results[0][0], labels)
         np.testing.assert_array_equal(results[0][1], scores)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    n_probe=st.integers(1, 4),
+    n_tokens=st.integers(0, 9),
+    want=st.integers(0, 70),
+)
+def test_probe_best_keeps_the_best_live_documents_ties_to_the_first_reached(
+    seed, n_probe, n_tokens, want
+):
+    rng = np.random.default_rng(seed)
+    n_cells, n_docs = int(rng.integers(1, 30)), 60
+    codes, offsets, lengths = _random_store(rng, n_cells, n_docs)
+    # quarters: sums are exact in float32 and tie often
+    table = (rng.integers(-4, 5, (n_cells, 32)) / 4).astype(np.float32)
+    lists = [Postings.build(codes, n_cells, np.arange(n_docs), offsets, lengths)]
+    alive = rng.random(n_docs) < 0.7
+    whole = literal_postings(codes, n_cells, np.arange(n_docs), offsets, lengths)
+    scores = literal_probe(table, n_tokens, whole, n_probe)
+    reach, _ = probe(table, n_tokens, lists, n_probe, n_docs, use_native=False)
+    position = {d: i for i, d in enumerate(reach.tolist())}
+    live = [d for d in reach.tolist() if alive[d]]
+    kept = sorted(live, key=lambda d: (-float(scores[d]), position[d]))[:want]
+    expected = sorted(kept, key=position.__getitem__)  # in order of first reach
+    got = probe_best(table, n_tokens, lists, n_probe, alive, want, use_native=False)
+    assert got.tolist() == expected
+    scratch = (np.zeros(n_docs, np.float32), np.zeros(n_docs, np.int32), np.empty(n_docs, np.int64))
+    for _ in range(2):  # the kernel; its scratch reused: left zero
+        got = probe_best(table, n_tokens, lists, n_probe, alive, want, scratch=scratch)
+        assert got.dtype == np.int64 and got.tolist() == expected
+        assert not scratch[0].any() and not scratch[1].any()
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+def test_probe_keep_kernel_orders_signed_zeros_and_checks_labels(variant):
+    kernel = native.load_variant(variant)
+    n = 8
+    score = np.array([0.0, -0.0, 2.0, -1.0, 2.0, 0.5, -3.0, 1e-30], np.float32)
+    stamp = np.ones(n, np.int32)
+    touched = np.array([1, 0, 2, 4, 3, 6, 7, 5], np.int64)
+    alive = np.array([1, 1, 1, 1, 0, 1, 1, 1], np.uint8)  # document 4 (a 2.0) is dead
+    out = np.empty(4, np.int64)
+    assert kernel.probe_keep(score.copy(), stamp.copy(), touched, n, alive, out) == 4
+    # 2.0, 0.5, 1e-30, then -0.0 and 0.0 tie: the first reached (1) wins
+    assert out.tolist() == [1, 2, 7, 5]
+    big = np.empty(20, np.int64)
+    s, t = score.copy(), stamp.copy()
+    assert kernel.probe_keep(s, t, touched, n, alive, big) == 7  # every live one
+    assert big[:7].tolist() == [1, 0, 2, 3, 6, 7, 5] and not s.any() and not t.any()
+    assert kernel.probe_keep(score.copy(), stamp.copy(), touched, n, alive, big[:0]) == 0
+    bad = np.array([1, 0, 8], np.int64)
+    s = score.copy()
+    assert kernel.probe_keep(s, stamp.copy(), bad, 3, alive, out) == -2
+    np.testing.assert_array_equal(s, score)  # nothing written before the check
+
+
+def test_probe_best_raises_on_bad_postings_and_leaves_its_scratch_zero():
+    table = np.ones((3, 32), np.float32)
+    good = Postings(np.array([0, 2, 2, 2]), np.array([1, 3], np.int32))
+    bad_label = Postings(np.array([0, 1, 1, 1]), np.array([7], np.int32))
+    scratch = (np.zeros(5, np.float32), np.zeros(5, np.int32), np.empty(5, np.int64))
+    for use_native in (True, False):
+        with pytest.raises(MuveraError, match="out of range"):
+            probe_best(table, 2, [good, bad_label], 1, np.ones(5, bool), 3,
+                       use_native=use_native, scratch=scratch)  # fmt: skip
+    assert not scratch[0].any() and not scratch[1].any()
+    with pytest.raises(MuveraError, match="scratch"):
+        probe_best(table, 2, [good], 1, np.ones(4, bool), 3, scratch=scratch)
 
 
 @pytest.mark.parametrize("use_native", [True, False])

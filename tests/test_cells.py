@@ -17,7 +17,6 @@ from muvera.cells import (
     CELL_COUNTS,
     MIN_FIT_TOKENS,
     Cells,
-    _probed_cells,
     cell_scores,
     kmeans,
     min_fit_tokens,
@@ -25,6 +24,7 @@ from muvera.cells import (
 )  # fmt: skip
 from muvera.index.info import describe
 from muvera.index.manifest import CELL_COUNT_FORMAT_VERSION
+from muvera.postings import _probed_cells
 from muvera.scoring import maxsim_spans
 from muvera.stores import cell_file
 

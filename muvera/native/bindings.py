@@ -51,6 +51,9 @@ class NativeLibrary:
         self._probe = lib.muvera_cell_probe
         self._probe.restype = i64
         self._probe.argtypes = [ptr, i64, ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr]
+        self._keep = lib.muvera_probe_keep
+        self._keep.restype = i64
+        self._keep.argtypes = [ptr, ptr, i64, ptr, i64, ptr, i64, ptr]
         self._top = lib.muvera_cell_top
         self._top.restype = i64
         self._top.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
@@ -264,6 +267,21 @@ class NativeLibrary:
                 postings.shape[0], cells.ctypes.data, values.ctypes.data, starts.ctypes.data,
                 starts.shape[0] - 1, score.ctypes.data, stamp.ctypes.data, score.shape[0],
                 touched.ctypes.data,
+            )
+        )  # fmt: skip
+
+    def probe_keep(
+        self, score: Any, stamp: Any, touched: Any, reached: int, alive: Any, out: Any
+    ) -> int:
+        """The ``out.shape[0]`` best live documents of the first ``reached`` of ``touched``
+        int64 by ``score`` float32 ``(n_docs,)``, ties to the first reached
+        (``muvera_probe_keep`` in select.c), written to ``out`` int64 in order of reach;
+        ``alive`` bool ``(n_docs,)``; ``score`` and ``stamp`` int32 ``(n_docs,)`` left zero
+        at the reached documents. Returns how many were kept, -1 or -2."""
+        return int(
+            self._keep(
+                score.ctypes.data, stamp.ctypes.data, score.shape[0], touched.ctypes.data,
+                reached, alive.ctypes.data, out.shape[0], out.ctypes.data,
             )
         )  # fmt: skip
 

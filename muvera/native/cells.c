@@ -388,6 +388,8 @@ MUVERA_EXPORT int64_t muvera_cell_postings(const uint16_t *codes, int64_t n_rows
  * touched     (n_docs,) int64: the labels reached, each once, in order of first reach.
  * Returns how many labels were reached, or -2 for a cell, bound or label out of range.
  */
+#define PROBE_AHEAD 16 /* postings read ahead of the one scored */
+
 MUVERA_EXPORT int64_t muvera_cell_probe(const int64_t *bounds, int64_t n_cells,
                                         const int32_t *postings, int64_t n_postings,
                                         const int64_t *probe_cells, const float *probe_values,
@@ -406,6 +408,10 @@ MUVERA_EXPORT int64_t muvera_cell_probe(const int64_t *bounds, int64_t n_cells,
             const float v = probe_values[p];
             for (int64_t e = lo; e < hi; ++e) {
                 const int32_t d = postings[e];
+                if (e + PROBE_AHEAD < hi) { /* random reads: start them early */
+                    const int32_t ahead = postings[e + PROBE_AHEAD];
+                    if (ahead >= 0 && ahead < n_docs) PREFETCH(stamp + ahead), PREFETCH(score + ahead);
+                }
                 if (d < 0 || d >= n_docs) return -2;
                 if (stamp[d] == mark) continue;
                 if (stamp[d] == 0) touched[reached++] = d;

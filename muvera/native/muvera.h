@@ -3,7 +3,8 @@
  * Python API; loaded with ctypes by muvera/native/loader.py).
  *
  * One file per kernel: fde.c (FDE encoding), maxsim.c (exact MaxSim), cells.c (approximate
- * MaxSim by token cells), graph.c (int8 HNSW walk), codes.c (token codes); pool.c holds the worker threads they share and the CPU checks of the dispatcher.
+ * MaxSim by token cells), graph.c (int8 HNSW walk), codes.c (token codes), select.c (the probe's best documents);
+ * pool.c holds the worker threads they share and the CPU checks of the dispatcher.
  * The same sources are compiled once per CPU variant (muvera/native/variants.py: generic,
  * avx2, avx512); the loader picks the best one the running CPU supports.
  */
@@ -33,7 +34,7 @@
 #define MUVERA_INTERNAL __attribute__((visibility("hidden")))
 #endif
 
-#define MUVERA_ABI_VERSION 14
+#define MUVERA_ABI_VERSION 15
 #define MAX_THREADS 64
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -42,16 +42,15 @@ from ..cells import (
     COARSE,
     FINE,
     Cells,
-    Postings,
     cell_scores,
     fit_sample,
     min_fit_tokens,
-    probe,
     sample_rows,
     split,
 )
 from ..errors import MuveraError
 from ..files import AppendOnlyFile, atomic_write_bytes
+from ..postings import Postings, probe_best
 
 __all__ = [
     "DEFAULT_COUNT", "FDE_PART", "N_PROBE", "PROBE_DOCS", "SCAN_PART", "SCAN_TOKENS", "WIDE",
@@ -244,7 +243,7 @@ class TokenCells:
         )
 
     def _scratch(self, n_docs: int) -> tuple[npt.NDArray[Any], ...]:
-        """Zeroed probe arrays of ``n_docs`` (:func:`muvera.cells.probe`), a spare one
+        """Zeroed probe arrays of ``n_docs`` (:func:`muvera.postings.probe`), a spare one
         when there is one of that size (searches on several threads take one each)."""
         with _SHARED_LOCK:
             while self._spare:
@@ -285,7 +284,7 @@ class TokenCells:
         when ``pools`` has one) that cells rank highest, until ``total`` distinct
         labels. With ``probed`` (postings, live mask), each pool also gets the best
         ``PROBE_DOCS x total`` live documents reached by the query's probed cells
-        (:func:`muvera.cells.probe`). ``tables``: the queries' cell tables from
+        (:func:`muvera.postings.probe_best`). ``tables``: the queries' cell tables from
         :meth:`start_tables`, else computed here. Returns int64 ``(n_q, total)`` padded
         with -1."""
         if self.cells is None:
@@ -308,19 +307,14 @@ class TokenCells:
             if probed is not None:
                 scratch = self._scratch(offsets.size)
                 try:
-                    reached, rough = probe(
-                        table, queries[i].shape[0], probed[0], N_PROBE, offsets.size,
-                        scratch=scratch,
+                    best = probe_best(
+                        table, queries[i].shape[0], probed[0], N_PROBE, probed[1],
+                        PROBE_DOCS * total, scratch=scratch,
                     )  # fmt: skip
                 finally:
-                    with _SHARED_LOCK:  # left zero by probe, even when it raised
+                    with _SHARED_LOCK:  # left zero by probe_best, even when it raised
                         self._spare.append(scratch)
-                live = probed[1][reached]
-                reached, rough = reached[live], rough[live]
-                want = min(PROBE_DOCS * total, reached.size)
-                if want:
-                    best = reached[np.argpartition(-rough, want - 1)[:want]]
-                    pool = np.union1d(pool, best)
+                pool = np.union1d(pool, best)
             scores = cell_scores(table, codes, offsets[pool], lengths[pool], threads=threads)
             want = min(total, pool.size)
             top = np.argpartition(-scores, want - 1)[:want] if want else pool[:0]
