@@ -15,7 +15,9 @@ import numpy.typing as npt
 from . import native
 from .errors import MuveraError
 
-__all__ = ["Postings", "probe", "probe_best"]
+__all__ = ["SPLIT_DOCS", "Postings", "probe", "probe_best"]
+
+SPLIT_DOCS = 1 << 16  # documents from which probe_best splits them between threads
 
 
 @dataclass(frozen=True)
@@ -210,12 +212,14 @@ def probe_best(
     *,
     use_native: bool = True,
     scratch: tuple[npt.NDArray[Any], ...] | None = None,
+    threads: int | None = None,
 ) -> npt.NDArray[np.int64]:
     """The ``want`` documents of :func:`probe` (``n_docs = alive.size``) with the best
-    scores among those ``alive`` (bool ``(n_docs,)``) marks, ties to the first reached,
-    int64, in order of first reach. The kernel keeps them without handing every reached
-    document to numpy (``select.c``: ~190,000 of them per query at 10^6 documents);
-    numpy ranks :func:`probe`'s output (the same labels).
+    scores among those ``alive`` (bool ``(n_docs,)``) marks, ties to the lower label,
+    int64, ascending. The kernel keeps them without handing every reached document to
+    numpy (``select.c``: ~190,000 of them per query at 10^6 documents), its threads
+    (``threads``; None: every core from :data:`SPLIT_DOCS` documents on) splitting the
+    documents into ranges; numpy ranks :func:`probe`'s output (the same labels).
 
     >>> table = np.array([[0.9, 0.1], [0.5, 0.8], [0.1, 0.2]], np.float32)
     >>> post = Postings(np.array([0, 1, 3, 4]), np.array([0, 0, 1, 2], np.int32))
@@ -227,21 +231,29 @@ def probe_best(
     alive = np.ascontiguousarray(alive, dtype=np.bool_)
     n_docs, want = alive.shape[0], max(0, int(want))
     kernel = native.load() if use_native else None
-    if kernel is None:
+    if kernel is None or not 1 <= len(postings) <= 2:
         labels, rough = probe(table, n_tokens, postings, n_probe, n_docs, use_native=False)
         live = alive[labels]
         labels, rough = labels[live], rough[live]
-        return labels[np.sort(np.argsort(-rough, kind="stable")[:want])]
+        return np.sort(labels[np.lexsort((labels, -rough))[:want]])
+    if any(p.bounds.shape[0] != table.shape[0] + 1 for p in postings):
+        raise MuveraError("token cells: postings of another cell count")
     cells, vals = _probed_cells(table, n_tokens, n_probe, kernel)
-    score, stamp, touched = scratch or _fresh_scratch(n_docs)
+    score, stamp, slots = scratch or _fresh_scratch(n_docs)
     if score.shape[0] != n_docs:
         raise MuveraError("token cells: the probe's scratch does not match the documents")
-    reached = _reach(kernel, table, postings, cells, vals, score, stamp, touched)
+    if threads is None:
+        threads = native.default_threads() if n_docs >= SPLIT_DOCS else 1
     out = np.empty(want, dtype=np.int64)
-    got = kernel.probe_keep(score, stamp, touched, reached, alive.view(np.uint8), out)
+    got = kernel.probe_best(
+        [(p.bounds, p.labels) for p in postings], cells, vals, score, stamp, slots,
+        alive.view(np.uint8), out, threads,
+    )  # fmt: skip
     if got < 0:
         score[:], stamp[:] = 0, 0
         raise MuveraError(
             "token cells: out of memory" if got == -1 else "token cells: postings out of range"
         )
-    return out[:got]
+    kept = out[:got]
+    kept.sort()
+    return kept

@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import ragged
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from muvera import FDEConfig, Index, MuveraError, native
 from muvera.cells import MIN_FIT_TOKENS
+from muvera.index.results import CELLS_CANDIDATES, WIDE_CANDIDATES
 from muvera.postings import Postings, probe, probe_best
 from muvera.stores import cell_file
 
@@ -116,54 +117,65 @@ def test_probe_equals_the_literal_reference(seed, n_probe, n_tokens, split):
     n_probe=st.integers(1, 4),
     n_tokens=st.integers(0, 9),
     want=st.integers(0, 70),
+    split=st.integers(0, 60),
 )
-def test_probe_best_keeps_the_best_live_documents_ties_to_the_first_reached(
-    seed, n_probe, n_tokens, want
+@example(seed=0, n_probe=1, n_tokens=1, want=1, split=0)  # every document in one list
+def test_probe_best_keeps_the_best_live_documents_ties_to_the_lower_label(
+    seed, n_probe, n_tokens, want, split
 ):
     rng = np.random.default_rng(seed)
     n_cells, n_docs = int(rng.integers(1, 30)), 60
     codes, offsets, lengths = _random_store(rng, n_cells, n_docs)
     # quarters: sums are exact in float32 and tie often
     table = (rng.integers(-4, 5, (n_cells, 32)) / 4).astype(np.float32)
-    lists = [Postings.build(codes, n_cells, np.arange(n_docs), offsets, lengths)]
+    parts = [np.arange(split), np.arange(split, n_docs)]  # two disjoint postings
+    lists = [Postings.build(codes, n_cells, p, offsets[p], lengths[p]) for p in parts]
     alive = rng.random(n_docs) < 0.7
     whole = literal_postings(codes, n_cells, np.arange(n_docs), offsets, lengths)
     scores = literal_probe(table, n_tokens, whole, n_probe)
-    reach, _ = probe(table, n_tokens, lists, n_probe, n_docs, use_native=False)
-    position = {d: i for i, d in enumerate(reach.tolist())}
-    live = [d for d in reach.tolist() if alive[d]]
-    kept = sorted(live, key=lambda d: (-float(scores[d]), position[d]))[:want]
-    expected = sorted(kept, key=position.__getitem__)  # in order of first reach
+    live = [d for d in scores if alive[d]]
+    expected = sorted(sorted(live, key=lambda d: (-float(scores[d]), d))[:want])
     got = probe_best(table, n_tokens, lists, n_probe, alive, want, use_native=False)
     assert got.tolist() == expected
     scratch = (np.zeros(n_docs, np.float32), np.zeros(n_docs, np.int32), np.empty(n_docs, np.int64))
-    for _ in range(2):  # the kernel; its scratch reused: left zero
-        got = probe_best(table, n_tokens, lists, n_probe, alive, want, scratch=scratch)
-        assert got.dtype == np.int64 and got.tolist() == expected
-        assert not scratch[0].any() and not scratch[1].any()
+    for threads in (1, 2, 3, 7, None):  # ranges of documents per thread: the same labels
+        for one in (lists, lists[1:] if split == 0 else lists):  # two lists, or one
+            got = probe_best(table, n_tokens, one[::-1] if threads == 3 else one, n_probe,
+                             alive, want, scratch=scratch, threads=threads)  # fmt: skip
+            assert got.dtype == np.int64 and got.tolist() == expected, threads
+            assert not scratch[0].any() and not scratch[1].any()
 
 
 @pytest.mark.parametrize("variant", RUNNABLE)
-def test_probe_keep_kernel_orders_signed_zeros_and_checks_labels(variant):
+def test_probe_best_kernel_orders_signed_zeros_and_checks_its_input(variant):
     kernel = native.load_variant(variant)
-    n = 8
-    score = np.array([0.0, -0.0, 2.0, -1.0, 2.0, 0.5, -3.0, 1e-30], np.float32)
-    stamp = np.ones(n, np.int32)
-    touched = np.array([1, 0, 2, 4, 3, 6, 7, 5], np.int64)
-    alive = np.array([1, 1, 1, 1, 0, 1, 1, 1], np.uint8)  # document 4 (a 2.0) is dead
-    out = np.empty(4, np.int64)
-    assert kernel.probe_keep(score.copy(), stamp.copy(), touched, n, alive, out) == 4
-    # 2.0, 0.5, 1e-30, then -0.0 and 0.0 tie: the first reached (1) wins
-    assert out.tolist() == [1, 2, 7, 5]
-    big = np.empty(20, np.int64)
-    s, t = score.copy(), stamp.copy()
-    assert kernel.probe_keep(s, t, touched, n, alive, big) == 7  # every live one
-    assert big[:7].tolist() == [1, 0, 2, 3, 6, 7, 5] and not s.any() and not t.any()
-    assert kernel.probe_keep(score.copy(), stamp.copy(), touched, n, alive, big[:0]) == 0
-    bad = np.array([1, 0, 8], np.int64)
-    s = score.copy()
-    assert kernel.probe_keep(s, stamp.copy(), bad, 3, alive, out) == -2
-    np.testing.assert_array_equal(s, score)  # nothing written before the check
+    # one query token probing both cells: cell 0 holds documents 1, 0, 5, cell 1 2, 3, 4
+    n = 6
+    bounds = np.array([0, 3, 6], np.int64)
+    postings = np.array([1, 0, 5, 2, 3, 4], np.int32)
+    cells = np.array([[0, 1]], np.int64)
+    alive = np.array([1, 1, 1, 0, 1, 1], np.uint8)
+
+    def run(values, want, threads=1, lists=None):
+        score, stamp = np.zeros(n, np.float32), np.zeros(n, np.int32)
+        out = np.empty(want, np.int64)
+        got = kernel.probe_best(lists or [(bounds, postings)], cells,
+                                np.array([values], np.float32), score, stamp,
+                                np.empty(n, np.int64), alive, out, threads)  # fmt: skip
+        return got, sorted(out[: max(got, 0)].tolist()), score, stamp
+
+    # documents 1, 0, 5 get -0.0 (cell 0); 2, 3, 4 get 1.0 (cell 1; 3 is dead)
+    for threads in (1, 2, 4):
+        got, kept, score, stamp = run([-0.0, 1.0], 3, threads)
+        assert got == 3 and kept == [0, 2, 4]  # 2, 4, then the lowest label of the -0.0s
+        assert not score.any() and not stamp.any()
+        assert run([-0.0, 1.0], 10, threads)[:2] == (5, [0, 1, 2, 4, 5])  # every live one
+        assert run([-0.0, 1.0], 0, threads)[:2] == (0, [])
+    bad = np.array([1, 0, 9, 2, 3, 4], np.int32)  # document 9 of 6
+    assert run([0.5, 1.0], 2, 2, [(bounds, bad)])[0] == -2
+    assert run([0.5, 1.0], 2, 1, [(np.array([0, 3, 7]), postings)])[0] == -2  # bound past
+    two = [(bounds, postings), (bounds, postings)]
+    assert run([0.5, 1.0], 2, 1, two)[:2] == (2, [2, 4])  # a document in both: once
 
 
 def test_probe_best_raises_on_bad_postings_and_leaves_its_scratch_zero():
@@ -178,6 +190,9 @@ def test_probe_best_raises_on_bad_postings_and_leaves_its_scratch_zero():
     assert not scratch[0].any() and not scratch[1].any()
     with pytest.raises(MuveraError, match="scratch"):
         probe_best(table, 2, [good], 1, np.ones(4, bool), 3, scratch=scratch)
+    with pytest.raises(MuveraError, match="cell count"):
+        probe_best(table, 2, [Postings(np.array([0, 1]), np.array([0], np.int32))], 1,
+                   np.ones(5, bool), 3)  # fmt: skip
 
 
 @pytest.mark.parametrize("use_native", [True, False])
@@ -246,6 +261,21 @@ def test_probe_finds_what_the_fde_pool_misses(tmp_path, monkeypatch):
         pool = index.search(queries, k=10, candidates=40)
     got, base = _found(probed.ids, exact), _found(pool.ids, exact)
     assert got >= base + 0.1, (got, base)  # 0.68 vs 0.505 on these noise tokens
+
+
+def test_the_wide_mode_reranks_more_candidates_by_default(tmp_path, monkeypatch):
+    rng, docs = _corpus(13)
+    with Index.create(tmp_path / "ix", FDEConfig(dimension=D)) as index:
+        index.add(list(range(len(docs))), docs)
+        queries = _queries(rng, docs, range(0, 420, 42))
+        assert index.store.uses_cells and not index.store.wide
+        assert index.default_candidates == CELLS_CANDIDATES == 100
+        _large(monkeypatch)  # the same index searched as a large one
+        assert index.store.wide and index.default_candidates == WIDE_CANDIDATES == 200
+        default = index.search(queries, k=10)
+        told = index.search(queries, k=10, candidates=WIDE_CANDIDATES)
+        np.testing.assert_array_equal(default.ids, told.ids)
+        assert not np.array_equal(default.ids, index.search(queries, k=10, candidates=20).ids)
 
 
 def _same_as_fresh(index, path, queries):

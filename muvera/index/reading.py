@@ -19,7 +19,13 @@ from ..fde.calibration import CalibratedEncoder
 from ..stores import Hits, Store
 from .filters import allowed_mask, check_filter, filter_key, to_point_filter
 from .records import Records
-from .results import CELLS_CANDIDATES, DEFAULT_CANDIDATES, SearchResult, make_result
+from .results import (
+    CELLS_CANDIDATES,
+    DEFAULT_CANDIDATES,
+    WIDE_CANDIDATES,
+    SearchResult,
+    make_result,
+)
 
 __all__ = ["Document", "ReadMethods"]
 
@@ -130,9 +136,12 @@ class ReadMethods:
 
     @property
     def default_candidates(self) -> int:
-        """Documents re-ranked when ``search`` is not told: 100 when the index has fitted
-        token cells, else 200 (``muvera.index.results``)."""
-        return CELLS_CANDIDATES if getattr(self.store, "uses_cells", False) else DEFAULT_CANDIDATES
+        """Documents re-ranked when ``search`` is not told (``muvera.index.results``): 100
+        when the index has fitted token cells that score every document, 200 when they run
+        their wide mode (more than ``SCAN_TOKENS`` token rows) and without cells."""
+        if not getattr(self.store, "uses_cells", False):
+            return DEFAULT_CANDIDATES
+        return WIDE_CANDIDATES if getattr(self.store, "wide", False) else CELLS_CANDIDATES
 
     def search_exact(
         self,

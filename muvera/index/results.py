@@ -11,13 +11,19 @@ import numpy.typing as npt
 from ..stores import Hits
 from .records import Records
 
-__all__ = ["CELLS_CANDIDATES", "DEFAULT_CANDIDATES", "SearchResult", "make_result"]
+__all__ = [
+    "CELLS_CANDIDATES", "DEFAULT_CANDIDATES", "WIDE_CANDIDATES", "SearchResult", "make_result",
+]  # fmt: skip
 
 # Candidates re-ranked by default (`candidates=None`), chosen on SciFact train queries (the
 # original tokens, an anisotropic and a raw variant) and checked on held-out data
 # (docs/parameters.md): with token cells (FDE + cells; benchmarks/bench_cells.py),
-# and with the FDE alone (benchmarks/bench_quality.py --sweep).
+# and with the FDE alone (benchmarks/bench_quality.py --sweep). WIDE_CANDIDATES: with
+# token cells in their wide mode (more than SCAN_TOKENS token rows), chosen on half of the
+# queries of a 10^6-document index and checked on the other half
+# (benchmarks/check_scale_text_cells.py --truth-file; docs/parameters.md).
 CELLS_CANDIDATES = 100
+WIDE_CANDIDATES = 200
 DEFAULT_CANDIDATES = 200
 
 

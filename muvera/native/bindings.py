@@ -51,9 +51,12 @@ class NativeLibrary:
         self._probe = lib.muvera_cell_probe
         self._probe.restype = i64
         self._probe.argtypes = [ptr, i64, ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr]
-        self._keep = lib.muvera_probe_keep
-        self._keep.restype = i64
-        self._keep.argtypes = [ptr, ptr, i64, ptr, i64, ptr, i64, ptr]
+        self._best = lib.muvera_probe_best
+        self._best.restype = i64
+        self._best.argtypes = [
+            *(ptr, ptr, i64, ptr, ptr, i64, i64, i64, ptr, ptr, i64, i64),
+            *(ptr, ptr, ptr, ptr, i64, i64, ptr, i64),
+        ]
         self._top = lib.muvera_cell_top
         self._top.restype = i64
         self._top.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
@@ -270,18 +273,33 @@ class NativeLibrary:
             )
         )  # fmt: skip
 
-    def probe_keep(
-        self, score: Any, stamp: Any, touched: Any, reached: int, alive: Any, out: Any
+    def probe_best(
+        self,
+        lists: list[tuple[Any, Any]],
+        cells: Any,
+        values: Any,
+        score: Any,
+        stamp: Any,
+        slots: Any,
+        alive: Any,
+        out: Any,
+        n_threads: int,
     ) -> int:
-        """The ``out.shape[0]`` best live documents of the first ``reached`` of ``touched``
-        int64 by ``score`` float32 ``(n_docs,)``, ties to the first reached
-        (``muvera_probe_keep`` in select.c), written to ``out`` int64 in order of reach;
-        ``alive`` bool ``(n_docs,)``; ``score`` and ``stamp`` int32 ``(n_docs,)`` left zero
-        at the reached documents. Returns how many were kept, -1 or -2."""
+        """The best ``out.shape[0]`` live documents reached by a query's probed ``cells``
+        int64 / ``values`` float32 ``(n_tokens, n_probe)`` in ``lists`` (1 or 2 (bounds
+        int64, postings int32) pairs of disjoint documents), ties to the lower label
+        (``muvera_probe_best`` in select.c), written to ``out`` int64 in no particular
+        order; ``score`` float32 / ``stamp`` int32 zero and ``slots`` int64 scratch,
+        ``alive`` uint8, all ``(n_docs,)``. Returns how many were kept, -1, -2 or -3."""
+        (b0, p0), (b1, p1) = lists[0], lists[-1]
+        n_tokens, n_probe = cells.shape
         return int(
-            self._keep(
-                score.ctypes.data, stamp.ctypes.data, score.shape[0], touched.ctypes.data,
-                reached, alive.ctypes.data, out.shape[0], out.ctypes.data,
+            self._best(
+                b0.ctypes.data, p0.ctypes.data, p0.shape[0], b1.ctypes.data, p1.ctypes.data,
+                p1.shape[0], len(lists), b0.shape[0] - 1, cells.ctypes.data,
+                values.ctypes.data, n_tokens, n_probe, score.ctypes.data, stamp.ctypes.data,
+                slots.ctypes.data, alive.ctypes.data, score.shape[0], out.shape[0],
+                out.ctypes.data, n_threads,
             )
         )  # fmt: skip
 

@@ -85,6 +85,23 @@ def _count(section: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
+def _sorted_union(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The distinct labels of ``a`` and ``b``, ascending: ``np.union1d`` by one sort (its
+    hashing pass cost ~1 ms for 7,000 labels at 10^6 documents).
+
+    >>> _sorted_union(np.array([5, 1, 3]), np.array([3, 7])).tolist()
+    [1, 3, 5, 7]
+    """
+    both = np.concatenate([a, b]).astype(np.int64, copy=False)
+    both.sort()
+    if both.size < 2:
+        return both
+    first = np.empty(both.size, dtype=np.bool_)
+    first[0] = True
+    np.not_equal(both[1:], both[:-1], out=first[1:])
+    return both[first]
+
+
 class TokenCells:
     """Centroids + one code per token row of a local store; ``cells`` None until fitted."""
 
@@ -309,12 +326,12 @@ class TokenCells:
                 try:
                     best = probe_best(
                         table, queries[i].shape[0], probed[0], N_PROBE, probed[1],
-                        PROBE_DOCS * total, scratch=scratch,
+                        PROBE_DOCS * total, scratch=scratch, threads=threads,
                     )  # fmt: skip
                 finally:
                     with _SHARED_LOCK:  # left zero by probe_best, even when it raised
                         self._spare.append(scratch)
-                pool = np.union1d(pool, best)
+                pool = _sorted_union(pool, best)
             scores = cell_scores(table, codes, offsets[pool], lengths[pool], threads=threads)
             want = min(total, pool.size)
             top = np.argpartition(-scores, want - 1)[:want] if want else pool[:0]

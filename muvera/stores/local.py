@@ -214,6 +214,13 @@ class LocalStore:
         """Whether searches add token-cell candidates (cells fitted)."""
         return self.cells is not None and self.cells.fitted
 
+    @property
+    def wide(self) -> bool:
+        """Whether the cells run their wide mode (FDE pool + probed cells) rather than
+        scoring every document: more than ``SCAN_TOKENS`` token rows in the file (dead ones
+        too, fewer than half of them: O(1), and what a scan costs)."""
+        return self._tokens.committed // self.row_bytes > SCAN_TOKENS
+
     # -- the Store protocol ---------------------------------------------------------------
     def check_documents(self, docs: TokenBatch) -> None:
         if self.token_dtype == np.float16:
@@ -336,8 +343,7 @@ class LocalStore:
         ):  # everything, or the few documents a filter lets through: all scored exactly
             return self._exhaustive(queries, k, alive).timed(exact_ms=_ms_since(t0))
         cells = rerank and self.uses_cells
-        # the token file's rows (dead ones too, < half of them): O(1), and what a scan costs
-        wide = self._tokens.committed // self.row_bytes > SCAN_TOKENS
+        wide = self.wide
         keep = -(-candidates // (FDE_PART if wide else SCAN_PART))  # the FDE's own share
         n_fde = (WIDE * candidates if wide else keep) if cells else candidates
         vectors = [np.asarray(queries.item(i), np.float32) for i in range(len(queries))]

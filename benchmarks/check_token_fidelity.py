@@ -1,0 +1,159 @@
+"""How much of the float16 exact top-10 a re-rank on 4-bit residual tokens can keep at all,
+on a kept text-like index (``bench_scale_text.py --keep``, token cells fitted), and
+whether another 4-bit quantizer of the same size would keep more.
+
+Per query of the fixed sample: the documents to rank are the index's own top
+``--candidates`` (``Index.search``) plus every document of the cached float16 brute-force
+top-10 (the truth), so a re-rank that scored exactly would find all of it. Their float
+tokens are regenerated (the corpus is deterministic per document), each token's residual
+from its nearest centroid of the index's cells is quantized by each quantizer, and the
+share of the truth in the top-10 of each re-rank is reported with the mean squared error
+per token (tokens are unit vectors):
+
+* ``float32``: the tokens as generated (the bar: 1.000 by construction);
+* ``residual4``: what the index stores (``muvera.token_codes`` int4 rows of the residual:
+  a step of max|r| / 7 per token, codes -7 .. 7);
+* ``rms step, 15 levels``: a step of 0.37 x the row's root mean square (codes -7 .. 7
+  clipped), closer to the least-squares uniform quantizer for Gaussian values;
+* ``rms step, 16 levels``: the least-squares uniform 16-level quantizer for Gaussian
+  values (step 0.3352 x RMS, levels at half steps; Max, 1960);
+* ``rotated + residual4`` / ``rotated + rms 16``: a fixed random rotation of the residual
+  first (spreads a heavy coordinate over all of them, as RaBitQ-style codes do);
+* ``residual int8``: 8 bits a value (132 instead of 68 bytes a token): what more bytes buy.
+
+Usage: ``python benchmarks/check_token_fidelity.py INDEX [--queries 100] [--candidates 200]
+[--out fidelity.json]``; ``--markdown FILE`` prints the table of a results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_scale_text import ground_truth  # noqa: E402
+from machine import describe, machine  # noqa: E402
+from scale_corpus import TextLikeCorpus  # noqa: E402
+
+from muvera import Index  # noqa: E402
+from muvera.token_codes import decode_rows, encode_rows  # noqa: E402
+
+Quantizer = Callable[[np.ndarray], np.ndarray]
+
+
+def _rms_step(r: np.ndarray, factor: float, levels: int) -> np.ndarray:
+    """Uniform quantizer of step ``factor x RMS(row)``: 15 levels (codes -7 .. 7) or 16
+    (half steps, -7.5 .. 7.5)."""
+    step = np.sqrt((r * r).mean(axis=1, keepdims=True)) * np.float32(factor)
+    step[step == 0] = 1
+    if levels == 15:
+        return np.clip(np.rint(r / step), -7, 7) * step
+    return (np.clip(np.floor(r / step), -8, 7) + 0.5) * step
+
+
+def quantizers(dimension: int) -> dict[str, Quantizer]:
+    rotation, _ = np.linalg.qr(np.random.default_rng(7).standard_normal((dimension, dimension)))
+    rot = rotation.astype(np.float32)
+
+    def stored(r: np.ndarray) -> np.ndarray:
+        return decode_rows(encode_rows(r, "int4"), "int4", r.shape[1])
+
+    return {
+        "float32": lambda r: r,
+        "residual4 (stored)": stored,
+        "rms step, 15 levels": lambda r: _rms_step(r, 0.37, 15),
+        "rms step, 16 levels": lambda r: _rms_step(r, 0.3352, 16),
+        "rotated + residual4": lambda r: stored(r @ rot.T) @ rot,
+        "rotated + rms 16": lambda r: _rms_step(r @ rot.T, 0.3352, 16) @ rot,
+        "residual int8 (twice the bytes)": lambda r: decode_rows(
+            encode_rows(r, "int8"), "int8", r.shape[1]
+        ),
+    }
+
+
+def _maxsim(query: np.ndarray, tokens: np.ndarray, lengths: list[int]) -> np.ndarray:
+    sims = query @ tokens.T
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    corpus = TextLikeCorpus.from_cache()
+    queries = corpus.queries(args.queries)
+    schemes = quantizers(corpus.dimension)
+    found: dict[str, list[float]] = {name: [] for name in schemes}
+    error: dict[str, list[float]] = {name: [] for name in schemes}
+    with Index.open(args.index, mode="r") as index:
+        n_docs = len(index)
+        truth = ground_truth(corpus, n_docs, queries)
+        cells = index.store.cells.cells
+        if cells is None:
+            raise SystemExit(f"{args.index}: no fitted token cells")
+        t0 = time.perf_counter()
+        searched = [index.search([q], k=args.candidates, candidates=args.candidates).ids[0]
+                    for q in queries]  # fmt: skip
+        search_s = time.perf_counter() - t0
+    for q, ids, want in zip(queries, searched, truth, strict=True):
+        docs = np.union1d(np.asarray(ids[ids >= 0], np.int64), want)
+        tokens = [corpus._document(int(j)).astype(np.float32) for j in docs]
+        lengths = [len(t) for t in tokens]
+        x = np.concatenate(tokens)
+        centroids = cells.fine[cells.assign(x)]
+        residual = x - centroids
+        for name, quantize in schemes.items():
+            y = centroids + quantize(residual)
+            error[name].append(float(((y - x) ** 2).sum(axis=1).mean()))
+            top = docs[np.argsort(-_maxsim(q, y, lengths), kind="stable")[:10]]
+            found[name].append(len(set(top.tolist()) & set(want.tolist())) / 10)
+    return {
+        "machine": machine(), "index": str(args.index), "documents": n_docs,
+        "queries": len(queries), "candidates": args.candidates, "search_s": search_s,
+        "rows": [{"quantizer": name, "found": float(np.mean(found[name])),
+                  "mse_per_token": float(np.mean(error[name]))} for name in schemes],
+    }  # fmt: skip
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"{describe(result['machine'])}; {result['documents']:,} text-like documents, "
+        f"{result['queries']} queries; ranked: the index's top {result['candidates']} plus "
+        "the float16 exact top-10.",
+        "",
+        "| re-rank tokens | float16 exact top-10 found | squared error per token |",
+        "| --- | ---: | ---: |",
+    ]
+    for row in result["rows"]:
+        lines.append(f"| {row['quantizer']} | {row['found']:.3f} | {row['mse_per_token']:.5f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("index", type=Path, nargs="?")
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--candidates", type=int, default=200)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--markdown", type=Path, help="print the table of a results file")
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    if args.index is None:
+        parser.error("the index folder is required")
+    result = measure(args)
+    print(markdown(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
