@@ -22,7 +22,7 @@ half kept, which is no ceiling: see docs/performance.md.)
 
 Usage: ``python benchmarks/check_scale_text_cells.py [--documents 100000]
 [--candidates 100,200] [--keep /tmp/scale-index] [--sweep] [--no-ceiling]
-[--out results.json]``
+[--out results.json]``; ``--markdown FILE`` prints the table of a results file.
 """
 
 from __future__ import annotations
@@ -75,6 +75,36 @@ def _set(setting: tuple[int, ...]) -> None:
      local.FDE_PART) = setting  # fmt: skip
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The table of a results file (``--markdown``)."""
+    dims = result.get("fde_dimension")
+    lines = [
+        f"{describe(result['machine'])}; {result['documents']:,} text-like documents, "
+        + (f"FDE {dims:,} dims, " if dims else "")
+        + f"{result['bytes'] / result['documents'] / 1024:.1f} KiB/doc"
+        + (f", built in {result['build_s']:.0f} s" if result.get("build_s") else "")
+        + f"; first search (builds the cells' postings) {result['first_search_s']:.2f} s"
+        + (f", {result['postings']:,} (cell, document) postings" if "postings" in result else "")
+        + (f"; search_exact p50 {ms:.0f} ms" if (ms := result.get("exact_p50_ms")) else "")
+        + ("; truth: the index's own search_exact" if result.get("truth_file") else "")
+        + ".",
+        "",
+        "| candidates | first stage | exact top-10 found (held-out half) | p50 ms | p95 ms | "
+        "search_exact p50 / p50 |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        ms = result.get("exact_p50_ms")
+        speedup = f"{ms / r['p50_ms']:.0f}x" if ms else "-"
+        held = r["found_held_out"]
+        lines.append(
+            f"| {r['candidates']} | {r['first_stage']} | {r['found']:.3f} "
+            f"({'-' if held is None else f'{held:.3f}'}) | "
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {speedup} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=100_000)
@@ -87,6 +117,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--truth-file", type=Path, help="top-10 ids per query (.npy)")
+    parser.add_argument("--markdown", type=Path, help="print the table of a results file")
     parser.add_argument("--joint", default="", help="earlier --sweep results, comma-separated")
     parser.add_argument(
         "--no-ceiling", action="store_true", help="skip scoring every document (10^6: slow)"
@@ -95,6 +126,9 @@ def main() -> None:
         "--exact-queries", type=int, default=10, help="queries timed with search_exact"
     )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     corpus = TextLikeCorpus.from_cache()
     queries = corpus.queries(args.queries)
     truth = ground_truth(corpus, args.documents, queries)
@@ -125,6 +159,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": machine(), "documents": args.documents, "build_s": build_s,
         "fde": index.encoder.config.to_dict(), "bytes": dir_bytes(path), "rows": [],
+        "truth_file": None if args.truth_file is None else args.truth_file.name,
     }  # fmt: skip
     t0 = time.perf_counter()
     index.search([queries[0]], k=10)  # the postings are built by the first search
@@ -192,23 +227,11 @@ def main() -> None:
         index.search_exact([q], k=10)
         exact_ms.append(1000 * (time.perf_counter() - t0))
     result["exact_p50_ms"] = float(np.median(exact_ms)) if exact_ms else None
-    print(f"\n{describe(result['machine'])}; {args.documents:,} text-like documents, FDE "
-          f"{index.encoder.output_dimension:,} dims, {result['bytes'] / args.documents / 1024:.1f} "
-          f"KiB/doc" + (f", built in {build_s:.0f} s" if build_s else ""))  # fmt: skip
+    result["fde_dimension"] = index.encoder.output_dimension
     lists = cells.postings(index.store.offsets, index.store.lengths, index.store._live)
     result["postings"] = int(sum(p.labels.size for p in lists))
-    print(f"first search (builds the cells' postings) {result['first_search_s']:.2f} s; "
-          f"postings: {result['postings']:,} (cell, document) pairs")  # fmt: skip
-    if exact_ms:
-        print(f"search_exact p50 {result['exact_p50_ms']:.0f} ms ({len(exact_ms)} queries)")
-    print("| candidates | first stage | exact top-10 found (held-out half) | p50 ms | p95 ms | "
-          "search_exact p50 / p50 |")  # fmt: skip
-    print("| ---: | --- | ---: | ---: | ---: | ---: |")
-    for r in result["rows"]:
-        speedup = f"{result['exact_p50_ms'] / r['p50_ms']:.0f}x" if exact_ms else "-"
-        print(f"| {r['candidates']} | {r['first_stage']} | {r['found']:.3f} "
-              f"({r['found_held_out'] or 0:.3f}) | "
-              f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {speedup} |")  # fmt: skip
+    print()
+    print(markdown(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
