@@ -19,16 +19,19 @@ per token (tokens are unit vectors):
   values (step 0.3352 x RMS, levels at half steps; Max, 1960);
 * ``rotated + residual4`` / ``rotated + rms 16``: a fixed random rotation of the residual
   first (spreads a heavy coordinate over all of them, as RaBitQ-style codes do);
+* ``PLAID buckets``: PLAID's 4-bit residual codes, 16 buckets of equal frequency fitted
+  on the residuals of the corpus's first ``FIT_DOCS`` documents, a value decoded to its
+  bucket's median, one set for every value or one per dimension (no per-token scale);
 * ``residual int8``: 8 bits a value (132 instead of 68 bytes a token): what more bytes buy.
 
 Usage: ``python benchmarks/check_token_fidelity.py INDEX [--queries 100] [--candidates 200]
-[--out fidelity.json]``; ``--markdown FILE`` prints the table of a results file.
+[--out benchmarks/results/token_fidelity_1m.json]``; ``--markdown FILE`` prints the table
+of a results file.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -42,12 +45,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_scale_text import ground_truth  # noqa: E402
 from machine import describe, machine  # noqa: E402
+from runner import bench_main  # noqa: E402
 from scale_corpus import TextLikeCorpus  # noqa: E402
 
 from muvera import Index  # noqa: E402
 from muvera.token_codes import decode_rows, encode_rows  # noqa: E402
 
 Quantizer = Callable[[np.ndarray], np.ndarray]
+FIT_DOCS = 2000  # documents 0 .. FIT_DOCS: the residuals PLAID's buckets are fitted on
 
 
 def _rms_step(r: np.ndarray, factor: float, levels: int) -> np.ndarray:
@@ -60,7 +65,26 @@ def _rms_step(r: np.ndarray, factor: float, levels: int) -> np.ndarray:
     return (np.clip(np.floor(r / step), -8, 7) + 0.5) * step
 
 
-def quantizers(dimension: int) -> dict[str, Quantizer]:
+def _buckets(sample: np.ndarray, per_dimension: bool) -> Quantizer:
+    """PLAID's residual codes: 16 buckets of equal frequency on ``sample`` (residuals),
+    each value decoded to its bucket's median; one set for all values, or one per
+    dimension. No per-token scale (4 bytes a token fewer than residual4)."""
+    axis = 0 if per_dimension else None
+    cutoffs = np.quantile(sample, np.arange(1, 16) / 16, axis=axis).astype(np.float32)
+    weights = np.quantile(sample, (np.arange(16) + 0.5) / 16, axis=axis).astype(np.float32)
+    if not per_dimension:
+        return lambda r: weights[np.searchsorted(cutoffs, r)]
+
+    def per_dim(r: np.ndarray) -> np.ndarray:
+        out = np.empty_like(r)
+        for j in range(r.shape[1]):
+            out[:, j] = weights[np.searchsorted(cutoffs[:, j], r[:, j]), j]
+        return out
+
+    return per_dim
+
+
+def quantizers(dimension: int, sample: np.ndarray) -> dict[str, Quantizer]:
     rotation, _ = np.linalg.qr(np.random.default_rng(7).standard_normal((dimension, dimension)))
     rot = rotation.astype(np.float32)
 
@@ -74,6 +98,8 @@ def quantizers(dimension: int) -> dict[str, Quantizer]:
         "rms step, 16 levels": lambda r: _rms_step(r, 0.3352, 16),
         "rotated + residual4": lambda r: stored(r @ rot.T) @ rot,
         "rotated + rms 16": lambda r: _rms_step(r @ rot.T, 0.3352, 16) @ rot,
+        "PLAID buckets, 16 (one set)": _buckets(sample, per_dimension=False),
+        "PLAID buckets, 16 per dimension": _buckets(sample, per_dimension=True),
         "residual int8 (twice the bytes)": lambda r: decode_rows(
             encode_rows(r, "int8"), "int8", r.shape[1]
         ),
@@ -87,17 +113,20 @@ def _maxsim(query: np.ndarray, tokens: np.ndarray, lengths: list[int]) -> np.nda
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    if args.index is None:
+        raise SystemExit("the index folder is required")
     corpus = TextLikeCorpus.from_cache()
     queries = corpus.queries(args.queries)
-    schemes = quantizers(corpus.dimension)
-    found: dict[str, list[float]] = {name: [] for name in schemes}
-    error: dict[str, list[float]] = {name: [] for name in schemes}
     with Index.open(args.index, mode="r") as index:
         n_docs = len(index)
         truth = ground_truth(corpus, n_docs, queries)
         cells = index.store.cells.cells
         if cells is None:
             raise SystemExit(f"{args.index}: no fitted token cells")
+        fit = np.concatenate(corpus.documents(0, FIT_DOCS)).astype(np.float32)
+        schemes = quantizers(corpus.dimension, fit - cells.fine[cells.assign(fit)])
+        found: dict[str, list[float]] = {name: [] for name in schemes}
+        error: dict[str, list[float]] = {name: [] for name in schemes}
         t0 = time.perf_counter()
         searched = [index.search([q], k=args.candidates, candidates=args.candidates).ids[0]
                     for q in queries]  # fmt: skip
@@ -136,23 +165,14 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("index", type=Path, nargs="?")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--candidates", type=int, default=200)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--markdown", type=Path, help="print the table of a results file")
-    args = parser.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
-        return
-    if args.index is None:
-        parser.error("the index folder is required")
-    result = measure(args)
-    print(markdown(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def main() -> None:
+    bench_main(__doc__ or "", "token_fidelity_1m.json", measure, markdown, add_arguments)
 
 
 if __name__ == "__main__":

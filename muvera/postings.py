@@ -229,7 +229,8 @@ def probe_best(
     [1]
     """
     alive = np.ascontiguousarray(alive, dtype=np.bool_)
-    n_docs, want = alive.shape[0], max(0, int(want))
+    n_docs = alive.shape[0]
+    want = min(max(0, int(want)), n_docs)  # never more than there are documents
     kernel = native.load() if use_native else None
     if kernel is None or not 1 <= len(postings) <= 2:
         labels, rough = probe(table, n_tokens, postings, n_probe, n_docs, use_native=False)

@@ -178,6 +178,14 @@ def test_probe_best_kernel_orders_signed_zeros_and_checks_its_input(variant):
     assert run([0.5, 1.0], 2, 1, two)[:2] == (2, [2, 4])  # a document in both: once
 
 
+def test_probe_best_asks_for_no_more_than_there_are_documents():
+    table = np.ones((3, 32), np.float32)
+    post = Postings(np.array([0, 2, 2, 2]), np.array([1, 3], np.int32))
+    for use_native in (True, False):  # 10^12 kept slots would not fit in memory
+        got = probe_best(table, 2, [post], 1, np.ones(5, bool), 10**12, use_native=use_native)
+        assert got.tolist() == [1, 3]
+
+
 def test_probe_best_raises_on_bad_postings_and_leaves_its_scratch_zero():
     table = np.ones((3, 32), np.float32)
     good = Postings(np.array([0, 2, 2, 2]), np.array([1, 3], np.int32))
