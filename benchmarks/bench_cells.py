@@ -36,7 +36,7 @@ from machine import describe, machine  # noqa: E402
 from runner import bench_main  # noqa: E402
 
 from muvera import FDEConfig, Index, __version__  # noqa: E402
-from muvera.index.results import CELLS_CANDIDATES  # noqa: E402
+from muvera.index.results import CELLS_CANDIDATES, WIDE_CANDIDATES  # noqa: E402
 from muvera.stores import local  # noqa: E402
 
 CASES = (
@@ -104,7 +104,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "every other case held out"
             + (
                 "; searched as a large index (SCAN_TOKENS = 0: FDE pool + probed cells, "
-                "settings chosen on the text-like corpus, so every case is held out for them)"
+                f"settings and that mode's default count ({WIDE_CANDIDATES}) chosen on the "
+                "text-like corpus, so every case is held out for them)"
                 if args.probe
                 else ""
             )
