@@ -1,6 +1,7 @@
 """Quantized token stores for the re-rank: float16 (the default) vs int8 vs int4 codes vs
-residual4 / residual2 (int4 / 2-bit codes of each token's difference from its token cell's
-centroid) (:mod:`muvera.token_codes`, one float32 scale per token).
+residual4 / residual4lm / residual2 (int4 / Lloyd-Max 4-bit / 2-bit codes of each token's
+difference from its token cell's centroid) (:mod:`muvera.token_codes`, one float32 scale
+per token).
 
 For each case (``dataset:split:variant`` as in ``bench_quality.py``: the shared MiniLM-128
 model's cached token vectors; ``raw`` = unnormalised, ``aniso3`` = a shared component
@@ -8,11 +9,13 @@ added), builds the default index (hnswlib, default candidates, calibration auto)
 ``token_dtype`` and reports: token bytes per document, index bytes per document, nDCG@10 of
 the two-stage search and of exact MaxSim over the stored tokens (``search_exact``), each as
 a fraction of the float16 store's, the share of the float32 exact top-10 that the stored
-tokens' exact top-10 keeps, and per-query latency (one query at a time, p50 / p95). Nothing
-is tuned here (the codes have no parameter): every case is a measurement.
+tokens' exact top-10 keeps, per-query latency (one query at a time, p50 / p95), and the
+encoder's rate on the case's tokens (``encode_rows``, all cores, best of 3; float16: the
+conversion). Nothing is tuned here (the codes have no parameter): every case is a
+measurement.
 
 Usage: ``python benchmarks/bench_token_codes.py [--cases ...]
-[--formats float16,int8,int4,residual4,residual2]``
+[--formats float16,int8,int4,residual4,residual4lm,residual2]``
 """
 
 from __future__ import annotations
@@ -34,6 +37,23 @@ from machine import describe, dir_bytes, machine  # noqa: E402
 from runner import bench_main  # noqa: E402
 
 from muvera import FDEConfig, Index, __version__  # noqa: E402
+from muvera.token_codes import CODE_KINDS, encode_rows  # noqa: E402
+
+ENCODE_ROWS = 200_000  # token rows the encoder's rate is measured on
+
+
+def encode_rate(tokens: np.ndarray, fmt: str) -> float:
+    """Rows a second the encoder writes (float16: numpy's conversion), best of 3."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        if fmt in CODE_KINDS:
+            encode_rows(tokens, fmt)
+        else:
+            tokens.astype(np.float16)
+        best = min(best, time.perf_counter() - t0)
+    return len(tokens) / best
+
 
 CASES = (
     "scifact:test:orig,scifact:test:raw,scifact:test:aniso3,"
@@ -45,6 +65,7 @@ def measure_case(case: str, formats: list[str]) -> list[dict[str, Any]]:
     t = prepare(case)
     docs, queries, doc_ids, ndcg = t["docs"], t["queries"], t["doc_ids"], t["ndcg"]
     rows: list[dict[str, Any]] = []
+    sample = np.ascontiguousarray(np.concatenate(docs)[:ENCODE_ROWS], np.float32)
     for fmt in formats:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "ix"
@@ -73,6 +94,7 @@ def measure_case(case: str, formats: list[str]) -> list[dict[str, Any]]:
             "two_stage_top10_found": found(two.ids, t["exact_top10"]),
             "p50_ms": float(np.percentile(times, 50)),
             "p95_ms": float(np.percentile(times, 95)),
+            "encode_rows_per_s": encode_rate(sample, fmt),
         }
         base = rows[0] if rows else row
         row["ratio_two_stage"] = row["ndcg@10"] / base["ndcg@10"]
@@ -98,8 +120,9 @@ def markdown(result: dict[str, Any]) -> str:
         "default candidates); ratios against the float16 store in the same run.",
         "",
         "| case | tokens | token KiB/doc | index KiB/doc | nDCG@10 two-stage (x float16) "
-        "| exact MaxSim on stored (x float16) | float32 exact top-10 kept | p50 ms (x) | p95 ms |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| exact MaxSim on stored (x float16) | float32 exact top-10 kept | p50 ms (x) | p95 ms "
+        "| encoder M rows/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         lines.append(
@@ -108,14 +131,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['ndcg@10']:.4f} ({r['ratio_two_stage']:.4f}) "
             f"| {r['exact_ndcg@10']:.4f} ({r['ratio_exact']:.4f}) "
             f"| {r['exact_top10_found']:.3f} | {r['p50_ms']:.2f} ({r['p50_ratio']:.2f}) "
-            f"| {r['p95_ms']:.2f} |"
+            f"| {r['p95_ms']:.2f} | {_rate(r)} |"
         )
     return "\n".join(lines)
 
 
+def _rate(row: dict[str, Any]) -> str:
+    rate = row.get("encode_rows_per_s")  # not measured before residual4lm
+    return "-" if rate is None else f"{rate / 1e6:.2f}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", default=CASES)
-    parser.add_argument("--formats", default="float16,int8,int4,residual4,residual2")
+    parser.add_argument("--formats", default="float16,int8,int4,residual4,residual4lm,residual2")
 
 
 if __name__ == "__main__":

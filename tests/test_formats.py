@@ -330,3 +330,27 @@ def test_v9_cell_count_searches_as_written_and_fits_that_count(tmp_path):
     with Index.open(path, mode="r") as index:
         assert index.store.uses_cells and index.store.cells.cells.n_cells == 1024
         assert index.search([extra[7][:5]], k=1, candidates=30).ids[0, 0] == "x7"
+
+
+V10 = Path(__file__).parent / "data" / "index-v10"  # make_index_v10.py
+
+
+def test_v10_index_with_lloyd_max_residuals_searches_as_written(tmp_path, maxsim_kernel):
+    """residual4lm rows (format version 10) decode to the saved scores, in the compiled
+    kernel and numpy; a later add appends residual rows of the saved cells."""
+    expected, queries = _saved(V10, "exact-residual4lm", tmp_path)
+    path = tmp_path / "exact-residual4lm"
+    with Index.open(path, mode="r") as index:
+        assert index.manifest["format_version"] == 10
+        tokens = index.manifest["tokens"]
+        assert tokens["dtype"] == "residual4lm" and tokens["cells"] == expected["cells"]
+        assert 0 < tokens["residual_from"] == expected["residual_from"]
+        assert len(index) == expected["len"]
+        result = index.search(queries, k=5, candidates=20)
+        assert result.ids.tolist() == expected["ids"]
+        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
+    with Index.open(path) as index:
+        index.add(["x"], [queries[0]])
+        assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
+        assert index.manifest["tokens"]["residual_from"] == expected["residual_from"]
+        np.testing.assert_allclose(index.tokens("x"), queries[0], atol=0.05)

@@ -23,7 +23,7 @@ FIELD_VALUES = [None, -1, 0, 2**40, "x", "../x", [], {}, 1.5, True]
 
 def _source(tmp_path: Path, store: str) -> Path:
     rng = np.random.default_rng(1)
-    cells = store.endswith(("-cells", "-residual4", "-residual2"))
+    cells = store.endswith(("-cells", "-residual4", "-residual2", "-residual4lm"))
     low, high = (820, 900) if cells else (1, 9)  # cells: 32,768+ tokens
     lengths = rng.integers(low, high, 40)
     docs = [rng.standard_normal((int(n), D)).astype(np.float32) for n in lengths]
@@ -90,6 +90,7 @@ def _mutations(source: Path) -> list[dict]:
         "hnswlib-cells",
         "hnswlib-residual4",
         "hnswlib-residual2",
+        "hnswlib-residual4lm",
         "hnswlib-vectors",
         "qdrant",
     ],

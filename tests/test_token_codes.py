@@ -73,7 +73,7 @@ def _compiled_codes(variant: str, x: np.ndarray, kind: str, threads: int) -> np.
     return out
 
 
-ALL_KINDS = ["int8", "int4", "residual2"]
+ALL_KINDS = ["int8", "int4", "residual2", "residual4lm"]
 
 
 @pytest.mark.skipif(not RUNNABLE, reason="no compiled kernel here")
@@ -142,7 +142,7 @@ def _corpus(d: int, seed: int):
 
 
 @pytest.mark.parametrize("centred", [False, True])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "residual4lm"])
 @pytest.mark.parametrize("d", [5, 128])
 def test_scoring_codes_is_scoring_the_decoded_vectors(monkeypatch, kind, d, centred):
     """maxsim_spans / maxsim_pairs on quantized rows (gaps and any span order, the compiled
@@ -169,7 +169,7 @@ def test_scoring_codes_is_scoring_the_decoded_vectors(monkeypatch, kind, d, cent
 
 
 @pytest.mark.skipif(len(RUNNABLE) < 2, reason="fewer than two variants run here")
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "residual4lm"])
 def test_every_variant_scores_codes_alike(kind):
     docs, _, lengths, q_all, q_offsets = _corpus(96, 3)
     matrix = QuantizedTokens(encode_rows(np.concatenate(docs), kind), kind, 96)

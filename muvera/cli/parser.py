@@ -57,12 +57,16 @@ def _add_store_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--qdrant-path", help="Qdrant local-mode directory (store qdrant)")
     group.add_argument("--collection", default="muvera", help="Qdrant collection name")
     group.add_argument(
-        "--token-dtype", choices=("float16", "float32", "int8", "int4", "residual4", "residual2"),
+        "--token-dtype", choices=(
+            "float16", "float32", "int8", "int4", "residual4", "residual4lm", "residual2"
+        ),
         default="float16",
         help="token storage: int8/int4 keep codes with a scale per token (about 1/2 and 1/4 "
         "of float16's bytes), residual4 int4 codes of each token's difference from its "
         "token cell's centroid (int4's size, closer to float16; hnswlib and exact stores), "
-        "residual2 the same differences in 2 bits a value (half of residual4's bytes)",
+        "residual4lm residual4's bytes decoding to Lloyd-Max levels with a least-squares "
+        "scale (0.57 of residual4's squared error), residual2 the same differences in 2 "
+        "bits a value (half of residual4's bytes)",
     )  # fmt: skip
     group.add_argument(
         "--ef",

@@ -99,10 +99,12 @@ class Index(ReadMethods, TextMethods, BulkMethods):
         scale and 1 or 1/2 byte per value: about 1/2 or 1/4 of float16's token bytes, the
         re-rank scoring the decoded vectors), or "residual4" (int4's size, each token
         coded as its difference from its token cell's centroid: closer to float16 than
-        int4; needs the token cells) or "residual2" (the same differences in 2 bits a
-        value: half of residual4's bytes, less close); fidelity measured in
-        ``benchmarks/bench_token_codes.py``; local stores only. Without the compiled
-        kernel, numpy's float16 conversion makes float16 searches slower than float32 ones
+        int4; needs the token cells), "residual4lm" (residual4's bytes, each 4-bit code
+        decoding to a level of the Lloyd-Max quantizer of a Gaussian at a least-squares
+        scale per token: 0.57 of residual4's squared error) or "residual2" (the same
+        differences in 2 bits a value: half of residual4's bytes, less close); fidelity
+        measured in ``benchmarks/bench_token_codes.py``; local stores only. Without the
+        compiled kernel, numpy's float16 conversion makes float16 searches slower than float32 ones
         (measured in ``benchmarks/bench_retrieval.py``). ``checksums=True`` records a
         CRC-32 of every file at each commit, for ``Index.open(..., verify=True)`` and
         :meth:`verify` (see :mod:`muvera.index.checksums` for the cost). ``calibration``:
@@ -279,7 +281,7 @@ class Index(ReadMethods, TextMethods, BulkMethods):
     @property
     def token_dtype(self) -> Any:
         """numpy dtype of the stored token vectors (Qdrant: float16; int8 for "int4",
-        "residual4" and "residual2", two or four codes a byte)."""
+        "residual4", "residual4lm" and "residual2", two or four codes a byte)."""
         return TOKEN_DTYPES[(self.manifest.get("tokens") or {}).get("dtype", "float16")]
 
     def _check_writable(self) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "LINKS_FORMAT_VERSION",
+    "LLOYD_MAX_FORMAT_VERSION",
     "QUANTIZED_FORMAT_VERSION",
     "RESIDUAL_FORMAT_VERSION",
     "SEGMENTS_FORMAT_VERSION",
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 FORMAT = "muvera.Index"
-FORMAT_VERSION = 9  # 2: records.jsonl may hold payload updates; 3: a calibration section
+FORMAT_VERSION = 10  # 2: records.jsonl may hold payload updates; 3: a calibration section
 # of kind "centre"; 4: quantized token codes (token dtype int8/int4); 5: fitted token cells
 # (cells.bin + centroids.bin); 6: token dtype residual4 (int4 rows of residuals from the
 # cells' centroids from the token section's "residual_from" row on); 7: hnswlib graph
@@ -68,7 +69,8 @@ FORMAT_VERSION = 9  # 2: records.jsonl may hold payload updates; 3: a calibratio
 # ("unmarked": the live labels say it; muvera.stores.hnsw_parts); 8: hnswlib graph files
 # without their vectors (the entry's "graph_vectors": false; muvera.stores.hnsw_links,
 # versioned in their own header), or token dtype residual2; 9: token cells not fitted yet
-# with a count asked for (the cells section {"count": n}). Each is written only
+# with a count asked for (the cells section {"count": n}); 10: token dtype residual4lm
+# (residual4's nibbles decoding to Lloyd-Max levels, muvera.token_codes). Each is written only
 # by indexes that use it: others keep version 1, readable by older versions. The hnswlib
 # store's persisted FDE codes need no version: an older reader ignores them and quantizes
 # at open; an older writer's entry drops them, and the next writer that knows them writes
@@ -83,6 +85,7 @@ RESIDUAL_FORMAT_VERSION = 6
 SEGMENTS_FORMAT_VERSION = 7
 LINKS_FORMAT_VERSION = 8
 CELL_COUNT_FORMAT_VERSION = 9
+LLOYD_MAX_FORMAT_VERSION = 10
 MANIFEST = "manifest.json"
 # Seconds a writer keeps the files of a superseded generation (readers that read the older
 # manifest open them meanwhile; see Index._retire).
@@ -329,12 +332,14 @@ def reader_version(manifest: dict[str, Any], token_dtype: Any, updated: bool) ->
         version = max(version, 2)
     if (manifest.get("calibration") or {}).get("kind") == "centre":
         version = max(version, CALIBRATED_FORMAT_VERSION)
-    if token_dtype in ("int8", "int4", "residual4", "residual2"):
+    if token_dtype in ("int8", "int4", "residual4", "residual2", "residual4lm"):
         version = max(version, QUANTIZED_FORMAT_VERSION)
-    if token_dtype in ("residual4", "residual2"):
+    if token_dtype in ("residual4", "residual2", "residual4lm"):
         version = max(version, RESIDUAL_FORMAT_VERSION)
     if token_dtype == "residual2":
         version = max(version, LINKS_FORMAT_VERSION)
+    if token_dtype == "residual4lm":
+        version = max(version, LLOYD_MAX_FORMAT_VERSION)
     if cells := (manifest.get("tokens") or {}).get("cells"):  # a count: not fitted yet
         counted = "count" in cells
         version = max(version, CELL_COUNT_FORMAT_VERSION if counted else CELLS_FORMAT_VERSION)

@@ -49,50 +49,6 @@ static void halfs_to_floats(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
-/* Token rows of the quantized kinds (muvera/token_codes.py): a float32 scale, then d int8
- * codes (kind 2) or h = ceil(d/2) bytes of two 4-bit codes stored as code + 8, byte i
- * holding value i (low nibble) and value h + i (high nibble) (kind 3), or q = ceil(d/4)
- * bytes of four 2-bit codes c (0..3, value c - 1.5), byte i holding values i, q + i,
- * 2q + i, 3q + i from its low bits up (kind 4). Decoded to scale * code, the product
- * numpy computes; every part is a contiguous loop. */
-enum { KIND_F32 = 0, KIND_F16 = 1, KIND_I8 = 2, KIND_I4 = 3, KIND_I2 = 4 };
-
-static int64_t row_bytes(int64_t kind, int64_t d) {
-    switch (kind) {
-    case KIND_F16: return 2 * d;
-    case KIND_I8: return 4 + d;
-    case KIND_I4: return 4 + (d + 1) / 2;
-    case KIND_I2: return 4 + (d + 3) / 4;
-    default: return 4 * d;
-    }
-}
-
-static void codes_to_floats(const unsigned char *src, int64_t kind, int64_t d, float *dst,
-                            int64_t n) {
-    const int64_t stride = row_bytes(kind, d);
-    for (int64_t t = 0; t < n; ++t, src += stride, dst += d) {
-        float scale;
-        memcpy(&scale, src, sizeof scale);
-        const unsigned char *c = src + 4;
-        if (kind == KIND_I8) {
-            for (int64_t i = 0; i < d; ++i) dst[i] = scale * (float)(int8_t)c[i];
-        } else if (kind == KIND_I2) {
-            const int64_t q = (d + 3) / 4;
-            for (int64_t part = 0; part < 4; ++part) {
-                const int64_t lo = part * q, len = d - lo < q ? d - lo : q;
-                const unsigned shift = (unsigned)(2 * part);
-                for (int64_t i = 0; i < len; ++i)
-                    dst[lo + i] = scale * ((float)((c[i] >> shift) & 3u) - 1.5f);
-            }
-        } else {
-            const int64_t h = (d + 1) / 2;
-            for (int64_t i = 0; i < h; ++i) dst[i] = scale * (float)((int)(c[i] & 15u) - 8);
-            for (int64_t i = 0; i < d - h; ++i)
-                dst[h + i] = scale * (float)((int)(c[i] >> 4) - 8);
-        }
-    }
-}
-
 /* Residual rows (token dtype "residual4", muvera/token_codes.py): rows from `first` on store
  * a token minus the base row of its label (labels: one uint16 per token row of the file,
  * n_labels of them; bases: (n_bases, d) float32), added back after decoding. */
@@ -313,13 +269,13 @@ static void *maxsim_worker(void *arg) {
         if (n <= 0) continue;
         if (j + 1 < job->n_docs && job->lengths[j + 1] > 0) { /* the next span: in cache by
                                                                * the time its turn comes */
-            const int64_t size = row_bytes(job->kind, d);
+            const int64_t size = token_row_bytes(job->kind, d);
             const char *next = (const char *)job->tokens + job->offsets[j + 1] * size;
             for (int64_t b = 0; b < job->lengths[j + 1] * size; b += 64) PREFETCH(next + b);
         }
         const float *x;
         const unsigned char *row =
-            (const unsigned char *)job->tokens + job->offsets[j] * row_bytes(job->kind, d);
+            (const unsigned char *)job->tokens + job->offsets[j] * token_row_bytes(job->kind, d);
         if (job->kind == KIND_F16) {
             halfs_to_floats((const uint16_t *)row, buf, n * d);
             x = buf;

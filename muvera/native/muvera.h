@@ -34,8 +34,19 @@
 #define MUVERA_INTERNAL __attribute__((visibility("hidden")))
 #endif
 
-#define MUVERA_ABI_VERSION 15
+#define MUVERA_ABI_VERSION 16
 #define MAX_THREADS 64
+
+/* The 16 levels of token dtype "residual4lm" (kind 5; muvera/token_codes.py): the
+ * Lloyd-Max quantizer of a unit Gaussian (Max, 1960), ascending; nibble c decodes to
+ * scale * level c. codes.c picks each row's scale as its root mean square times the
+ * multiplier of least squared error among MUVERA_LM_MULTIPLIERS. */
+#define MUVERA_LM_LEVELS                                                                   \
+    {-2.73257f, -2.06890f, -1.61812f, -1.25623f, -0.94245f, -0.65680f, -0.38814f,          \
+     -0.12839f, 0.12839f,  0.38814f,  0.65680f,  0.94245f,  1.25623f,  1.61812f,           \
+     2.06890f,  2.73257f}
+#define MUVERA_LM_MULTIPLIERS {0.80f, 0.85f, 0.90f, 0.95f, 1.00f, 1.05f, 1.10f, 1.15f}
+#define MUVERA_LM_N_MULTIPLIERS 8
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(p) __builtin_prefetch(p)
@@ -66,6 +77,20 @@ static inline vf8 vmax8(vf8 a, vf8 b) {
 #else
 #define PREFETCH(p) ((void)(p))
 #endif
+
+/* Token rows of the quantized kinds (muvera/token_codes.py): a float32 scale, then d int8
+ * codes (kind 2) or h = ceil(d/2) bytes of two 4-bit codes stored as code + 8, byte i
+ * holding value i (low nibble) and value h + i (high nibble) (kind 3), or q = ceil(d/4)
+ * bytes of four 2-bit codes c (0..3, value c - 1.5), byte i holding values i, q + i,
+ * 2q + i, 3q + i from its low bits up (kind 4), or kind 3's nibbles c decoding to
+ * scale * MUVERA_LM_LEVELS[c] (kind 5, Lloyd-Max levels). Decoded to scale * code (or
+ * level), the product numpy computes; every part is a contiguous loop. */
+enum { KIND_F32 = 0, KIND_F16 = 1, KIND_I8 = 2, KIND_I4 = 3, KIND_I2 = 4, KIND_LM4 = 5 };
+/* codes.c: bytes of one stored row of d values of a kind; rows of a quantized kind (2 ..
+ * 5) decoded to n rows of d floats. */
+MUVERA_INTERNAL int64_t token_row_bytes(int64_t kind, int64_t d);
+MUVERA_INTERNAL void codes_to_floats(const unsigned char *src, int64_t kind, int64_t d,
+                                     float *dst, int64_t n);
 
 /* pool.c: runs fn on jobs[0 .. n) (each job_size bytes): job 0 on the caller, the others on
  * pool threads (or on the caller, whichever gets to them first); returns when all are done. */

@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["ABI_VERSION", "LEVELS", "VARIANTS", "build_variants", "library_filename"]
 
-ABI_VERSION = 15  # must equal MUVERA_ABI_VERSION in muvera.h
+ABI_VERSION = 16  # must equal MUVERA_ABI_VERSION in muvera.h
 SOURCES = ("pool.c", "fde.c", "maxsim.c", "graph.c", "cells.c", "codes.c", "select.c")
 _AVX2 = ("-mavx2", "-mfma", "-mf16c")
 _AVX512 = (*_AVX2, "-mavx512f", "-mavx512dq", "-mavx512cd", "-mavx512bw", "-mavx512vl",

@@ -36,7 +36,7 @@ __all__ = ["TOKEN_DTYPES", "LocalStore", "check_float16_range"]
 TOKEN_DTYPES = {
     "float16": np.float16, "float32": np.float32, "int8": np.int8, "int4": np.int8,
     "residual4": np.int8,  # int4 codes of each token's difference from its cell's centroid
-    "residual2": np.int8,  # 2-bit codes of the same differences, four a byte
+    "residual2": np.int8, "residual4lm": np.int8,  # 2-bit / Lloyd-Max 4-bit differences
 }  # fmt: skip
 COMPACT_AT = 0.5  # compact the token file once half of its vectors are dead
 EXHAUSTIVE_SIMS = 1 << 22  # scores per block of an exact search over every document

@@ -66,9 +66,9 @@ def read_residual(
     rows: int,
     centre: npt.NDArray[np.float32] | None,
 ) -> int | None:
-    """The first token row stored as a residual (token dtype "residual4" or "residual2"):
-    present exactly
-    when the cells are fitted, a row number in ``0 .. rows``; None otherwise.
+    """The first token row stored as a residual (token dtype "residual4", "residual4lm" or
+    "residual2"): present exactly when the cells are fitted, a row number in ``0 ..
+    rows``; None otherwise.
 
     >>> read_residual(None, "int4", None, 10, None) is None
     True
