@@ -294,6 +294,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "reader_peak_rss": reader["rss_peak"],
                 "reader_first_search_s": reader["first_search_s"],
                 "reader_major_faults_per_query": reader["major_faults_per_query"],
+                "default_candidates": reader["default_candidates"],
                 "page_cache_bytes": reader["page_cache"],
                 "writer_rss_during_reader": reader["writer_rss"],
                 "index_bytes": sum(sizes.values()),
