@@ -139,18 +139,27 @@ def test_v5_index_with_token_cells_searches_as_written(tmp_path, maxsim_kernel, 
 
 
 V6 = Path(__file__).parent / "data" / "index-v6"  # written by tests/data/make_index_v6.py
+V10 = Path(__file__).parent / "data" / "index-v10"  # make_index_v10.py: residual4lm
 
 
-def test_v6_index_with_residual_tokens_searches_as_written(tmp_path, maxsim_kernel, monkeypatch):
-    # the saved results were searched with the FDE's top half of the candidates (the
-    # first SCAN_PART): the files are what is checked here, not today's candidate split
-    monkeypatch.setattr("muvera.stores.local.SCAN_PART", 2)
-    expected, queries = _saved(V6, "exact-residual4", tmp_path)
-    path = tmp_path / "exact-residual4"
+@pytest.mark.parametrize(
+    ("root", "dtype", "version"), [(V6, "residual4", 6), (V10, "residual4lm", 10)]
+)
+def test_saved_index_with_residual_tokens_searches_as_written(
+    tmp_path, maxsim_kernel, monkeypatch, root, dtype, version
+):
+    """residual4 (format version 6) and residual4lm (10: Lloyd-Max levels) rows decode to
+    the saved scores, in the compiled kernel and numpy; a later add appends residual rows
+    of the saved cells."""
+    if version == 6:  # its saved results were searched with the FDE's top half of the
+        # candidates (the first SCAN_PART): the files are what is checked here
+        monkeypatch.setattr("muvera.stores.local.SCAN_PART", 2)
+    expected, queries = _saved(root, f"exact-{dtype}", tmp_path)
+    path = tmp_path / f"exact-{dtype}"
     with Index.open(path, mode="r") as index:
-        assert index.manifest["format_version"] == 6
+        assert index.manifest["format_version"] == version
         tokens = index.manifest["tokens"]
-        assert tokens["dtype"] == "residual4" and tokens["cells"] == expected["cells"]
+        assert tokens["dtype"] == dtype and tokens["cells"] == expected["cells"]
         assert 0 < tokens["residual_from"] == expected["residual_from"]
         assert len(index) == expected["len"]
         result = index.search(queries, k=5, candidates=20)
@@ -330,27 +339,3 @@ def test_v9_cell_count_searches_as_written_and_fits_that_count(tmp_path):
     with Index.open(path, mode="r") as index:
         assert index.store.uses_cells and index.store.cells.cells.n_cells == 1024
         assert index.search([extra[7][:5]], k=1, candidates=30).ids[0, 0] == "x7"
-
-
-V10 = Path(__file__).parent / "data" / "index-v10"  # make_index_v10.py
-
-
-def test_v10_index_with_lloyd_max_residuals_searches_as_written(tmp_path, maxsim_kernel):
-    """residual4lm rows (format version 10) decode to the saved scores, in the compiled
-    kernel and numpy; a later add appends residual rows of the saved cells."""
-    expected, queries = _saved(V10, "exact-residual4lm", tmp_path)
-    path = tmp_path / "exact-residual4lm"
-    with Index.open(path, mode="r") as index:
-        assert index.manifest["format_version"] == 10
-        tokens = index.manifest["tokens"]
-        assert tokens["dtype"] == "residual4lm" and tokens["cells"] == expected["cells"]
-        assert 0 < tokens["residual_from"] == expected["residual_from"]
-        assert len(index) == expected["len"]
-        result = index.search(queries, k=5, candidates=20)
-        assert result.ids.tolist() == expected["ids"]
-        np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5, atol=1e-5)
-    with Index.open(path) as index:
-        index.add(["x"], [queries[0]])
-        assert index.search([queries[0]], k=1, candidates=4).ids[0, 0] == "x"
-        assert index.manifest["tokens"]["residual_from"] == expected["residual_from"]
-        np.testing.assert_allclose(index.tokens("x"), queries[0], atol=0.05)

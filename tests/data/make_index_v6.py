@@ -22,26 +22,29 @@ from muvera.synthetic import planted_corpus
 OUT = Path(__file__).parent / "index-v6"
 
 
-def main() -> None:
+def write(out: Path, token_dtype: str, seed: int) -> None:
+    """The fixture folder ``out`` (replaced): ``exact-<token_dtype>``, its queries and
+    what it returned (also make_index_v10.py's, with residual4lm tokens)."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    docs, queries, _ = planted_corpus(600, 6, 8, doc_tokens=(50, 70), seed=13)
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir()
-    np.savez(OUT / "queries.npz", *queries)
-    path = OUT / "exact-residual4"
+    docs, queries, _ = planted_corpus(600, 6, 8, doc_tokens=(50, 70), seed=seed)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir()
+    np.savez(out / "queries.npz", *queries)
+    name = f"exact-{token_dtype}"
+    path = out / name
     config = FDEConfig(dimension=8, num_repetitions=2, num_simhash_projections=2)
     with Index.create(
-        path, config, "exact", token_dtype="residual4", metadata={"made_by": commit}
+        path, config, "exact", token_dtype=token_dtype, metadata={"made_by": commit}
     ) as index:
         index.add([f"d{i}" for i in range(100)], docs[:100])
         index.add([f"d{i}" for i in range(100, 600)], docs[100:])
         index.delete(["d3"])
         result = index.search(queries, k=5, candidates=20)
         expected = {
-            "exact-residual4": {
+            name: {
                 "len": len(index),
                 "ids": result.ids.tolist(),
                 "scores": result.scores.tolist(),
@@ -50,9 +53,9 @@ def main() -> None:
             }
         }
     (path / ".lock").unlink(missing_ok=True)
-    (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
-    print(f"wrote {OUT}")
+    (out / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    write(OUT, "residual4", seed=13)
