@@ -150,6 +150,21 @@ def test_index_token_dtype_int8_then_search(capsys, tmp_path, beir, model, model
     assert [r["id"] for r in json.loads(out)["results"]] == list(want.ids[0])
 
 
+def test_index_token_dtype_residual4lm_then_search(capsys, tmp_path, beir, model_dir):
+    """The CLI passes residual4lm through: the manifest says it (format version 10) and
+    the index answers a search like its own API does."""
+    code, _, err = run(capsys, "index", beir, "--model", model_dir, "--out", tmp_path / "ix",
+                       "--device", "cpu", "--token-dtype", "residual4lm")  # fmt: skip
+    assert code == 0, err
+    with Index.open(tmp_path / "ix", mode="r") as index:
+        assert index.manifest["tokens"]["dtype"] == "residual4lm"
+        assert index.manifest["format_version"] == format_version(index.manifest, 10)
+        assert len(index) == len(TEXTS)
+    code, out, err = run(capsys, "search", tmp_path / "ix", "the cat on the mat", "--json",
+                         "--device", "cpu")  # fmt: skip
+    assert code == 0 and json.loads(out)["results"], err
+
+
 def test_index_encodes_and_adds_in_chunks_under_one_commit(
     capsys, tmp_path, beir, model, model_dir, monkeypatch
 ):
