@@ -32,8 +32,8 @@ the same packing) decodes to ``scale * LM_LEVELS[c]``, the 16 levels of the Lloy
 quantizer of a unit Gaussian (Max, 1960), and a row's scale is its root mean square times
 whichever of the eight multipliers 0.80, 0.85, .., 1.15 leaves the least squared error
 (:data:`LM_MULTIPLIERS`). The same 4 bits a value lose about 0.57 of residual4's squared
-error (0.0081 against 0.0142 of a residual's energy on text-like, SciFact and raw
-msmarco-mini residuals alike; ``benchmarks/check_token_fidelity.py``).
+error (0.0081-0.0084 against 0.0141-0.0146 of a residual's energy on text-like, SciFact
+and raw msmarco-mini residuals; ``benchmarks/check_lm_scales.py``).
 
 ``"residual4"`` rows are int4 rows of a token's difference from its token cell's centroid
 (:mod:`muvera.cells`, PLAID's residual compression) rather than from the centre: a token
