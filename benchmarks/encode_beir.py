@@ -15,6 +15,7 @@ Usage: ``python benchmarks/encode_beir.py [--data ../shared/data/scifact] [--mod
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("MUVERA_SHARED") or ROOT.parent / "shared")  # data and models
 CACHE = ROOT / "benchmarks" / ".cache"
 
 

@@ -65,8 +65,8 @@ def _close_qdrant_clients() -> None:
 
 
 STORES = ["exact", "exact-int8", "hnswlib", "hnswlib-calibrated", "hnswlib-bulk", "hnswlib-sealed",
-          "hnswlib-cells", "exact-residual4", "hnswlib-residual2", "qdrant",
-          "qdrant-edge"]  # fmt: skip
+          "hnswlib-cells", "exact-residual4", "hnswlib-residual2", "hnswlib-residual4lm",
+          "qdrant", "qdrant-edge"]  # fmt: skip
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -79,7 +79,8 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
     kept by later commits); "hnswlib-cells" starts with fitted token cells (format
     version 5), whose code file grows and is compacted with the tokens; "exact-residual4"
     too, its later rows stored as residuals of those cells (format version 6);
-    "hnswlib-residual2" in 2 bits a value (format version 8)."""
+    "hnswlib-residual2" in 2 bits a value (format version 8); "hnswlib-residual4lm" in 4
+    bits decoding to Lloyd-Max levels (format version 10)."""
     pytest.importorskip("qdrant_client" if store.startswith("qdrant") else "hnswlib")
     if store == "qdrant-edge":
         pytest.importorskip("qdrant_edge")
@@ -94,10 +95,9 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
         from muvera.fde.calibration import Calibration
 
         calibration = Calibration.fit(np.concatenate([_doc(i) for i in range(400)]))
-    cells = store.endswith(("-cells", "-residual4", "-residual2"))
-    dtype = {"int8": "int8", "residual4": "residual4", "residual2": "residual2"}.get(
-        store.split("-")[-1], "float16"
-    )
+    cells = store.endswith(("-cells", "-residual4", "-residual2", "-residual4lm"))
+    codes = ("int8", "residual4", "residual2", "residual4lm")
+    dtype = store.split("-")[-1] if store.split("-")[-1] in codes else "float16"
     with Index.create(path, CONFIG, store=kind, store_options=options, calibration=calibration,
                       token_dtype=dtype) as index:  # fmt: skip
         if cells:
@@ -105,7 +105,7 @@ def test_kill_9_never_loses_a_commit(tmp_path, store):
             assert index.store.uses_cells
     _close_qdrant_clients()  # the writers' processes open the storage
     # 4-bit and 2-bit codes of unit rows
-    tolerance = {"residual4": 0.15, "residual2": 0.6}.get(dtype, 1e-2)
+    tolerance = {"residual4": 0.15, "residual4lm": 0.15, "residual2": 0.6}.get(dtype, 1e-2)
     ctx = mp.get_context("spawn")
     rng = np.random.default_rng(0)
     seen = 0
