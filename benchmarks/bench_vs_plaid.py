@@ -8,11 +8,13 @@ model's real token vectors, 200 real queries) or ``scifact`` (the shared model's
 encodings, test queries and qrels). Engines: ``muvera`` (the default index), ``muvera-int8``
 (int8 token codes, FDE R=40 projected to 4,096 dims: the first large-corpus recipe of
 docs/performance.md), ``muvera-residual4`` / ``muvera-residual2`` (4- or 2-bit residual
-token codes against the token cells, FDE projected to 2,048 dims: the 10^6 recipes),
-``muvera-int8-2048`` (int8 token codes, the same FDE: about PLAID's bytes per document),
-``plaid`` (``pylate.indexes.PLAID`` defaults: nbits=4,
-n_ivf_probe=8, n_full_scores=8192). muvera builds with ``Index.bulk()`` (one commit), in
-batches of 10,000 documents; PLAID from all documents in one ``add_documents`` call.
+token codes against the token cells, FDE projected to 2,048 dims: the earlier 10^6
+recipes), ``muvera-residual4lm`` (README's 10^6 recipe: residual4lm token codes, FDE
+projected to 1,024 dims, 32,768 token cells), ``muvera-int8-2048`` (int8 token codes, a
+2,048-dim FDE: about PLAID's bytes per document), ``plaid`` (``pylate.indexes.PLAID``
+defaults: nbits=4, n_ivf_probe=8; searched with each ``--full-scores`` value). muvera
+builds with ``Index.bulk()`` (one commit), in batches of 10,000 documents; PLAID from all
+documents in one ``add_documents`` call.
 
 PLAID runs in another Python environment (``--plaid-python``: one with ``pylate`` and
 ``fast-plaid`` installed; their pins differ from muvera's), through ``plaid_worker.py``.
