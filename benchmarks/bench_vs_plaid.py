@@ -208,14 +208,23 @@ def run_muvera(name: str, c: dict[str, Any], folder: Path, args: argparse.Namesp
             "search_device": "cpu", **reader}  # fmt: skip
 
 
+PLAID_WORKER = ROOT / "benchmarks" / "plaid_worker.py"
+
+
+def _plaid_build(c: dict[str, Any], folder: Path, out: Path, args: argparse.Namespace,
+                 device: str | None = None) -> list[str]:  # fmt: skip
+    """The worker's build command line (on ``device``, default ``--plaid-build-device``)."""
+    return [args.plaid_python, str(PLAID_WORKER), "build", str(c["tokens"]), str(c["lengths"]),
+            str(folder), str(out), device or args.plaid_build_device]  # fmt: skip
+
+
 def run_plaid(c: dict[str, Any], folder: Path, args: argparse.Namespace,
               ) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
     """One PLAID build, searched on each of ``args.plaid_search_devices`` with each of
     ``args.full_scores``: a result per pair."""
-    worker = str(ROOT / "benchmarks" / "plaid_worker.py")
+    worker = str(PLAID_WORKER)
     built = folder.parent / "plaid_build.json"
-    subprocess.run([args.plaid_python, worker, "build", str(c["tokens"]), str(c["lengths"]),
-                    str(folder), str(built), args.plaid_build_device], check=True)  # fmt: skip
+    subprocess.run(_plaid_build(c, folder, built, args), check=True)
     build = json.loads(built.read_text())
     out = []
     for device in args.plaid_search_devices.split(","):
@@ -237,9 +246,7 @@ def plaid_cpu_build(c: dict[str, Any], folder: Path, args: argparse.Namespace) -
     """PLAID's build on the CPU (all this process's CPUs), stopped after
     ``args.plaid_cpu_build_limit`` seconds: its seconds, or None when it had not finished
     (the worker process's whole run, reading the tokens included)."""
-    worker = str(ROOT / "benchmarks" / "plaid_worker.py")
-    command = [args.plaid_python, worker, "build", str(c["tokens"]), str(c["lengths"]),
-               str(folder), str(folder.parent / "plaid_cpu_build.json"), "cpu"]  # fmt: skip
+    command = _plaid_build(c, folder, folder.parent / "plaid_cpu_build.json", args, "cpu")
     t0 = time.perf_counter()
     try:
         subprocess.run(command, check=True, timeout=args.plaid_cpu_build_limit)

@@ -4,6 +4,7 @@ to the CPUs asked for, and its table says where each engine ran."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -80,3 +81,12 @@ def test_table_says_where_each_engine_built_and_searched():
     assert "not finished after 30 s" in text
     result["plaid_cpu_build"]["build_s"] = 12.4
     assert "(2 CPUs, no GPU): 12 s" in bench.markdown(result)
+
+
+def test_plaid_build_command_names_the_device():
+    args = argparse.Namespace(plaid_python="py", plaid_build_device="cuda")
+    c = {"tokens": Path("t.f16"), "lengths": Path("l.npy")}
+    command = bench._plaid_build(c, Path("ix"), Path("out.json"), args)
+    assert command[1:] == [str(bench.PLAID_WORKER), "build", "t.f16", "l.npy", "ix",
+                           "out.json", "cuda"]  # fmt: skip
+    assert bench._plaid_build(c, Path("ix"), Path("out.json"), args, "cpu")[-1] == "cpu"
