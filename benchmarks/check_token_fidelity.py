@@ -26,16 +26,39 @@ first stage, the FDE and the cells, does not depend on the token codes):
 * ``PLAID buckets``: PLAID's 4-bit residual codes, 16 buckets of equal frequency fitted
   on the residuals of the corpus's first ``FIT_DOCS`` documents, a value decoded to its
   bucket's median, one set for every value or one per dimension (no per-token scale);
-* ``residual int8``: 8 bits a value (132 instead of 68 bytes a token): what more bytes buy.
+* ``residual int8``: 8 bits a value (132 instead of 68 bytes a token): what more bytes buy;
+* ``residual4lm errors moved between tokens``: residual4lm's error of each token given to
+  another (a random permutation of the tokens ranked, scaled by the ratio of their RMS):
+  the same squared error, independent of the token it lands on;
+* ``Lloyd-Max, 5 bits on W of D values``: a code of the budget's size (below): the
+  budget's whole bytes a token, one of them a scale, the rest 4 bits a value and 5 bits
+  for as many values as the bytes left allow (W), Lloyd-Max levels of 16 and 32, after a
+  fixed random rotation; ``5 bits a value``: every value on 32 levels (over the budget);
+* ``rate-distortion bound, R bits a value``: not a code but the least error any code of R
+  bits a value can have on Gaussian values (Shannon's D(R) = variance x 2^-2R), simulated
+  by its test channel: each token's residual ``r`` with mean square ``s`` becomes
+  ``a r + sqrt(a D) z`` with ``D = s 2^-2R``, ``a = 1 - 2^-2R`` and ``z`` standard
+  normal (squared error D a value, independent of the reconstruction). The residuals are
+  close to Gaussian and isotropic (kurtosis ~3, and rotating them to their principal axes
+  would gain < 0.2 dB on the text-like corpus), so no code of that size does clearly
+  better. R = 4, 5 and the *budget rate*: the bits a value left if all of issue 16's
+  12 KiB per document but the index's other files (FDE codes, graph, cell ids, records)
+  went to the residual values, the per-token scale included.
 
-Usage: ``python benchmarks/check_token_fidelity.py INDEX [--queries 100] [--candidates 200]
-[--out benchmarks/results/token_fidelity_1m.json]``; ``--markdown FILE`` prints the table
-of a results file.
+``--candidates`` takes a list: the index is searched at each count, and the last column
+(the index's candidates alone) is given for each; the ranked documents are the first
+count's candidates plus the truth.
+
+Usage: ``python benchmarks/check_token_fidelity.py INDEX [--queries 100] [--candidates
+200[,300,...]] [--out benchmarks/results/token_fidelity_1m.json]``; ``--markdown FILE``
+prints the table of a results file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -53,10 +76,17 @@ from runner import bench_main  # noqa: E402
 from scale_corpus import TextLikeCorpus  # noqa: E402
 
 from muvera import Index  # noqa: E402
-from muvera.token_codes import decode_rows, encode_rows  # noqa: E402
+from muvera.token_codes import (  # noqa: E402
+    LM_LEVELS,
+    LM_MULTIPLIERS,
+    decode_rows,
+    encode_rows,
+    row_bytes,
+)
 
 Quantizer = Callable[[np.ndarray], np.ndarray]
 FIT_DOCS = 2000  # documents 0 .. FIT_DOCS: the residuals PLAID's buckets are fitted on
+BUDGET_BYTES = 12 * 1024  # issue 16's disk budget per document
 
 
 def _rms_step(r: np.ndarray, factor: float, levels: int) -> np.ndarray:
@@ -88,14 +118,99 @@ def _buckets(sample: np.ndarray, per_dimension: bool) -> Quantizer:
     return per_dim
 
 
-def quantizers(dimension: int, sample: np.ndarray) -> dict[str, Quantizer]:
+def _rd_bound(bits: float, seed: int) -> Quantizer:
+    """The test channel of Gaussian rate-distortion at ``bits`` a value, per token: the
+    residual scaled by ``1 - 2^-2R`` plus independent noise, squared error ``s 2^-2R`` a
+    value for a token of mean square ``s`` (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    kept = 1.0 - 2.0 ** (-2.0 * bits)
+
+    def channel(r: np.ndarray) -> np.ndarray:
+        distortion = (r * r).mean(axis=1, keepdims=True) * 2.0 ** (-2.0 * bits)
+        noise = rng.standard_normal(r.shape).astype(np.float32)
+        return (kept * r + np.sqrt(kept * distortion) * noise).astype(np.float32)
+
+    return channel
+
+
+def _moved(code: Quantizer, seed: int) -> Quantizer:
+    """``code``'s errors, each moved to another token of the batch (a random permutation)
+    and scaled by the ratio of the two tokens' RMS: the same errors in size and shape,
+    but independent of the token they land on."""
+    rng = np.random.default_rng(seed)
+
+    def moved(r: np.ndarray) -> np.ndarray:
+        err = code(r) - r
+        rms = np.sqrt((r * r).mean(axis=1, keepdims=True))
+        unit = err / np.maximum(rms, np.float32(1e-20))
+        return (r + unit[rng.permutation(len(r))] * rms).astype(np.float32)
+
+    return moved
+
+
+def _lloyd_max_levels(n: int, rounds: int = 3000) -> np.ndarray:
+    """The ``n`` levels of the Lloyd-Max quantizer of a unit Gaussian (Max, 1960), by
+    Lloyd's iteration on the density: cuts halfway between levels, each level the mean of
+    its interval."""
+    erf = np.frompyfunc(math.erf, 1, 1)
+    levels = np.linspace(-2.5, 2.5, n)
+    for _ in range(rounds):
+        cuts = np.concatenate([[-np.inf], (levels[1:] + levels[:-1]) / 2, [np.inf]])
+        pdf = np.exp(-(cuts**2) / 2) / math.sqrt(2 * math.pi)
+        cdf = (1 + erf(cuts / math.sqrt(2)).astype(np.float64)) / 2
+        levels = (pdf[:-1] - pdf[1:]) / (cdf[1:] - cdf[:-1])
+    return levels.astype(np.float32)
+
+
+def _mixed_lloyd_max(dimension: int, n_wide: int, rotate: bool = True) -> Quantizer:
+    """A scalar code between 4 and 5 bits a value: residual4lm's (a scale of the row's RMS
+    times the best of its eight multipliers, each value to its nearest Lloyd-Max level)
+    with the first ``n_wide`` values of the row on 32 levels and the others on 16, after a
+    fixed random rotation (so no coordinate is favoured)."""
+    levels = [LM_LEVELS, _lloyd_max_levels(32)]
+    cuts = [(v[1:] + v[:-1]) / np.float32(2) for v in levels]
+    wide = np.arange(dimension) < n_wide
+    rot = np.linalg.qr(np.random.default_rng(17).standard_normal((dimension, dimension)))[0]
+    rot = rot.astype(np.float32) if rotate else np.eye(dimension, dtype=np.float32)
+
+    def code(r: np.ndarray) -> np.ndarray:
+        z = r @ rot.T
+        rms = np.sqrt((z * z).mean(axis=1, keepdims=True))
+        best, least = np.zeros_like(z), np.full((len(z), 1), np.inf, np.float32)
+        for m in LM_MULTIPLIERS:
+            scale = rms * m  # a row of zeros: scale 0, decoded to zeros
+            x = z / np.where(scale > 0, scale, np.float32(1))
+            q = np.where(wide, levels[1][np.searchsorted(cuts[1], x)],
+                         levels[0][np.searchsorted(cuts[0], x)]) * scale  # fmt: skip
+            err = ((q - z) ** 2).sum(axis=1, keepdims=True)
+            better = err < least
+            best, least = np.where(better, q, best), np.minimum(err, least)
+        return (best @ rot).astype(np.float32)
+
+    return code
+
+
+def budget_bits(index_dir: Path, n_docs: int, dimension: int) -> float:
+    """Bits a residual value would get if 12 KiB per document went to the token file and
+    to nothing else but the index's other files as they are (the token file's bytes are
+    all counted as values: the per-token scale is given away)."""
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    tokens = manifest["tokens"]
+    other = sum(f.stat().st_size for f in index_dir.iterdir() if f.is_file()) - tokens["bytes"]
+    n_tokens = tokens["bytes"] // row_bytes(tokens["dtype"], dimension)
+    return float((BUDGET_BYTES * n_docs - other) * 8 / (n_tokens * dimension))
+
+
+def quantizers(
+    dimension: int, sample: np.ndarray, budget: float | None = None
+) -> dict[str, Quantizer]:
     rotation, _ = np.linalg.qr(np.random.default_rng(7).standard_normal((dimension, dimension)))
     rot = rotation.astype(np.float32)
 
     def stored(r: np.ndarray) -> np.ndarray:
         return decode_rows(encode_rows(r, "int4"), "int4", r.shape[1])
 
-    return {
+    schemes: dict[str, Quantizer] = {
         "float32": lambda r: r,
         "residual4 (stored)": stored,
         "residual4lm": lambda r: decode_rows(
@@ -111,6 +226,18 @@ def quantizers(dimension: int, sample: np.ndarray) -> dict[str, Quantizer]:
             encode_rows(r, "int8"), "int8", r.shape[1]
         ),
     }
+    schemes["residual4lm errors moved between tokens"] = _moved(schemes["residual4lm"], 13)
+    if budget is not None:  # whole bytes a token within the budget, one of them a scale
+        n_wide = max(0, min(dimension, (int(budget * dimension / 8) - 1) * 8 - 4 * dimension))
+        schemes[f"Lloyd-Max, 5 bits on {n_wide} of {dimension} values (12 KiB/doc budget)"] = (
+            _mixed_lloyd_max(dimension, n_wide)
+        )
+    schemes["Lloyd-Max, 5 bits a value (over the budget)"] = _mixed_lloyd_max(dimension, dimension)
+    for bits in (4.0, budget, 5.0):
+        if bits is not None:
+            label = f"{bits:.2f} (12 KiB/doc budget)" if bits == budget else f"{bits:g}"
+            schemes[f"rate-distortion bound, {label} bits a value"] = _rd_bound(bits, 11)
+    return schemes
 
 
 def _maxsim(query: np.ndarray, tokens: np.ndarray, lengths: list[int]) -> np.ndarray:
@@ -122,6 +249,7 @@ def _maxsim(query: np.ndarray, tokens: np.ndarray, lengths: list[int]) -> np.nda
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.index is None:
         raise SystemExit("the index folder is required")
+    counts = [int(c) for c in str(args.candidates).split(",")]
     corpus = TextLikeCorpus.from_cache()
     queries = corpus.queries(args.queries)
     with Index.open(args.index, mode="r") as index:
@@ -130,18 +258,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         cells = index.store.cells.cells
         if cells is None:
             raise SystemExit(f"{args.index}: no fitted token cells")
+        budget = budget_bits(args.index, n_docs, corpus.dimension)
         fit = np.concatenate(corpus.documents(0, FIT_DOCS)).astype(np.float32)
-        schemes = quantizers(corpus.dimension, fit - cells.fine[cells.assign(fit)])
+        schemes = quantizers(corpus.dimension, fit - cells.fine[cells.assign(fit)], budget)
         found: dict[str, list[float]] = {name: [] for name in schemes}
-        alone: dict[str, list[float]] = {name: [] for name in schemes}
+        alone: dict[int, dict[str, list[float]]] = {c: {n: [] for n in schemes} for c in counts}
         error: dict[str, list[float]] = {name: [] for name in schemes}
         t0 = time.perf_counter()
-        searched = [index.search([q], k=args.candidates, candidates=args.candidates).ids[0]
-                    for q in queries]  # fmt: skip
+        searched = {c: [index.search([q], k=c, candidates=c).ids[0] for q in queries]
+                    for c in counts}  # fmt: skip
         search_s = time.perf_counter() - t0
-    for q, ids, want in zip(queries, searched, truth, strict=True):
-        docs = np.union1d(np.asarray(ids[ids >= 0], np.int64), want)
-        among = np.isin(docs, ids)  # the index's candidates
+    for i, (q, want) in enumerate(zip(queries, truth, strict=True)):
+        hits = {c: np.asarray(searched[c][i][searched[c][i] >= 0], np.int64) for c in counts}
+        docs = np.union1d(np.concatenate(list(hits.values())), want)
+        first = np.isin(docs, np.union1d(hits[counts[0]], want))  # ranked for "found"
         tokens = [corpus._document(int(j)).astype(np.float32) for j in docs]
         lengths = [len(t) for t in tokens]
         x = np.concatenate(tokens)
@@ -151,34 +281,48 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             y = centroids + quantize(residual)
             error[name].append(float(((y - x) ** 2).sum(axis=1).mean()))
             scores = _maxsim(q, y, lengths)
-            top = docs[np.argsort(-scores, kind="stable")[:10]]
+            top = docs[first][np.argsort(-scores[first], kind="stable")[:10]]
             found[name].append(len(set(top.tolist()) & set(want.tolist())) / 10)
-            own = docs[among][np.argsort(-scores[among], kind="stable")[:10]]
-            alone[name].append(len(set(own.tolist()) & set(want.tolist())) / 10)
+            for c in counts:
+                among = np.isin(docs, hits[c])  # the index's candidates
+                own = docs[among][np.argsort(-scores[among], kind="stable")[:10]]
+                alone[c][name].append(len(set(own.tolist()) & set(want.tolist())) / 10)
     return {
         "machine": machine(), "index": str(args.index), "documents": n_docs,
-        "queries": len(queries), "candidates": args.candidates, "search_s": search_s,
+        "queries": len(queries), "candidates": counts[0], "candidate_counts": counts,
+        "budget_bits": budget, "search_s": search_s,
         "rows": [{"quantizer": name, "found": float(np.mean(found[name])),
-                  "found_candidates": float(np.mean(alone[name])),
+                  "found_candidates": float(np.mean(alone[counts[0]][name])),
+                  "found_by_candidates": {str(c): float(np.mean(alone[c][name]))
+                                          for c in counts},
                   "mse_per_token": float(np.mean(error[name]))} for name in schemes],
     }  # fmt: skip
 
 
 def markdown(result: dict[str, Any]) -> str:
+    counts = result.get("candidate_counts", [result["candidates"]])
+    alone_heads = (
+        ["the same, the index's candidates alone"]
+        if len(counts) == 1
+        else [f"the index's top {c} alone" for c in counts]
+    )
     lines = [
         f"{describe(result['machine'])}; {result['documents']:,} text-like documents, "
         f"{result['queries']} queries; ranked: the index's top {result['candidates']} plus "
         "the float16 exact top-10.",
         "",
-        "| re-rank tokens | float16 exact top-10 found | the same, the index's candidates "
-        "alone | squared error per token |",
-        "| --- | ---: | ---: | ---: |",
+        "| re-rank tokens | float16 exact top-10 found | "
+        + " | ".join(alone_heads)
+        + " | squared error per token |",
+        "| --- | ---: | " + "---: | " * len(counts) + "---: |",
     ]
     for row in result["rows"]:
-        own = row.get("found_candidates")  # not recorded before residual4lm
-        alone = "-" if own is None else f"{own:.3f}"
+        by = row.get("found_by_candidates") or {str(counts[0]): row.get("found_candidates")}
+        cells = ["-" if by.get(str(c)) is None else f"{by[str(c)]:.3f}" for c in counts]
         lines.append(
-            f"| {row['quantizer']} | {row['found']:.3f} | {alone} | {row['mse_per_token']:.5f} |"
+            f"| {row['quantizer']} | {row['found']:.3f} | "
+            + " | ".join(cells)
+            + f" | {row['mse_per_token']:.5f} |"
         )
     return "\n".join(lines)
 
@@ -186,7 +330,7 @@ def markdown(result: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("index", type=Path, nargs="?")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--candidates", type=int, default=200)
+    parser.add_argument("--candidates", default="200", help="a count or a list: 200,300")
 
 
 def main() -> None:
