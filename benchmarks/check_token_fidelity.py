@@ -148,6 +148,12 @@ def _moved(code: Quantizer, seed: int) -> Quantizer:
     return moved
 
 
+def _rotation(dimension: int, seed: int) -> np.ndarray:
+    """A fixed random rotation, float32 ``(dimension, dimension)``."""
+    rng = np.random.default_rng(seed)
+    return np.linalg.qr(rng.standard_normal((dimension, dimension)))[0].astype(np.float32)
+
+
 def _lloyd_max_levels(n: int, rounds: int = 3000) -> np.ndarray:
     """The ``n`` levels of the Lloyd-Max quantizer of a unit Gaussian (Max, 1960), by
     Lloyd's iteration on the density: cuts halfway between levels, each level the mean of
@@ -170,8 +176,7 @@ def _mixed_lloyd_max(dimension: int, n_wide: int, rotate: bool = True) -> Quanti
     levels = [LM_LEVELS, _lloyd_max_levels(32)]
     cuts = [(v[1:] + v[:-1]) / np.float32(2) for v in levels]
     wide = np.arange(dimension) < n_wide
-    rot = np.linalg.qr(np.random.default_rng(17).standard_normal((dimension, dimension)))[0]
-    rot = rot.astype(np.float32) if rotate else np.eye(dimension, dtype=np.float32)
+    rot = _rotation(dimension, 17) if rotate else np.eye(dimension, dtype=np.float32)
 
     def code(r: np.ndarray) -> np.ndarray:
         z = r @ rot.T
@@ -204,8 +209,7 @@ def budget_bits(index_dir: Path, n_docs: int, dimension: int) -> float:
 def quantizers(
     dimension: int, sample: np.ndarray, budget: float | None = None
 ) -> dict[str, Quantizer]:
-    rotation, _ = np.linalg.qr(np.random.default_rng(7).standard_normal((dimension, dimension)))
-    rot = rotation.astype(np.float32)
+    rot = _rotation(dimension, 7)
 
     def stored(r: np.ndarray) -> np.ndarray:
         return decode_rows(encode_rows(r, "int4"), "int4", r.shape[1])
