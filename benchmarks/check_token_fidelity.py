@@ -175,7 +175,6 @@ def _mixed_lloyd_max(dimension: int, n_wide: int, rotate: bool = True) -> Quanti
     fixed random rotation (so no coordinate is favoured)."""
     levels = [LM_LEVELS, _lloyd_max_levels(32)]
     cuts = [(v[1:] + v[:-1]) / np.float32(2) for v in levels]
-    wide = np.arange(dimension) < n_wide
     rot = _rotation(dimension, 17) if rotate else np.eye(dimension, dtype=np.float32)
 
     def code(r: np.ndarray) -> np.ndarray:
@@ -185,8 +184,10 @@ def _mixed_lloyd_max(dimension: int, n_wide: int, rotate: bool = True) -> Quanti
         for m in LM_MULTIPLIERS:
             scale = rms * m  # a row of zeros: scale 0, decoded to zeros
             x = z / np.where(scale > 0, scale, np.float32(1))
-            q = np.where(wide, levels[1][np.searchsorted(cuts[1], x)],
-                         levels[0][np.searchsorted(cuts[0], x)]) * scale  # fmt: skip
+            q = np.empty_like(z)  # each value on its own levels only
+            q[:, :n_wide] = levels[1][np.searchsorted(cuts[1], x[:, :n_wide])]
+            q[:, n_wide:] = levels[0][np.searchsorted(cuts[0], x[:, n_wide:])]
+            q *= scale
             err = ((q - z) ** 2).sum(axis=1, keepdims=True)
             better = err < least
             best, least = np.where(better, q, best), np.minimum(err, least)
@@ -281,6 +282,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         x = np.concatenate(tokens)
         centroids = cells.fine[cells.assign(x)]
         residual = x - centroids
+        among = {c: np.isin(docs, hits[c]) for c in counts}  # the index's candidates
         for name, quantize in schemes.items():
             y = centroids + quantize(residual)
             error[name].append(float(((y - x) ** 2).sum(axis=1).mean()))
@@ -288,8 +290,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             top = docs[first][np.argsort(-scores[first], kind="stable")[:10]]
             found[name].append(len(set(top.tolist()) & set(want.tolist())) / 10)
             for c in counts:
-                among = np.isin(docs, hits[c])  # the index's candidates
-                own = docs[among][np.argsort(-scores[among], kind="stable")[:10]]
+                own = docs[among[c]][np.argsort(-scores[among[c]], kind="stable")[:10]]
                 alone[c][name].append(len(set(own.tolist()) & set(want.tolist())) / 10)
     return {
         "machine": machine(), "index": str(args.index), "documents": n_docs,
