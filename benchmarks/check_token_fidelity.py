@@ -39,9 +39,9 @@ first stage, the FDE and the cells, does not depend on the token codes):
   by its test channel: each token's residual ``r`` with mean square ``s`` becomes
   ``a r + sqrt(a D) z`` with ``D = s 2^-2R``, ``a = 1 - 2^-2R`` and ``z`` standard
   normal (squared error D a value, independent of the reconstruction). The residuals are
-  close to Gaussian and isotropic (kurtosis ~3, and rotating them to their principal axes
-  would gain < 0.2 dB on the text-like corpus), so no code of that size does clearly
-  better. R = 4, 5 and the *budget rate*: the bits a value left if all of issue 16's
+  close to Gaussian and isotropic (``check_residual_shape.py``: their kurtosis and what
+  rotating them to their principal axes would gain), so no code of that size does
+  clearly better. R = 4, 5 and the *budget rate*: the bits a value left if all of issue 16's
   12 KiB per document but the index's other files (FDE codes, graph, cell ids, records)
   went to the residual values, the per-token scale included.
 

@@ -158,3 +158,15 @@ def test_a_run_reports_every_quantizer_at_every_count(small_index, tmp_path, mon
                               for r in result["rows"]]}  # fmt: skip
     del old["candidate_counts"]
     assert "the same, the index's candidates alone" in fidelity.markdown(old)
+
+
+def test_the_residual_shape_check_tells_gaussian_from_skewed_variances():
+    import check_residual_shape
+
+    x = np.random.default_rng(0).standard_normal((20000, 128)).astype(np.float32)
+    x[:3] = 0
+    s = check_residual_shape.shape(x)
+    assert s["zero_rows"] == 3 and s["tokens"] == 20000
+    assert s["kurtosis"] == pytest.approx(3.0, abs=0.1) and s["coding_gain_db"] < 0.05
+    x[:, :64] *= 2  # variances 4 and 1: 10 log10(2.5 / 2) dB to gain by a transform code
+    assert check_residual_shape.shape(x)["coding_gain_db"] == pytest.approx(0.97, abs=0.03)
